@@ -55,8 +55,12 @@ def encode_varint(value: int) -> bytes:
             return bytes(out)
 
 
-def decode_varint(buf: bytes | memoryview, pos: int = 0) -> tuple[int, int]:
-    """Read a minimal unsigned varint at ``pos``; return (value, next position)."""
+def decode_varint(buf: bytes | memoryview, pos: int = 0,
+                  max_bytes: int = MAX_VARINT_BYTES) -> tuple[int, int]:
+    """Read a minimal unsigned varint at ``pos``; return (value, next position).
+
+    ``max_bytes`` is 9 for multiformats; protobuf allows 10 (negative int64s).
+    """
     value = 0
     shift = 0
     start = pos
@@ -72,7 +76,7 @@ def decode_varint(buf: bytes | memoryview, pos: int = 0) -> tuple[int, int]:
                 raise InvalidInput("varint is not minimally encoded")
             return value, pos
         shift += 7
-        if pos - start >= MAX_VARINT_BYTES:
+        if pos - start >= max_bytes:
             raise InvalidInput("varint too long")
 
 

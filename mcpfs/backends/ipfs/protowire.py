@@ -15,6 +15,7 @@ VARINT = 0
 FIXED64 = 1
 LEN = 2
 FIXED32 = 5
+PROTO_VARINT_BYTES = 10  # protobuf int64 can take 10 bytes
 
 
 def key(field: int, wire_type: int) -> bytes:
@@ -43,7 +44,9 @@ def iter_fields(buf: bytes | memoryview) -> Iterator[tuple[int, int, int | bytes
         if field == 0:
             raise InvalidInput("protobuf field number 0")
         if wire_type == VARINT:
-            value, pos = decode_varint(buf, pos)
+            value, pos = decode_varint(buf, pos, PROTO_VARINT_BYTES)
+            if value >= 1 << 64:
+                raise InvalidInput("protobuf varint overflows 64 bits")
             yield field, wire_type, value
         elif wire_type == LEN:
             length, pos = decode_varint(buf, pos)

@@ -1,0 +1,387 @@
+"""The synchronous core of MFS: path operations as pure functions of a root CID.
+
+Every operation takes the current root CID and returns the new one; nothing is mutated in
+place, so a failing operation leaves no trace except unreferenced blocks (which the next GC
+removes). A change to ``/a/b/c`` lists ``/a/b``, edits its entries and rebuilds it with
+:func:`directory.build_directory` (plain or HAMT, switching both ways as boxo does), then
+rebuilds ``/a`` and ``/`` with the new child link: O(entries on the path) per change. There
+is no directory cache; the reader's node LRU makes repeated lookups cheap.
+
+Files written through MFS are re-imported with the MFS params: old prefix + zero fill + new
+data + old suffix are streamed as fixed-size chunks into the importer, so a file's CID equals
+``ipfs add`` of the same bytes with the same params, and memory stays at about one chunk.
+
+Errors (all :class:`McpfsError` subclasses): NotFound (ENOENT) "<path>: file does not exist",
+AlreadyExists (EEXIST), NotADirectory (ENOTDIR), IsADirectory (EISDIR), DirectoryNotEmpty
+(ENOTEMPTY), InvalidInput for bad paths; BlockNotFound/CorruptBlock from the store.
+
+Concurrency: no state besides the store and reader (both thread-safe); the caller (mfs.py)
+serializes mutations. Blocking: runs in worker threads only.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Iterable, Iterator
+from typing import Final
+
+from ...errors import (AlreadyExists, DirectoryNotEmpty, InvalidInput, IsADirectory,
+                       NotADirectory, NotFound)
+from . import dagpb, unixfs
+from .blockstore import Blockstore
+from .cid import CID, DAG_PB, RAW
+from .directory import build_directory, check_name
+from .importer import Imported, ImportParams, import_chunks
+from .reader import UnixFSReader, split_ipfs_path
+
+READ_PIECE: Final = 1 << 20  # bytes read from the old file per step when re-importing
+ZERO_PIECE: Final = 1 << 20  # bytes of zero fill yielded per step (write past the end)
+DIR_TYPE: Final = 1  # kubo's `files ls` Entries Type for a directory (0 for anything else)
+FILE_TYPE: Final = 0
+
+Entries = dict[str, tuple[CID, int]]  # name -> (cid, cumulative size)
+
+
+def split_path(path: str) -> list[str]:
+    """``/a/b`` -> ["a", "b"]; ``/`` -> []. Paths must be absolute; ``.``/``..`` resolved."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise InvalidInput(f"paths must start with a leading slash: {path!r}")
+    segs = [s for s in posixpath.normpath(path).split("/") if s]
+    for seg in segs:
+        check_name(seg)
+    return segs
+
+
+def join(segs: list[str]) -> str:
+    return "/" + "/".join(segs)
+
+
+def rechunk(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """Cut a stream of pieces of any length into ``size``-byte chunks (last one shorter)."""
+    buf = bytearray()
+    for piece in pieces:
+        view = memoryview(piece)
+        pos = 0
+        if buf:
+            pos = size - len(buf)
+            buf += view[:pos]
+            if len(buf) < size:
+                continue
+            yield bytes(buf)
+            buf = bytearray()
+        while len(view) - pos >= size:
+            yield bytes(view[pos:pos + size])
+            pos += size
+        buf += view[pos:]
+    if buf:
+        yield bytes(buf)
+
+
+class Tree:
+    """Path operations over one store; see the module docstring."""
+
+    def __init__(self, store: Blockstore, reader: UnixFSReader, params: ImportParams) -> None:
+        self.store = store
+        self.reader = reader
+        self.params = params
+
+    # ---------------------------------------------------------------- nodes
+    def put_node(self, block: bytes) -> CID:
+        cid = self.params.node_cid(block)
+        self.store.put(cid, block)
+        return cid
+
+    def empty_dir(self) -> Imported:
+        return build_directory([], self.params, self.put_node)
+
+    def kind(self, cid: CID) -> str:
+        """"directory", "file" or "symlink" (raw blocks and other codecs count as files)."""
+        if cid.codec != DAG_PB:
+            return "file"
+        _, fsdata = self.reader.unixfs_node(cid)
+        if fsdata.is_dir:
+            return "directory"
+        return "symlink" if fsdata.type == unixfs.SYMLINK else "file"
+
+    def read_dir(self, cid: CID, where: str) -> tuple[Entries, int | None, tuple | None]:
+        """(entries, mode, mtime) of the directory ``cid``; NotADirectory when it is not."""
+        if self.kind(cid) != "directory":
+            raise NotADirectory(f"{where}: not a directory")
+        _, fsdata = self.reader.unixfs_node(cid)
+        entries = {link.name or "": (link.cid, link.tsize or 0)
+                   for link in self.reader.list_dir(cid)}
+        return entries, fsdata.mode, fsdata.mtime
+
+    def lookup(self, root: CID, segs: list[str], missing_ok: bool = False) -> CID | None:
+        """The CID at ``segs``; NotFound (or None with ``missing_ok``) when a segment is
+        missing, NotADirectory when a segment on the way is not a directory."""
+        cid = root
+        for i, name in enumerate(segs):
+            if self.kind(cid) != "directory":
+                raise NotADirectory(f"{join(segs[:i])}: not a directory")
+            link = self.reader.find(cid, name)
+            if link is None:
+                if missing_ok:
+                    return None
+                raise NotFound(f"{join(segs[:i + 1])}: file does not exist")
+            cid = link.cid
+        return cid
+
+    def resolve(self, root: CID, path: str) -> CID:
+        cid = self.lookup(root, split_path(path))
+        assert cid is not None
+        return cid
+
+    def update(self, root: CID, dir_segs: list[str], mutate: Callable[[Entries], bool],
+               parents: bool = False) -> CID:
+        """Apply ``mutate`` to the entries of directory ``dir_segs`` and rebuild up to the root.
+
+        ``mutate`` edits the dict in place and returns False for "no change" (root returned
+        as is). Missing directories on the way raise NotFound, or are created empty with
+        ``parents``.
+        """
+        chain: list[tuple[Entries, int | None, tuple | None]] = []
+        cur: CID | None = root
+        for depth in range(len(dir_segs) + 1):
+            where = join(dir_segs[:depth])
+            chain.append(({}, None, None) if cur is None else self.read_dir(cur, where))
+            if depth == len(dir_segs):
+                break
+            entry = chain[-1][0].get(dir_segs[depth])
+            if entry is None and not parents:
+                raise NotFound(f"{join(dir_segs[:depth + 1])}: file does not exist")
+            cur = entry[0] if entry is not None else None
+        if not mutate(chain[-1][0]):
+            return root
+        child: Imported | None = None
+        for depth in range(len(dir_segs), -1, -1):
+            entries, mode, mtime = chain[depth]
+            if child is not None:
+                entries[dir_segs[depth]] = (child.cid, child.tsize)
+            items = [(name, cid, tsize) for name, (cid, tsize) in entries.items()]
+            child = build_directory(items, self.params, self.put_node, mode, mtime)
+        assert child is not None
+        return child.cid
+
+    def _add(self, root: CID, segs: list[str], cid: CID, tsize: int, parents: bool = False,
+             replace: bool = False) -> CID:
+        def mutate(entries: Entries) -> bool:
+            if segs[-1] in entries and not replace:
+                raise AlreadyExists(f"{join(segs)}: file already exists")
+            entries[segs[-1]] = (cid, tsize)
+            return True
+        return self.update(root, segs[:-1], mutate, parents)
+
+    # ---------------------------------------------------------------- queries
+    def stat(self, root: CID, path: str) -> dict:
+        """kubo's ``files stat`` JSON: Hash, Size, CumulativeSize, Blocks, Type."""
+        info = self.reader.stat(self.resolve(root, path))
+        kind = info.type if info.type in ("directory", "symlink") else "file"
+        return {"Hash": str(info.cid), "Size": info.size,
+                "CumulativeSize": info.cumulative_size, "Blocks": info.blocks, "Type": kind}
+
+    def ls(self, root: CID, path: str, long: bool = False) -> list[dict]:
+        """kubo's ``files ls`` Entries (sorted by name); a file lists as itself."""
+        segs = split_path(path)
+        cid = self.lookup(root, segs)
+        assert cid is not None
+        if self.kind(cid) != "directory":
+            links = [(segs[-1] if segs else "", cid)]
+        else:
+            links = sorted((link.name or "", link.cid) for link in self.reader.list_dir(cid))
+        out = []
+        for name, child in links:
+            if not long:
+                out.append({"Name": name, "Type": FILE_TYPE, "Size": 0, "Hash": ""})
+                continue
+            info = self.reader.stat(child)
+            is_dir = info.type == "directory"
+            out.append({"Name": name, "Type": DIR_TYPE if is_dir else FILE_TYPE,
+                        "Size": 0 if is_dir else info.size, "Hash": str(child)})
+        return out
+
+    def file_cid(self, root: CID, path: str) -> CID:
+        """The CID of the regular file at ``path``; IsADirectory / InvalidInput otherwise."""
+        cid = self.resolve(root, path)
+        kind = self.kind(cid)
+        if kind == "directory":
+            raise IsADirectory(f"{path}: is a directory")
+        if kind != "file":
+            raise InvalidInput(f"{path}: not a regular file")
+        return cid
+
+    def read_range(self, cid: CID, offset: int, count: int | None,
+                   piece: int = READ_PIECE) -> Iterator[bytes]:
+        """The file's bytes from ``offset``, ``count`` of them (None: to the end), in pieces."""
+        if offset < 0 or (count is not None and count < 0):
+            raise InvalidInput("offset and count must not be negative")
+        end = self.reader.stat(cid).size
+        if count is not None:
+            end = min(end, offset + count)
+        pos = offset
+        while pos < end:
+            data = self.reader.read(cid, pos, min(piece, end - pos))
+            if not data:
+                return
+            yield data
+            pos += len(data)
+
+    # ---------------------------------------------------------------- changes
+    def mkdir(self, root: CID, path: str, parents: bool = False) -> CID:
+        segs = split_path(path)
+        if not segs:
+            if parents:
+                return root
+            raise AlreadyExists("cannot create directory '/': Already exists")
+        if parents:
+            existing = self.lookup(root, segs, missing_ok=True)
+            if existing is not None:
+                if self.kind(existing) == "directory":
+                    return root
+                raise AlreadyExists(f"{path}: file already exists")
+        empty = self.empty_dir()
+        return self._add(root, segs, empty.cid, empty.tsize, parents)
+
+    def write(self, root: CID, path: str, source: Iterable[bytes], offset: int = 0,
+              create: bool = False, truncate: bool = False, parents: bool = False,
+              count: int | None = None) -> CID:
+        """Write ``source`` at ``offset`` of the file (see module docstring); new root."""
+        segs = split_path(path)
+        if not segs:
+            raise IsADirectory("/: is a directory")
+        if offset < 0 or (count is not None and count < 0):
+            raise InvalidInput("offset and count must not be negative")
+        if parents:
+            old = self.lookup(root, segs, missing_ok=True)
+        else:
+            parent = self.lookup(root, segs[:-1])
+            assert parent is not None
+            if self.kind(parent) != "directory":
+                raise NotADirectory(f"{join(segs[:-1])}: not a directory")
+            old = self.lookup(parent, segs[-1:], missing_ok=True)
+        if old is None and not create:
+            raise NotFound(f"{path}: file does not exist")
+        if old is not None:
+            kind = self.kind(old)
+            if kind == "directory":
+                raise IsADirectory(f"{path}: is a directory")
+            if kind != "file":
+                raise InvalidInput(f"{path}: not a regular file")
+        if old is not None and truncate:
+            old = None
+        pieces = self._compose(old, offset, source, count)
+        new = import_chunks(self.store, rechunk(pieces, self.params.chunk_size), self.params)
+        return self._add(root, segs, new.cid, new.tsize, parents, replace=True)
+
+    def _compose(self, old: CID | None, offset: int, source: Iterable[bytes],
+                 count: int | None) -> Iterator[bytes]:
+        """Old bytes before ``offset``, zeros up to it, the new data, old bytes after it."""
+        old_size = self.reader.stat(old).size if old is not None else 0
+        if old is not None:
+            yield from self.read_range(old, 0, min(offset, old_size))
+        gap = offset - old_size
+        while gap > 0:
+            n = min(gap, ZERO_PIECE)
+            yield bytes(n)
+            gap -= n
+        written = 0
+        for piece in source:
+            if count is not None and written + len(piece) > count:
+                piece = piece[:count - written]
+            written += len(piece)
+            yield piece
+            if count is not None and written >= count:
+                break
+        end = offset + written
+        if old is not None and end < old_size:
+            yield from self.read_range(old, end, None)
+
+    def rm(self, root: CID, path: str, recursive: bool = False, force: bool = False) -> CID:
+        """Unlink ``path``. A directory needs ``recursive`` (or ``force``, which implies it
+        and does not look at the target's blocks, so a missing or corrupt node goes too)."""
+        segs = split_path(path)
+        if not segs:
+            raise InvalidInput("cannot delete root")
+
+        def mutate(entries: Entries) -> bool:
+            entry = entries.get(segs[-1])
+            if entry is None:
+                raise NotFound(f"{path}: file does not exist")
+            if not (force or recursive) and self.kind(entry[0]) == "directory":
+                raise IsADirectory(f"{path} is a directory, use -r to remove directories")
+            del entries[segs[-1]]
+            return True
+        return self.update(root, segs[:-1], mutate)
+
+    def rmdir(self, root: CID, path: str) -> CID:
+        """Remove an empty directory (POSIX rmdir): ENOTEMPTY, ENOTDIR otherwise."""
+        segs = split_path(path)
+        if not segs:
+            raise InvalidInput("cannot delete root")
+
+        def mutate(entries: Entries) -> bool:
+            entry = entries.get(segs[-1])
+            if entry is None:
+                raise NotFound(f"{path}: file does not exist")
+            if self.kind(entry[0]) != "directory":
+                raise NotADirectory(f"{path}: not a directory")
+            if next(iter(self.reader.list_dir(entry[0])), None) is not None:
+                raise DirectoryNotEmpty(f"{path}: directory not empty")
+            del entries[segs[-1]]
+            return True
+        return self.update(root, segs[:-1], mutate)
+
+    def mv(self, root: CID, src: str, dst: str) -> CID:
+        """Move ``src`` to ``dst``; into ``dst`` when it is a directory (kubo); an existing
+        file at the target is replaced; a directory there raises AlreadyExists."""
+        s, d = split_path(src), split_path(dst)
+        if not s:
+            raise InvalidInput("cannot move root")
+        entries, _, _ = self.read_dir(self.lookup(root, s[:-1]), join(s[:-1]))  # type: ignore[arg-type]
+        if s[-1] not in entries:
+            raise NotFound(f"{src}: file does not exist")
+        cid, tsize = entries[s[-1]]
+        existing = self.lookup(root, d, missing_ok=True)
+        target = d + [s[-1]] if existing is not None and self.kind(existing) == "directory" else d
+        if target == s:
+            return root
+        if target[:len(s)] == s:
+            raise InvalidInput(f"cannot move {src} into itself ({dst})")
+        at_target = self.lookup(root, target, missing_ok=True) if target != d else existing
+        if at_target is not None and self.kind(at_target) == "directory":
+            raise AlreadyExists(f"{join(target)}: directory already has entry by that name")
+        self.lookup(root, target[:-1])  # the target's parent must exist: NotFound otherwise
+        root = self.rm(root, src, force=True)
+        return self._add(root, target, cid, tsize, replace=True)
+
+    def source_cid(self, root: CID, src: str) -> CID:
+        """``/ipfs/<cid>/...`` (resolved through the store) or an MFS path -> CID."""
+        if src.startswith(("/ipfs/", "ipfs://")):
+            cid, segs = split_ipfs_path(src)
+            return self.reader.resolve(cid, segs)
+        if src.startswith("/ipns/"):
+            raise InvalidInput(f"{src}: resolve IPNS names before copying")
+        return self.resolve(root, src)
+
+    def cp(self, root: CID, src: str, dst: str, parents: bool = False) -> CID:
+        """Link ``src``'s CID at ``dst`` (no bytes copied); AlreadyExists when dst exists."""
+        cid = self.source_cid(root, src)
+        if cid.codec not in (DAG_PB, RAW):
+            raise InvalidInput(f"{src}: cannot add a {cid.codec_name} node to MFS")
+        tsize = self.reader.stat(cid).cumulative_size
+        d = split_path(dst)
+        if not d:
+            raise AlreadyExists("/: directory already has entry by that name")
+        return self._add(root, d, cid, tsize, parents)
+
+    def symlink(self, root: CID, path: str, target: str) -> CID:
+        """Create a UnixFS symlink node at ``path`` pointing to ``target`` (not checked)."""
+        segs = split_path(path)
+        if not segs:
+            raise AlreadyExists("/: file already exists")
+        payload = unixfs.UnixFSData(unixfs.SYMLINK, data=dagpb.name_bytes(target))
+        block = dagpb.PBNode(data=payload.encode()).encode()
+        return self._add(root, segs, self.put_node(block), len(block))
+
+
+__all__ = ["Tree", "split_path", "rechunk", "READ_PIECE"]

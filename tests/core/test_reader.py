@@ -1,0 +1,139 @@
+"""Import then read: random sizes, chunkers, layouts; random-access reads; paths; corruption."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from mcpfs.backends.ipfs.add import Adder
+from mcpfs.backends.ipfs.blockstore import FlatFSBlockstore, MemoryBlockstore
+from mcpfs.backends.ipfs.cid import CID
+from mcpfs.backends.ipfs.importer import ImportParams, import_bytes, import_stream
+from mcpfs.backends.ipfs.reader import UnixFSReader, split_ipfs_path
+from mcpfs.errors import CorruptBlock, InvalidInput, IsADirectory, NotADirectory, NotFound
+
+params_st = st.builds(
+    ImportParams,
+    cid_version=st.sampled_from([0, 1]),
+    raw_leaves=st.sampled_from([None, True, False]),
+    chunk_size=st.integers(1, 4096),
+    layout=st.sampled_from(["balanced", "trickle"]),
+    max_links=st.integers(2, 12),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.binary(max_size=20_000), params=params_st, seed=st.integers(0, 2**32))
+def test_import_then_read_returns_same_bytes(data, params, seed):
+    store = MemoryBlockstore()
+    root = import_bytes(store, data, params)
+    reader = UnixFSReader(store)
+    assert b"".join(reader.iter_file(root.cid)) == data
+    assert reader.stat(root.cid).size == len(data)
+    assert root.size == len(data)
+    rng = random.Random(seed)
+    for _ in range(5):
+        off = rng.randint(0, len(data) + 3)
+        size = rng.randint(0, len(data) + 3)
+        assert reader.read(root.cid, off, size) == data[off:off + size]
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.binary(max_size=30_000), params=params_st)
+def test_stream_and_bytes_import_agree(data, params):
+    class Trickling(io.RawIOBase):  # short reads, like a pipe
+        def __init__(self, payload):
+            self.buf = io.BytesIO(payload)
+
+        def read(self, n=-1):
+            return self.buf.read(min(n, 777) if n >= 0 else 777)
+
+    a = import_bytes(MemoryBlockstore(), data, params)
+    b = import_stream(MemoryBlockstore(), Trickling(data), params)
+    assert a == b
+
+
+def test_tsize_is_cumulative_block_bytes():
+    store = MemoryBlockstore()
+    root = import_bytes(store, random.Random(1).randbytes(1_000_000),
+                        ImportParams(chunk_size=1000, max_links=5))
+    assert root.tsize == sum(len(v) for v in store.blocks.values())
+
+
+def test_directory_listing_and_path_resolution(tmp_path):
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "a.txt").write_bytes(b"alpha")
+    (tmp_path / "d" / "sub" / "b.bin").write_bytes(b"beta" * 100000)
+    (tmp_path / "d" / "ln").symlink_to("a.txt")
+    store = MemoryBlockstore()
+    events = list(Adder(store, ImportParams()).add_many([str(tmp_path / "d")], recursive=True,
+                                                        wrap=False))
+    root = events[-1].root.cid
+    reader = UnixFSReader(store)
+    assert [link.name for link in reader.list_dir(root)] == ["a.txt", "ln", "sub"]
+    b = reader.resolve(root, ["sub", "b.bin"])
+    assert reader.read(b, 399_998, 10) == b"ta"
+    assert reader.stat(reader.resolve(root, ["ln"])).target == "a.txt"
+    assert reader.stat(root).type == "directory"
+    with pytest.raises(NotFound):
+        reader.resolve(root, ["nope"])
+    with pytest.raises(NotADirectory):
+        reader.resolve(root, ["a.txt", "x"])
+    with pytest.raises(IsADirectory):
+        reader.read(root, 0, 1)
+    cid, segments = split_ipfs_path(f"/ipfs/{root}/sub/b.bin")
+    assert (cid, segments) == (root, ["sub", "b.bin"])
+
+
+def test_hamt_lookup_and_listing(tmp_path):
+    folder = tmp_path / "big"
+    folder.mkdir()
+    names = [f"{'x' * 200}-{i:05d}" for i in range(1500)]
+    for name in names:
+        (folder / name).write_bytes(name.encode())
+    store = MemoryBlockstore()
+    root = list(Adder(store, ImportParams()).add_many([str(folder)], recursive=True,
+                                                       wrap=False))[-1].root.cid
+    reader = UnixFSReader(store)
+    pb, fsdata = reader.unixfs_node(root)
+    assert fsdata.type == 5  # HAMTShard: 1500 * (206 + 34) bytes > 256 KiB
+    assert sorted(link.name for link in reader.list_dir(root)) == names
+    hit = reader.find(root, names[777])
+    assert reader.read(hit.cid, 0, 1000) == names[777].encode()
+    assert reader.find(root, "absent") is None
+
+
+def test_corrupt_block_is_an_error_naming_the_cid(tmp_path):
+    store = FlatFSBlockstore(tmp_path / "blocks")
+    data = random.Random(2).randbytes(600_000)
+    root = import_bytes(store, data, ImportParams())
+    reader = UnixFSReader(store)
+    leaf = next(iter(reader.node(root.cid)[0].links)).cid
+    store.path_of(leaf).write_bytes(b"garbage")
+    with pytest.raises(CorruptBlock, match=str(leaf)):
+        reader.read(root.cid, 0, 10)
+    assert reader.read(root.cid, 300_000, 5) == data[300_000:300_005]  # other leaves fine
+
+
+def test_flatfs_layout_matches_kubo(tmp_path):
+    store = FlatFSBlockstore(tmp_path / "blocks")
+    # The empty UnixFS directory, as every fresh kubo repo stores it.
+    cid = CID.decode("QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn")
+    store.put(cid, bytes.fromhex("0a020801"))
+    key = "CIQFTFEEHEDF6KLBT32BFAGLXEZL4UWFNWM4LFTLMXQBCERZ6CMLX3Y"
+    assert store.path_of(cid) == tmp_path / "blocks" / "X3" / f"{key}.data"
+    assert store.path_of(cid).exists()
+    assert (tmp_path / "blocks" / "SHARDING").read_text() == \
+        "/repo/flatfs/shard/v1/next-to-last/2\n"
+
+
+def test_invalid_params_are_clean_errors():
+    with pytest.raises(InvalidInput):
+        ImportParams(chunk_size=0)
+    with pytest.raises(InvalidInput):
+        ImportParams(chunk_size=2 * 1024 * 1024)
+    with pytest.raises(InvalidInput):
+        ImportParams(layout="wide")
