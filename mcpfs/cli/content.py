@@ -67,7 +67,7 @@ def add(paths, recursive, wrap, only_hash, quieter, quiet, hidden, cid_version, 
             line = str(event.root.cid) if quiet else f"added {event.root.cid} {event.name}"
             if bar:
                 bar.clear()
-            click.echo(line.rstrip())
+            click.echo(line)
     finally:
         if bar:
             bar.close()

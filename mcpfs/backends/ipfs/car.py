@@ -31,7 +31,8 @@ MAX_HEADER_SIZE: Final = 32 << 20
 MAX_SECTION_SIZE: Final = 8 << 20
 # The CARv2 pragma: varint(10) then DAG-CBOR {"version": 2}.
 CARV2_PRAGMA: Final = bytes.fromhex("0aa16776657273696f6e02")
-CARV2_HEADER_SIZE: Final = 40  # characteristics (16) + data offset, data size, index offset (8 each)
+# characteristics (16 bytes), then data offset, data size, index offset (u64 each)
+CARV2_HEADER_SIZE: Final = 40
 SKIP_CHUNK: Final = 1 << 20  # read-and-discard step when a v2 stream cannot seek
 
 
@@ -150,7 +151,8 @@ class CarReader:
             if length == 0:
                 raise InvalidInput("invalid CAR: zero-length section")
             if length > MAX_SECTION_SIZE:
-                raise InvalidInput(f"invalid CAR: section of {length} bytes exceeds {MAX_SECTION_SIZE}")
+                raise InvalidInput(f"invalid CAR: section of {length} bytes exceeds "
+                                   f"{MAX_SECTION_SIZE}")
             section = src.read(length, "section")
             cid, start = CID.read_prefix(section, 0)
             block = section[start:]

@@ -248,7 +248,8 @@ def dagcbor_decode(data: bytes | memoryview) -> Any:
     try:
         return _from_mf(dag_cbor.decode(bytes(data)))
     except _LIB_ERRORS as exc:
-        raise InvalidInput(f"invalid DAG-CBOR: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+        first_line = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        raise InvalidInput(f"invalid DAG-CBOR: {first_line}") from None
 
 
 # ---------------------------------------------------------------- DAG-PB data model
@@ -301,7 +302,8 @@ def codec_code(codec: str | int) -> int:
     """The multicodec code of one of :data:`SUPPORTED_CODECS` (by name or code)."""
     code = CODEC_BY_NAME.get(codec) if isinstance(codec, str) else codec
     if code not in (DAG_CBOR, DAG_JSON, DAG_PB, RAW):
-        raise InvalidInput(f"unsupported codec {codec!r} (supported: {', '.join(SUPPORTED_CODECS)})")
+        raise InvalidInput(f"unsupported codec {codec!r} "
+                           f"(supported: {', '.join(SUPPORTED_CODECS)})")
     return code
 
 

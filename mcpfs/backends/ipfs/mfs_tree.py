@@ -341,6 +341,8 @@ class Tree:
         if s[-1] not in entries:
             raise NotFound(f"{src}: file does not exist")
         cid, tsize = entries[s[-1]]
+        if d == s:
+            return root
         existing = self.lookup(root, d, missing_ok=True)
         target = d + [s[-1]] if existing is not None and self.kind(existing) == "directory" else d
         if target == s:

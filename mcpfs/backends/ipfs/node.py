@@ -37,13 +37,19 @@ class Repo:
 
     @cached_property
     def pins(self):
-        from .pins import Pins
-        return Pins(self.root / "pins.json", self.store)
+        from .pins import Pinner
+        return Pinner(self.root, self.store)
 
     @cached_property
     def mfs(self):
         from .mfs import MFS
-        return MFS(self.store, self.reader, self.mfs_params, self.root / "mfs-root")
+        return MFS(self.store, self.reader, self.mfs_params, self.root / "mfs-root",
+                   gc_lock=self.gc_lock)
+
+    @cached_property
+    def gc_lock(self):
+        from .gc import GCLock
+        return GCLock()
 
     @contextmanager
     def hold(self, cid: CID):
@@ -66,12 +72,13 @@ class Repo:
                 recursive.append(cid)
             elif kind == "direct":
                 direct.append(cid)
-        recursive.append(self.mfs.saved_root())
+        recursive.extend(self.mfs.pending_roots())
         with self._lock:
             recursive.extend(self._held)
         return recursive, direct
 
     def gc(self) -> list:
         from .gc import collect
-        recursive, direct = self.gc_roots()
-        return collect(self.flatfs, recursive, direct)
+        with self.gc_lock.collecting():
+            recursive, direct = self.gc_roots()
+            return collect(self.store, recursive, direct)

@@ -1,0 +1,222 @@
+"""``mcpfs pin``, ``repo gc``, ``block``, ``dag`` and ``car``: kubo's commands, locally."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..backends.ipfs import car as car_mod
+from ..backends.ipfs import dag as dag_mod
+from ..backends.ipfs.cid import CID, RAW
+from .common import cli, open_repo, print_json, resolve
+
+
+@cli.group()
+def pin() -> None:
+    """Pin objects to local storage (kept by `repo gc`)."""
+
+
+@pin.command("add")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-r/--direct", "--recursive/--direct", "recursive", default=True)
+@click.option("--name", default=None)
+def pin_add(paths, recursive, name):
+    repo = open_repo()
+    for path in paths:
+        cid = resolve(repo, path)
+        repo.pins.add(cid, recursive=recursive, name=name)
+        click.echo(f"pinned {cid} {'recursively' if recursive else 'directly'}")
+
+
+@pin.command("rm")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-r/--direct", "--recursive/--direct", "recursive", default=True)
+def pin_rm(paths, recursive):
+    repo = open_repo()
+    for path in paths:
+        cid = resolve(repo, path)
+        repo.pins.rm(cid, recursive=recursive)
+        click.echo(f"unpinned {cid}")
+
+
+@pin.command("ls")
+@click.argument("paths", nargs=-1)
+@click.option("-t", "--type", "kind", default="all",
+              type=click.Choice(["all", "recursive", "direct", "indirect"]))
+@click.option("-q", "--quiet", is_flag=True)
+@click.option("-n", "--names", is_flag=True)
+def pin_ls(paths, kind, quiet, names):
+    repo = open_repo()
+    wanted = {resolve(repo, p) for p in paths}
+    for cid, pin_type, name in repo.pins.ls(kind):
+        if wanted and cid not in wanted:
+            continue
+        if quiet:
+            click.echo(str(cid))
+        else:
+            click.echo(f"{cid} {pin_type}" + (f" {name}" if names and name else ""))
+
+
+@cli.group()
+def repo() -> None:
+    """The local repo."""
+
+
+@repo.command("gc")
+@click.option("-q", "--quiet", is_flag=True)
+def repo_gc(quiet):
+    """Remove every block not reachable from a pin, the MFS root or a pending write."""
+    for mh in open_repo().gc():
+        if not quiet:
+            click.echo(f"removed {CID(1, RAW, mh)}")
+
+
+@cli.group()
+def block() -> None:
+    """Raw blocks."""
+
+
+@block.command("put")
+@click.argument("source", required=False, type=click.File("rb"))
+@click.option("--cid-codec", default="raw")
+@click.option("--mhtype", default="sha2-256")
+@click.option("--pin", is_flag=True)
+@click.option("--allow-big-block", is_flag=True)
+def block_put(source, cid_codec, mhtype, pin, allow_big_block):
+    repo = open_repo()
+    data = (source or sys.stdin.buffer).read()
+    cid = dag_mod.block_put(repo.store, data, cid_codec, mhtype, allow_big_block=allow_big_block)
+    repo.store.sync()
+    if pin:
+        repo.pins.add(cid, recursive=True)
+    click.echo(str(cid))
+
+
+@block.command("get")
+@click.argument("cid")
+def block_get(cid):
+    sys.stdout.buffer.write(dag_mod.block_get(open_repo().store, cid))
+
+
+@block.command("stat")
+@click.argument("cid")
+def block_stat(cid):
+    st = dag_mod.block_stat(open_repo().store, cid)
+    click.echo(f"Key: {st['Key']}\nSize: {st['Size']}")
+
+
+@block.command("rm")
+@click.argument("cids", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True)
+def block_rm(cids, force, quiet):
+    failed = False
+    repo = open_repo()
+    for result in dag_mod.block_rm(repo.store, list(cids), force=force,
+                                   is_pinned=repo.pins.is_pinned):
+        if result.get("Error"):
+            failed = True
+            click.echo(f"Error: {result['Error']}", err=True)
+        elif not quiet:
+            click.echo(f"removed {result['Hash']}")
+    if failed:
+        sys.exit(1)
+
+
+@cli.group()
+def dag() -> None:
+    """IPLD DAG nodes (dag-cbor, dag-json, dag-pb, raw)."""
+
+
+@dag.command("put")
+@click.argument("source", required=False, type=click.File("rb"))
+@click.option("--store-codec", default="dag-cbor")
+@click.option("--input-codec", default="dag-json")
+@click.option("--hash", "hash_name", default="sha2-256")
+@click.option("--pin", is_flag=True)
+@click.option("--allow-big-block", is_flag=True)
+def dag_put(source, store_codec, input_codec, hash_name, pin, allow_big_block):
+    repo = open_repo()
+    data = (source or sys.stdin.buffer).read()
+    cid = dag_mod.dag_put(repo.store, data, input_codec, store_codec, hash_name,
+                          allow_big_block=allow_big_block)
+    repo.store.sync()
+    if pin:
+        repo.pins.add(cid, recursive=True)
+    click.echo(str(cid))
+
+
+@dag.command("get")
+@click.argument("path")
+@click.option("--output-codec", default="dag-json")
+def dag_get(path, output_codec):
+    sys.stdout.buffer.write(dag_mod.dag_get(open_repo().store, path, output_codec))
+
+
+@dag.command("resolve")
+@click.argument("path")
+def dag_resolve(path):
+    result = dag_mod.dag_resolve(open_repo().store, path)
+    cid, rest = result["Cid"], result["RemPath"]
+    click.echo(f"{cid}/{rest}" if rest else str(cid))
+
+
+def _car_export(root, output):
+    repo = open_repo()
+    cid = resolve(repo, root)
+    out = open(output, "wb") if output else sys.stdout.buffer
+    try:
+        car_mod.export_car(repo.store, [cid], out)
+    finally:
+        if output:
+            out.close()
+
+
+def _car_import(paths, pin_roots):
+    repo = open_repo()
+    for path in paths:
+        with (open(path, "rb") if path != "-" else sys.stdin.buffer) as fh:
+            roots, count = car_mod.import_car(repo.store, fh)
+        for root in roots:
+            if pin_roots:
+                repo.pins.add(root, recursive=True)
+            click.echo(f"Pinned root\t{root}\tsuccess" if pin_roots else f"Root\t{root}")
+        click.echo(f"Imported {count} blocks", err=True)
+
+
+@cli.group()
+def car() -> None:
+    """CAR archives: v1 export, v1/v2 import."""
+
+
+@car.command("export")
+@click.argument("root")
+@click.option("-o", "--output", type=click.Path(), default=None)
+def car_export(root, output):
+    """Write the DAG under ROOT as a CARv1 (stdout by default)."""
+    _car_export(root, output)
+
+
+@car.command("import")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--pin-roots/--no-pin-roots", default=True)
+def car_import(paths, pin_roots):
+    """Import the blocks of CAR files (v1 or v2); pins their roots like kubo."""
+    _car_import(paths, pin_roots)
+
+
+@dag.command("export")
+@click.argument("root")
+@click.option("-o", "--output", type=click.Path(), default=None)
+def dag_export(root, output):
+    """Same as `car export` (kubo's name)."""
+    _car_export(root, output)
+
+
+@dag.command("import")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--pin-roots/--no-pin-roots", default=True)
+def dag_import(paths, pin_roots):
+    """Same as `car import` (kubo's name)."""
+    _car_import(paths, pin_roots)
