@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tarfile
@@ -59,6 +60,20 @@ def add(paths, recursive, wrap, only_hash, quieter, quiet, hidden, cid_version, 
     else:
         events = adder.add_many(list(paths), recursive=recursive, wrap=wrap)
     last = None
+    guard = repo.gc_lock.writing() if repo is not None else contextlib.nullcontext()
+    with guard:
+        last = _print_events(events, quiet, quieter, bar)
+        if last is not None and repo is not None:
+            repo.store.sync()
+            if pin:
+                repo.pins.add(last.root.cid, recursive=True)
+    if last is not None and quieter:
+        click.echo(str(last.root.cid))
+
+
+def _print_events(events, quiet: bool, quieter: bool, bar):
+    """Print kubo's `added` lines as events arrive; return the last event (the root)."""
+    last = None
     try:
         for event in events:
             last = event
@@ -71,14 +86,7 @@ def add(paths, recursive, wrap, only_hash, quieter, quiet, hidden, cid_version, 
     finally:
         if bar:
             bar.close()
-    if last is None:
-        return
-    if repo is not None:
-        repo.store.sync()
-        if pin:
-            repo.pins.add(last.root.cid, recursive=True)
-    if quieter:
-        click.echo(str(last.root.cid))
+    return last
 
 
 def _stdin_event(adder: Adder):

@@ -137,3 +137,31 @@ def test_invalid_params_are_clean_errors():
         ImportParams(chunk_size=2 * 1024 * 1024)
     with pytest.raises(InvalidInput):
         ImportParams(layout="wide")
+
+
+def test_import_memory_stays_flat():
+    """64 MiB streamed through the importer allocate a few chunks, not the file."""
+    import tracemalloc
+
+    class Generated(io.RawIOBase):
+        def __init__(self, total):
+            self.left = total
+            self.piece = random.Random(5).randbytes(1 << 20)
+
+        def readable(self):
+            return True
+
+        def read(self, n=-1):
+            n = min(self.left, n if n >= 0 else self.left, len(self.piece))
+            self.left -= n
+            return self.piece[:n]
+
+    from mcpfs.backends.ipfs.blockstore import NullBlockstore
+    tracemalloc.start()
+    try:
+        root = import_stream(NullBlockstore(), Generated(64 << 20), ImportParams())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert root.size == 64 << 20
+    assert peak < 8 << 20, f"peak {peak} bytes while importing 64 MiB"

@@ -33,6 +33,7 @@ MAX_SECTION_SIZE: Final = 8 << 20
 CARV2_PRAGMA: Final = bytes.fromhex("0aa16776657273696f6e02")
 # characteristics (16 bytes), then data offset, data size, index offset (u64 each)
 CARV2_HEADER_SIZE: Final = 40
+MAX_OFFSET: Final = (1 << 63) - 1  # go-car reads v2 offsets as int64; larger ones are invalid
 SKIP_CHUNK: Final = 1 << 20  # read-and-discard step when a v2 stream cannot seek
 
 
@@ -87,7 +88,7 @@ class _Source:
                 self.fh.seek(size, 1)
                 self.pos += size
                 return
-        except (OSError, AttributeError, ValueError):
+        except (OSError, AttributeError, ValueError, OverflowError):
             pass
         while size:
             step = min(size, SKIP_CHUNK)
@@ -132,8 +133,9 @@ class CarReader:
             fields = outer.read(CARV2_HEADER_SIZE, "CARv2 header")
             data_offset = int.from_bytes(fields[16:24], "little")
             data_size = int.from_bytes(fields[24:32], "little")
-            if data_offset < outer.pos:
-                raise InvalidInput(f"invalid CARv2: data offset {data_offset} inside the header")
+            if not outer.pos <= data_offset <= MAX_OFFSET or data_size > MAX_OFFSET:
+                raise InvalidInput(f"invalid CARv2 header: data offset {data_offset}, "
+                                   f"size {data_size}")
             outer.skip(data_offset - outer.pos)
             self._src = _Source(fh, data_size)
             self.roots = _v1_roots(_read_header(self._src))

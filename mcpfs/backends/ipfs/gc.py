@@ -26,12 +26,15 @@ Races with writers, two guards:
 2. :class:`GCLock`, kubo's GC locker, closes those gaps: imports, pin adds and MFS mutations
    hold ``lock.writing()`` (shared) for their whole duration; the GC holds
    ``lock.collecting()`` (exclusive) across computing its roots and calling ``collect``.
+   Given a ``lock_path``, the same holds across processes (``flock`` shared / exclusive on
+   that file), so a CLI ``add`` in one process and ``repo gc`` in another cannot race.
 
 Lock order: GCLock -> (blockstore's internal lock). ``collect`` itself takes no lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
@@ -48,8 +51,10 @@ from .links import links_of
 log = logging.getLogger(__name__)
 
 # Filesystem mtimes come from a coarse kernel clock (a tick, ~4 ms on ext4) and may lag
-# time.time_ns(); keep a generous margin so a block written just after GC start counts as new.
-MTIME_SLACK_NS: Final = 2_000_000_000
+# time.time_ns(); a margin of many ticks makes a block written just after GC start count as
+# new. Writers are excluded by GCLock anyway, so this is only a second guard: it must stay
+# small, or `repo gc` right after an unpinned add would keep what it should remove.
+MTIME_SLACK_NS: Final = 100_000_000
 
 
 def mark(store: Blockstore, roots_recursive: Iterable[CID],
@@ -117,10 +122,15 @@ class GCLock:
     trio loop thread.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, lock_path: str | os.PathLike[str] | None = None) -> None:
         self._cond = threading.Condition()
         self._writers = 0
         self._collecting = False
+        self._fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600) if lock_path else None
+
+    def _flock(self, mode: int) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, mode)
 
     @contextmanager
     def writing(self) -> Iterator[None]:
@@ -128,11 +138,15 @@ class GCLock:
             while self._collecting:
                 self._cond.wait()
             self._writers += 1
+            if self._writers == 1:
+                self._flock(fcntl.LOCK_SH)
         try:
             yield
         finally:
             with self._cond:
                 self._writers -= 1
+                if not self._writers:
+                    self._flock(fcntl.LOCK_UN)
                 self._cond.notify_all()
 
     @contextmanager
@@ -141,10 +155,12 @@ class GCLock:
             while self._collecting or self._writers:
                 self._cond.wait()
             self._collecting = True
+            self._flock(fcntl.LOCK_EX)
         try:
             yield
         finally:
             with self._cond:
+                self._flock(fcntl.LOCK_UN)
                 self._collecting = False
                 self._cond.notify_all()
 

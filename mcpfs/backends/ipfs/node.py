@@ -49,7 +49,7 @@ class Repo:
     @cached_property
     def gc_lock(self):
         from .gc import GCLock
-        return GCLock()
+        return GCLock(self.root / "gc.lock")
 
     @contextmanager
     def hold(self, cid: CID):

@@ -121,6 +121,9 @@ class Pinner:
     # ---------------------------------------------------------------- changes
     def add(self, cid: CID, recursive: bool = True, name: str | None = None) -> None:
         """Pin ``cid``; see the module docstring. Errors leave the pin set unchanged."""
+        with self._lock:
+            if recursive and name is None and cid in self._recursive:
+                return  # already pinned: kubo does not walk again either
         if recursive:
             for _ in walk_dag(self.store, cid):
                 pass
