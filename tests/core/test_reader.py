@@ -140,7 +140,7 @@ def test_invalid_params_are_clean_errors():
 
 
 def test_import_memory_stays_flat():
-    """64 MiB streamed through the importer allocate a few chunks, not the file."""
+    """32 MiB streamed through the importer allocate a few chunks, not the file."""
     import tracemalloc
 
     class Generated(io.RawIOBase):
@@ -159,9 +159,9 @@ def test_import_memory_stays_flat():
     from mcpfs.backends.ipfs.blockstore import NullBlockstore
     tracemalloc.start()
     try:
-        root = import_stream(NullBlockstore(), Generated(64 << 20), ImportParams())
+        root = import_stream(NullBlockstore(), Generated(32 << 20), ImportParams())
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert root.size == 64 << 20
-    assert peak < 8 << 20, f"peak {peak} bytes while importing 64 MiB"
+    assert root.size == 32 << 20
+    assert peak < 8 << 20, f"peak {peak} bytes while importing 32 MiB"
