@@ -7,6 +7,7 @@ code. Where that is not allowed it falls back to a 5 ms sampling thread (less ex
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import statistics
@@ -21,12 +22,16 @@ PIECE = MiB  # the source file is written in 1 MiB pieces of random.Random(0).ra
 SAMPLE_INTERVAL = 0.005  # seconds between RSS samples when VmHWM cannot be reset
 
 
-def make_source(path: Path, size_mib: int, seed: int = 0) -> None:
-    """Deterministic pseudo-random content: the same bytes (and CIDs) on every machine."""
+def make_source(path: Path, size_mib: int, seed: int = 0) -> str:
+    """Deterministic pseudo-random content (same bytes, same CIDs everywhere); its sha256."""
     rng = random.Random(seed)
+    digest = hashlib.sha256()
     with open(path, "wb") as fh:
         for _ in range(size_mib):
-            fh.write(rng.randbytes(PIECE))
+            piece = rng.randbytes(PIECE)
+            digest.update(piece)
+            fh.write(piece)
+    return digest.hexdigest()
 
 
 def _status_kib(field_name: str) -> int:
@@ -121,6 +126,15 @@ class Result:
     cid: str | None = None
     note: str = ""
     extra: dict = field(default_factory=dict)
+
+    def add(self, secs: float, rss_growth_mib: float, cid: str | None = None) -> None:
+        """Record one run; every run of a row must give the same CID."""
+        if cid is not None:
+            if self.cid is not None and self.cid != cid:
+                raise AssertionError(f"{self.impl} {self.bench}: CID changed {self.cid} -> {cid}")
+            self.cid = cid
+        self.samples.append(secs)
+        self.rss_growth_mib.append(rss_growth_mib)
 
     @property
     def median(self) -> float:

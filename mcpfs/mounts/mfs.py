@@ -106,7 +106,7 @@ class MfsMount(Mount):
             return Writer(path, spool, existed=False)
         if attr.is_dir:
             raise McpfsError(f"/mfs/{path}: is a directory", errno=errno.EISDIR)
-        return Writer(path, spool, existed=True)
+        return Writer(path, spool, existed=True, extra={"size": attr.size})
 
     async def commit(self, writer: Writer) -> Attr:
         """Import the spool as the file's new content and flush the MFS root. On failure

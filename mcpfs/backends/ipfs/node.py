@@ -81,4 +81,6 @@ class Repo:
         from .gc import collect
         with self.gc_lock.collecting():
             recursive, direct = self.gc_roots()
-            return collect(self.store, recursive, direct)
+            removed = collect(self.store, recursive, direct)
+        self.reader.clear_cache()
+        return removed

@@ -48,6 +48,11 @@ class UnixFSReader:
             LRUCache(NODE_CACHE_ENTRIES)
         self._lock = threading.Lock()
 
+    def clear_cache(self) -> None:
+        """Drop every decoded node (after GC removed blocks, so none is served from here)."""
+        with self._lock:
+            self._nodes.clear()
+
     # ---------------------------------------------------------------- nodes
     def node(self, cid: CID) -> tuple[dagpb.PBNode, unixfs.UnixFSData | None]:
         """Decode a dag-pb block (UnixFS data decoded when present and valid)."""

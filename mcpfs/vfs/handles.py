@@ -1,0 +1,173 @@
+"""Open files and directories: kernel file handles, and the write state shared per inode.
+
+A :class:`FileHandle` is one ``open()``; a :class:`DirHandle` one ``opendir()`` with the
+listing snapshotted at open, so readdir offsets stay stable. Every handle that writes to an
+inode shares that inode's :class:`OpenFile`: one spool, one logical size, one dirty flag,
+so a reader through another handle sees what was written (close-to-open within the host).
+
+An OpenFile's spool is filled with the file's current content lazily, on the first read,
+write or truncate that needs it; a truncate to 0 (or O_TRUNC, or a new file) skips the copy.
+:meth:`OpenFile.commit` hands the spool to the Mount (after a journal row says so) and is
+all-or-nothing on the backend; on failure the row is marked failed and the spool is kept.
+
+Concurrency and lock order: ``OpenFile.lock`` (trio.Lock) serializes everything that changes
+the spool or reads it whole (fill, write, truncate, commit); plain reads take no lock
+(pread on a file being extended is safe). It is taken before any Mount lock (MFS's own).
+Tables are touched only from the trio thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from ..errors import McpfsError
+from ..mounts.base import FILE, Attr, Mount, Reader, Writer
+from .inodes import Node
+from .journal import COMMITTING, FAILED, OPEN, Journal
+from .spool import Spool
+
+log = logging.getLogger("mcpfs.vfs")
+
+
+class OpenFile:
+    def __init__(self, mount: Mount, node: Node, spool: Spool, writer: Writer, size: int,
+                 filled: bool, journal: Journal | None, journal_id: int | None) -> None:
+        self.mount = mount
+        self.node = node
+        self.spool = spool
+        self.writer = writer
+        self.size = size  # logical size: what stat shows while pending
+        self.filled = filled
+        self.dirty = not writer.existed  # a new file must be committed even if empty
+        self.unlinked = False
+        self.writers = 0
+        self.handles = 0
+        self.lock = trio.Lock()
+        self.journal = journal
+        self.journal_id = journal_id
+
+    def attr(self) -> Attr:
+        base = self.node.attr if isinstance(self.node.attr, Attr) else Attr(FILE)
+        return Attr(FILE, self.size, base.perm, base.mtime_ns, cid=None if self.dirty
+                    else base.cid)
+
+    async def _fill_locked(self) -> None:
+        if not self.filled:
+            await self.mount.fill_spool(self.writer)
+            self.filled = True
+
+    async def read(self, offset: int, size: int) -> bytes:
+        if not self.filled:
+            async with self.lock:
+                await self._fill_locked()
+        if offset >= self.size:
+            return b""
+        return await self.spool.read(offset, min(size, self.size - offset))
+
+    async def write(self, offset: int, data: bytes) -> int:
+        async with self.lock:
+            await self._fill_locked()
+            if offset > self.size:  # a hole: make the spool's length the logical size first
+                await self.spool.truncate(self.size)
+            n = await self.spool.write(offset, data)
+            self.size = max(self.size, offset + n)
+            self.dirty = True
+            return n
+
+    async def truncate(self, size: int) -> None:
+        async with self.lock:
+            if size == 0:
+                self.filled = True
+            await self._fill_locked()
+            await self.spool.truncate(size)
+            self.size = size
+            self.dirty = True
+
+    async def commit(self, sub_path: str) -> Attr | None:
+        """Make the spool the content of ``sub_path`` if anything changed; None otherwise.
+        Raises what the Mount raised (the data stays in the spool)."""
+        async with self.lock:
+            if not self.dirty or self.unlinked:
+                return None
+            await self._fill_locked()
+            self.writer.path = sub_path
+            if self.journal is not None and self.journal_id is not None:
+                await self.journal.set(self.journal_id, COMMITTING, sub_path)
+            try:
+                attr = await self.mount.commit(self.writer)
+            except BaseException as exc:
+                if self.journal is not None and self.journal_id is not None:
+                    with trio.CancelScope(shield=True):
+                        await self.journal.set(self.journal_id, FAILED)
+                if isinstance(exc, McpfsError):
+                    log.error("commit of /%s/%s failed: %s", self.mount.name, sub_path, exc)
+                raise
+            if self.journal is not None and self.journal_id is not None:
+                await self.journal.set(self.journal_id, OPEN)
+            self.dirty = False
+            self.writer.existed = True
+            self.node.attr = attr
+            return attr
+
+    async def discard(self) -> None:
+        """Close and remove the spool and the journal row (nothing left to commit)."""
+        await self.spool.close(delete=True)
+        if self.journal is not None and self.journal_id is not None:
+            await self.journal.remove(self.journal_id)
+
+    async def keep(self) -> None:
+        """Close the spool but keep it (a failed commit, retried at the next start)."""
+        await self.spool.close(delete=False)
+
+
+@dataclass(eq=False)
+class FileHandle:
+    node: Node
+    mount: Mount
+    reader: Reader | None = None
+    open_file: OpenFile | None = None
+    writable: bool = False
+    fh: int = 0
+
+
+@dataclass(eq=False)
+class DirHandle:
+    node: Node
+    entries: list[tuple[str, str, Attr]] = field(default_factory=list)  # name, path, attr
+    fh: int = 0
+
+
+class HandleTable:
+    """fh -> handle (trio thread only)."""
+
+    def __init__(self) -> None:
+        self._handles: dict[int, Any] = {}
+        self._ids = itertools.count(1)
+
+    def add(self, handle: Any) -> int:
+        handle.fh = next(self._ids)
+        self._handles[handle.fh] = handle
+        return handle.fh
+
+    def get(self, fh: int) -> Any:
+        try:
+            return self._handles[fh]
+        except KeyError:
+            raise McpfsError(f"bad file handle {fh}", errno=errno.EBADF) from None
+
+    def pop(self, fh: int) -> Any:
+        handle = self.get(fh)
+        del self._handles[fh]
+        return handle
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+
+__all__ = ["OpenFile", "FileHandle", "DirHandle", "HandleTable"]

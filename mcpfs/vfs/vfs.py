@@ -1,0 +1,437 @@
+"""The file system without a kernel: inode-level operations over path-based Mounts.
+
+fuse_ops.py calls one method here per FUSE request; tests call the same methods directly.
+A path's first segment picks the Mount (``ipfs``, ``mfs``...); the empty path is the root.
+Results are :class:`Entry` values (inode, :class:`~mcpfs.mounts.base.Attr`, timeouts) and
+errors are McpfsError with the errno to report; nothing here knows pyfuse3.
+
+Lookup counts: every method returning an Entry has counted one kernel lookup for it
+(lookup, create, mkdir, symlink); readdir entries are counted by :meth:`VFS.remember`
+when the kernel accepts them; :meth:`VFS.forget` undoes them.
+
+Writes: see handles.py. A file is committed on the ``flush`` of its last writing handle
+(the ``close()`` the writer waits on, so EIO/ENOSPC reach it), else on ``fsync`` or on the
+last ``release``; a failed commit keeps the spool for the journal's retry. Until committed
+a file shows in lookups and listings with its local size. :meth:`VFS.commit_all` commits
+what is still pending at unmount.
+
+Concurrency: everything runs on the trio thread; the tables (inodes, handles,
+``open_files``) change only between awaits, so no lock guards them. Per-file ordering is
+OpenFile.lock's job (handles.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from ..errors import McpfsError, NotFound, ReadOnly
+from ..mounts.base import FILE, Attr, Mount, StatFS, Writer
+from ..mounts.root import RootMount
+from .handles import DirHandle, FileHandle, HandleTable, OpenFile
+from .inodes import InodeTable, Node, child_path, parent_of
+from .journal import COMMITTING, FAILED, OPEN, Journal
+from .spool import Spool
+
+log = logging.getLogger("mcpfs.vfs")
+
+RENAME_NOREPLACE = 1  # linux/fs.h
+RENAME_EXCHANGE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    ino: int
+    attr: Attr
+    mode: int
+    attr_timeout: float
+    entry_timeout: float
+
+
+class VFS:
+    def __init__(self, mounts: dict[str, Mount], spool_dir: str | os.PathLike[str],
+                 journal: Journal | None = None) -> None:
+        self.mounts = mounts
+        self.root = RootMount(mounts)
+        self.spool_dir = Path(spool_dir)
+        self.journal = journal
+        self.inodes = InodeTable()
+        self.handles = HandleTable()
+        self.open_files: dict[int, OpenFile] = {}  # ino -> write state
+
+    # ---------------------------------------------------------------- routing
+    def route(self, path: str) -> tuple[Mount, str]:
+        if not path:
+            return self.root, ""
+        name, _, rest = path.partition("/")
+        mount = self.mounts.get(name)
+        if mount is None:
+            raise NotFound(f"/{path}: no such subtree")
+        return mount, rest
+
+    def _writable(self, mount: Mount, path: str) -> None:
+        if not mount.capabilities.writable:
+            raise ReadOnly(f"/{path}: read-only file system")
+
+    def _entry(self, node: Node, mount: Mount, attr: Attr) -> Entry:
+        caps = mount.capabilities
+        return Entry(node.ino, attr, attr.mode(caps.writable), caps.attr_timeout,
+                     caps.entry_timeout)
+
+    async def _attr(self, node: Node) -> tuple[Mount, Attr]:
+        mount, sub = self.route(node.path)
+        of = self.open_files.get(node.ino)
+        if of is not None:
+            return mount, of.attr()
+        if not node.attached:
+            if node.attr is None:
+                raise NotFound(f"/{node.path}: deleted")
+            return mount, node.attr
+        attr = await mount.lookup(sub)
+        node.attr = attr
+        return mount, attr
+
+    def _pending_at(self, path: str) -> OpenFile | None:
+        node = self.inodes.find(path)
+        of = self.open_files.get(node.ino) if node is not None else None
+        return of if of is not None and not of.unlinked else None
+
+    # ---------------------------------------------------------------- names
+    async def lookup(self, parent: int, name: str) -> Entry:
+        path = child_path(self.inodes.get(parent).path, name)
+        of = self._pending_at(path)
+        mount, sub = self.route(path)
+        attr = of.attr() if of is not None else await mount.lookup(sub)
+        return self._entry(self.inodes.remember(path, attr), mount, attr)
+
+    def remember(self, path: str, attr: Attr) -> Entry:
+        """Count one kernel lookup of ``path`` (a readdirplus entry the kernel accepted)."""
+        mount, _ = self.route(path)
+        return self._entry(self.inodes.remember(path, attr), mount, attr)
+
+    def forget(self, ino: int, n: int) -> None:
+        self.inodes.forget(ino, n)
+
+    async def getattr(self, ino: int) -> Entry:
+        node = self.inodes.get(ino)
+        mount, attr = await self._attr(node)
+        return self._entry(node, mount, attr)
+
+    async def setattr(self, ino: int, size: int | None = None, fh: int | None = None,
+                      other: bool = False) -> Entry:
+        """Truncate when ``size`` is given; mode/owner/time changes (``other``) are accepted
+        and ignored on writable subtrees (see docs/SEMANTICS.md), EROFS on read-only ones."""
+        node = self.inodes.get(ino)
+        mount, sub = self.route(node.path)
+        if size is not None or other:
+            self._writable(mount, node.path)
+        if size is not None:
+            of = self.open_files.get(ino)
+            if of is not None:
+                await of.truncate(size)
+            else:
+                of = await self._open_file(node, mount, sub, truncate=size == 0)
+                try:
+                    await of.truncate(size)
+                    await self._commit(of)
+                finally:
+                    await self._close_open_file(of)
+        return await self.getattr(ino)
+
+    async def readlink(self, ino: int) -> str:
+        _, attr = await self._attr(self.inodes.get(ino))
+        if attr.target is None:
+            raise McpfsError("not a symlink", errno=errno.EINVAL)
+        return attr.target
+
+    # ---------------------------------------------------------------- directories
+    async def opendir(self, ino: int) -> int:
+        node = self.inodes.get(ino)
+        mount, sub = self.route(node.path)
+        entries: dict[str, Attr] = {}
+        async for name, attr in mount.listdir(sub):
+            entries[name] = attr
+        for of in self.open_files.values():  # pending files: local size, new ones too
+            if of.node.attached and not of.unlinked and parent_of(of.node.path) == node.path:
+                entries[of.node.path.rpartition("/")[2]] = of.attr()
+        listing = [(name, child_path(node.path, name), attr) for name, attr in entries.items()]
+        return self.handles.add(DirHandle(node, listing))
+
+    def readdir(self, fh: int, start: int) -> list[tuple[int, str, str, Attr]]:
+        """(next offset, name, path, attr) of the snapshotted entries from ``start``."""
+        handle: DirHandle = self.handles.get(fh)
+        return [(i + 1, name, path, attr)
+                for i, (name, path, attr) in enumerate(handle.entries) if i >= start]
+
+    def releasedir(self, fh: int) -> None:
+        self.handles.pop(fh)
+
+    async def mkdir(self, parent: int, name: str) -> Entry:
+        path = child_path(self.inodes.get(parent).path, name)
+        mount, sub = self.route(path)
+        self._writable(mount, path)
+        attr = await mount.mkdir(sub)
+        self.inodes.detach(path)
+        return self._entry(self.inodes.remember(path, attr), mount, attr)
+
+    async def rmdir(self, parent: int, name: str) -> None:
+        path = child_path(self.inodes.get(parent).path, name)
+        mount, sub = self.route(path)
+        self._writable(mount, path)
+        if any(of.node.attached and not of.unlinked and of.node.path.startswith(path + "/")
+               for of in self.open_files.values()):
+            raise McpfsError(f"/{path}: directory not empty", errno=errno.ENOTEMPTY)
+        await mount.rmdir(sub)
+        self.inodes.detach(path)
+
+    async def symlink(self, parent: int, name: str, target: str) -> Entry:
+        path = child_path(self.inodes.get(parent).path, name)
+        mount, sub = self.route(path)
+        self._writable(mount, path)
+        if not mount.capabilities.symlinks:
+            raise McpfsError(f"/{path}: symlinks not supported", errno=errno.EPERM)
+        attr = await mount.symlink(sub, target)
+        self.inodes.detach(path)
+        return self._entry(self.inodes.remember(path, attr), mount, attr)
+
+    async def unlink(self, parent: int, name: str) -> None:
+        path = child_path(self.inodes.get(parent).path, name)
+        mount, sub = self.route(path)
+        self._writable(mount, path)
+        of = self._pending_at(path)
+        if of is None or of.writer.existed:  # a never-committed file exists only here
+            await mount.unlink(sub)
+        if of is not None:
+            of.unlinked = True
+        self.inodes.detach(path)
+
+    async def rename(self, parent_old: int, name_old: str, parent_new: int, name_new: str,
+                     flags: int = 0) -> None:
+        old = child_path(self.inodes.get(parent_old).path, name_old)
+        new = child_path(self.inodes.get(parent_new).path, name_new)
+        m_old, s_old = self.route(old)
+        m_new, s_new = self.route(new)
+        if m_old is not m_new:
+            raise McpfsError(f"/{old} -> /{new}: across subtrees", errno=errno.EXDEV)
+        self._writable(m_old, old)
+        if not m_old.capabilities.rename or not s_old or not s_new:
+            raise McpfsError(f"/{old}: cannot rename", errno=errno.EBUSY if not s_old
+                             else errno.EPERM)
+        if flags & RENAME_EXCHANGE:
+            raise McpfsError("RENAME_EXCHANGE is not supported", errno=errno.EINVAL)
+        if flags & RENAME_NOREPLACE:
+            try:
+                await m_new.lookup(s_new)
+            except McpfsError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+            else:
+                raise McpfsError(f"/{new}: exists", errno=errno.EEXIST)
+        src = self._pending_at(old)
+        if src is not None and not src.writer.existed:
+            await self._commit(src)  # the backend must have the file to move it
+        dst = self._pending_at(new)
+        await m_old.rename(s_old, s_new)
+        if dst is not None:
+            dst.unlinked = True
+        self.inodes.rename(old, new)
+
+    # ---------------------------------------------------------------- files
+    async def _open_file(self, node: Node, mount: Mount, sub: str, truncate: bool) -> OpenFile:
+        """The inode's write state, created with a fresh spool (and journal row) if needed."""
+        of = self.open_files.get(node.ino)
+        if of is not None:
+            if truncate:
+                await of.truncate(0)
+            return of
+        spool = await Spool.create(self.spool_dir)
+        try:
+            writer = await mount.open_write(sub, spool, truncate)
+            size = 0
+            if writer.existed and not truncate:
+                size = writer.extra.get("size")
+                if size is None:
+                    size = (await mount.lookup(sub)).size
+            jid = await self.journal.add(mount.name, sub, spool.path) if self.journal else None
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await spool.close(delete=True)
+            raise
+        of = OpenFile(mount, node, spool, writer, size, filled=truncate or not writer.existed,
+                      journal=self.journal, journal_id=jid)
+        if truncate:
+            of.dirty = True
+        self.open_files[node.ino] = of
+        node.extra["open"] = of
+        return of
+
+    async def _close_open_file(self, of: OpenFile) -> None:
+        """Last handle gone: drop the write state; keep the spool only if a commit failed."""
+        if of.handles > 0:
+            return
+        self.open_files.pop(of.node.ino, None)
+        of.node.extra.pop("open", None)
+        with trio.CancelScope(shield=True):
+            if of.dirty and not of.unlinked:
+                await of.keep()
+            else:
+                await of.discard()
+        if of.node.lookups <= 0:
+            self.inodes.drop(of.node)
+
+    async def _commit(self, of: OpenFile) -> None:
+        if of.unlinked or not of.node.attached:
+            return
+        _, sub = self.route(of.node.path)
+        with trio.CancelScope(shield=True):  # never leave a half-recorded commit behind
+            await of.commit(sub)
+
+    async def open(self, ino: int, flags: int) -> tuple[int, FileHandle]:
+        node = self.inodes.get(ino)
+        mount, sub = self.route(node.path)
+        writable = (flags & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR)
+        if writable:
+            self._writable(mount, node.path)
+            of = await self._open_file(node, mount, sub, truncate=bool(flags & os.O_TRUNC))
+            handle = FileHandle(node, mount, open_file=of, writable=True)
+            of.writers += 1
+            of.handles += 1
+        elif (of := self.open_files.get(ino)) is not None:
+            handle = FileHandle(node, mount, open_file=of)
+            of.handles += 1
+        else:
+            handle = FileHandle(node, mount, reader=await mount.open_read(sub))
+        return self.handles.add(handle), handle
+
+    async def create(self, parent: int, name: str, flags: int) -> tuple[int, Entry]:
+        path = child_path(self.inodes.get(parent).path, name)
+        mount, sub = self.route(path)
+        self._writable(mount, path)
+        if self._pending_at(path) is None:
+            self.inodes.detach(path)
+        node = self.inodes.ensure(path)
+        of = await self._open_file(node, mount, sub, truncate=True)
+        of.writers += 1
+        of.handles += 1
+        fh = self.handles.add(FileHandle(node, mount, open_file=of, writable=True))
+        attr = of.attr()
+        return fh, self._entry(self.inodes.remember(path, attr), mount, attr)
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        handle: FileHandle = self.handles.get(fh)
+        if handle.open_file is not None:
+            return await handle.open_file.read(offset, size)
+        assert handle.reader is not None
+        return await handle.reader.read(offset, size)
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        handle: FileHandle = self.handles.get(fh)
+        if not handle.writable or handle.open_file is None:
+            raise McpfsError("file not open for writing", errno=errno.EBADF)
+        return await handle.open_file.write(offset, data)
+
+    async def flush(self, fh: int) -> None:
+        """close(): commit when this is the last writing handle (errors reach close())."""
+        handle: FileHandle = self.handles.get(fh)
+        of = handle.open_file
+        if of is not None and handle.writable and of.writers <= 1 and of.dirty:
+            await self._commit(of)
+
+    async def fsync(self, fh: int) -> None:
+        handle: FileHandle = self.handles.get(fh)
+        if handle.open_file is not None and handle.open_file.dirty:
+            await self._commit(handle.open_file)
+
+    async def release(self, fh: int) -> None:
+        handle: FileHandle = self.handles.pop(fh)
+        if handle.reader is not None:
+            await handle.reader.close()
+        of = handle.open_file
+        if of is None:
+            return
+        of.handles -= 1
+        if handle.writable:
+            of.writers -= 1
+        if of.writers <= 0 and of.dirty and not of.unlinked:
+            try:
+                await self._commit(of)
+            except McpfsError:
+                pass  # logged by OpenFile.commit; the spool is kept for the journal
+        await self._close_open_file(of)
+
+    # ---------------------------------------------------------------- xattrs, statfs
+    async def getxattr(self, ino: int, name: str) -> bytes:
+        node = self.inodes.get(ino)
+        mount, sub = self.route(node.path)
+        of = self.open_files.get(ino)
+        if of is not None and (of.dirty or not node.attached):
+            local = {"user.mcpfs.size": str(of.size), "user.mcpfs.backend": mount.name}
+            if name not in local:
+                raise McpfsError(f"{name}: not until committed", errno=errno.ENODATA)
+            return local[name].encode()
+        return await mount.getxattr(sub, name)
+
+    async def listxattr(self, ino: int) -> list[str]:
+        node = self.inodes.get(ino)
+        mount, sub = self.route(node.path)
+        of = self.open_files.get(ino)
+        if of is not None and (of.dirty or not node.attached):
+            return ["user.mcpfs.backend", "user.mcpfs.size"]
+        return await mount.listxattr(sub)
+
+    async def statfs(self) -> StatFS:
+        for mount in self.mounts.values():
+            if mount.capabilities.writable:
+                return await mount.statfs()
+        return StatFS()
+
+    # ---------------------------------------------------------------- lifecycle
+    async def commit_all(self) -> None:
+        """Commit every pending file (unmount); failures are logged and kept."""
+        for of in list(self.open_files.values()):
+            if of.dirty and not of.unlinked:
+                try:
+                    await self._commit(of)
+                except McpfsError:
+                    pass
+
+    async def recover(self) -> list[tuple[str, str, str]]:
+        """Replay the journal of a previous run (see journal.py): returns
+        (mount, path, outcome) per row, outcome "committed", "discarded" or "failed"."""
+        if self.journal is None:
+            return []
+        done = []
+        for row in await trio.to_thread.run_sync(self.journal.pending):
+            mount = self.mounts.get(row.mount)
+            exists = await trio.to_thread.run_sync(os.path.exists, row.spool)
+            if row.state == OPEN or mount is None or not exists:
+                if exists:
+                    await trio.to_thread.run_sync(os.unlink, row.spool)
+                await self.journal.remove(row.id)
+                log.warning("journal: discarded the unfinished write of /%s/%s",
+                            row.mount, row.path)
+                done.append((row.mount, row.path, "discarded"))
+                continue
+            assert row.state in (COMMITTING, FAILED)
+            spool = await trio.to_thread.run_sync(Spool.open_sync, row.spool)
+            try:
+                await mount.commit(Writer(row.path, spool, existed=True))
+            except McpfsError as exc:
+                await spool.close(delete=False)
+                await self.journal.set(row.id, FAILED)
+                log.error("journal: commit of /%s/%s failed again: %s", row.mount, row.path, exc)
+                done.append((row.mount, row.path, "failed"))
+                continue
+            await spool.close(delete=True)
+            await self.journal.remove(row.id)
+            log.info("journal: completed the interrupted write of /%s/%s", row.mount, row.path)
+            done.append((row.mount, row.path, "committed"))
+        return done
+
+
+__all__ = ["VFS", "Entry", "RENAME_NOREPLACE", "RENAME_EXCHANGE", "FILE"]
