@@ -132,3 +132,17 @@ def test_files_commands(run):
 ])
 def test_errors_are_one_line(run, args):
     run(*args, input=b"", ok=False)
+
+
+def test_add_output_order_in_hamt_directory_is_hash_order(run, tmp_path):
+    """kubo prints directories post-order, children in listing order: hash order in a HAMT."""
+    from mcpfs.backends.ipfs.hamt import hash_name
+
+    top = tmp_path / "top"
+    names = [f"{'d' * 120}{i:04d}" for i in range(1700)]  # ~1700*(124+34) > 256 KiB: shards
+    for name in names[:1700]:
+        (top / name).mkdir(parents=True)
+    lines = run("add", "-r", "-n", str(top)).stdout.decode().splitlines()
+    printed = [line.split(" ", 2)[2].split("/", 1)[1] for line in lines[:-1]]
+    assert printed == sorted(names, key=hash_name)
+    assert lines[-1].endswith(" top")

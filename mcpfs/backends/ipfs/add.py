@@ -22,6 +22,7 @@ from ...errors import IsADirectory, McpfsError, NotFound
 from . import dagpb, unixfs
 from .blockstore import Blockstore
 from .directory import build_directory
+from .hamt import hash_name
 from .importer import Imported, ImportParams, import_stream
 
 
@@ -82,19 +83,23 @@ class Adder:
             yield AddEvent(name, self.file(path), False)
 
     def _dir(self, path: str, name: str, dirs: list[AddEvent]) -> Iterator[AddEvent]:
-        """Yield file events while walking; append directory events (post-order) to dirs."""
+        """Yield file events while walking; append directory events to ``dirs`` in kubo's
+        ``outputDirs`` order: post-order, children in listing order (by name, or by hash
+        for a HAMT directory)."""
         try:
             with os.scandir(path) as it:
                 children = sorted(it, key=lambda e: os.fsencode(e.name))
         except OSError as exc:
             raise McpfsError(f"{path}: {exc.strerror}", errno=exc.errno) from None
         entries: list[tuple[str, object, int]] = []
+        sub_dirs: dict[str, list[AddEvent]] = {}
         for child in children:
             if child.name.startswith(".") and not self.hidden:
                 continue
             child_name = f"{name}/{child.name}" if name else child.name
             if child.is_dir(follow_symlinks=False):
-                sub = yield from self._dir(child.path, child_name, dirs)
+                sub_dirs[child.name] = []
+                sub = yield from self._dir(child.path, child_name, sub_dirs[child.name])
             else:
                 sub = None
                 for event in self.add_path(child.path, child_name, True):
@@ -102,6 +107,9 @@ class Adder:
                     sub = event.root
             entries.append((child.name, sub.cid, sub.tsize))
         root = build_directory(entries, self.params, self.put_node)
+        order = sorted(sub_dirs, key=hash_name) if root.sharded else sub_dirs
+        for child_name in order:
+            dirs.extend(sub_dirs[child_name])
         dirs.append(AddEvent(name, root, True))
         return root
 

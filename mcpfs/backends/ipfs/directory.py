@@ -60,5 +60,5 @@ def build_directory(entries: Iterable[Entry], params: ImportParams,
     block, tsize = _basic_block(entries, mode, mtime)
     if should_shard(entries, params, len(block)):
         cid, tsize = hamt.build(entries, put_node, params.hamt_fanout)
-        return Imported(cid, 0, tsize)
+        return Imported(cid, 0, tsize, sharded=True)
     return Imported(put_node(block), 0, tsize)

@@ -108,11 +108,13 @@ def params_for(profile: str | None = None, **overrides) -> ImportParams:
 
 @dataclass(frozen=True, slots=True)
 class Imported:
-    """One imported DAG root: ``size`` is the content size, ``tsize`` the cumulative size."""
+    """One imported DAG root: ``size`` is the content size, ``tsize`` the cumulative size;
+    ``sharded`` tells a HAMT directory (its listing order is hash order, not name order)."""
 
     cid: CID
     size: int
     tsize: int
+    sharded: bool = False
 
 
 def iter_chunks(stream: BinaryIO, size: int) -> Iterator[bytes]:

@@ -1,0 +1,188 @@
+"""/mfs through the VFS, without a kernel: the same cases tests/fuse runs on a real mount."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import trio
+
+from mcpfs.mounts.base import DIR, FILE, SYMLINK
+from mcpfs.vfs import VFS
+from mcpfs.vfs.journal import COMMITTING
+from mcpfs.mounts import build_mounts
+from mcpfs.config import paths
+from tests.conftest import pattern_bytes
+
+from .conftest import Driver, add_bytes, only_hash
+
+
+async def test_cp_cat_and_cid_equals_add_n(drv):
+    data = pattern_bytes(1_000_000, 3)
+    await drv.write_file("mfs/big.bin", data)
+    assert await drv.cat("mfs/big.bin") == data
+    ino = await drv.ino("mfs/big.bin")
+    cid = (await drv.vfs.getxattr(ino, "user.mcpfs.cid")).decode()
+    assert cid == only_hash(data)
+    assert (await drv.repo.mfs.stat("/big.bin"))["Hash"] == cid
+    assert await drv.vfs.getxattr(ino, "user.mcpfs.backend") == b"mfs"
+    assert drv.repo.mfs.flushed_root() == drv.repo.mfs.root()  # the new root is flushed
+
+
+async def test_listing_equals_mfs_ls(drv):
+    await drv.repo.mfs.mkdir("/d")
+    await drv.repo.mfs.write("/d/x", b"xx", create=True)
+    await drv.write_file("mfs/d/y", b"yyy")
+    await drv.vfs.mkdir(await drv.ino("mfs/d"), "sub")
+    listing = await drv.ls("mfs/d")
+    assert sorted(listing) == [e["Name"] for e in await drv.repo.mfs.ls("/d")]
+    assert listing["y"].size == 3 and listing["sub"].kind == DIR
+
+
+async def test_pending_file_shows_local_size(drv):
+    parent = await drv.ino("mfs")
+    fh, entry = await drv.vfs.create(parent, "p.txt", os.O_WRONLY | os.O_CREAT)
+    await drv.vfs.write(fh, 0, b"12345")
+    assert (await drv.ls("mfs"))["p.txt"].size == 5
+    assert (await drv.vfs.getattr(entry.ino)).attr.size == 5
+    assert not await drv.repo.mfs.exists("/p.txt")  # not committed yet
+    await drv.vfs.flush(fh)
+    assert await drv.repo.mfs.read("/p.txt") == b"12345"
+    await drv.vfs.release(fh)
+    assert not drv.vfs.open_files
+    assert not list((paths().cache_dir / "spool").iterdir())  # spool removed
+
+
+async def test_touch_creates_empty_file(drv):
+    fh, _ = await drv.vfs.create(await drv.ino("mfs"), "empty", os.O_WRONLY | os.O_CREAT)
+    await drv.vfs.flush(fh)
+    await drv.vfs.release(fh)
+    assert (await drv.repo.mfs.stat("/empty"))["Size"] == 0
+    await drv.vfs.setattr(await drv.ino("mfs/empty"), other=True)  # utimensat: accepted
+
+
+async def test_append_overwrite_random_and_truncate(drv):
+    await drv.write_file("mfs/f", b"hello world")
+    ino = await drv.ino("mfs/f")
+    fh, _ = await drv.vfs.open(ino, os.O_WRONLY | os.O_APPEND)
+    await drv.vfs.write(fh, 11, b"!!")  # the kernel passes the end offset for O_APPEND
+    await drv.vfs.release(fh)
+    assert await drv.cat("mfs/f") == b"hello world!!"
+    fh, _ = await drv.vfs.open(ino, os.O_RDWR)
+    await drv.vfs.write(fh, 0, b"J")
+    await drv.vfs.write(fh, 20, b"end")  # past the end: a hole of zeros
+    await drv.vfs.write(fh, 6, b"W")
+    assert await drv.vfs.read(fh, 0, 100) == b"Jello World!!" + bytes(7) + b"end"
+    await drv.vfs.release(fh)
+    assert await drv.repo.mfs.read("/f") == b"Jello World!!" + bytes(7) + b"end"
+    await drv.vfs.setattr(ino, size=5)
+    assert await drv.cat("mfs/f") == b"Jello"
+    await drv.vfs.setattr(ino, size=8)
+    assert await drv.repo.mfs.read("/f") == b"Jello\0\0\0"
+
+
+async def test_mkdir_rmdir_unlink_symlink(drv):
+    root = await drv.ino("mfs")
+    d = (await drv.vfs.mkdir(root, "dir")).ino
+    assert await drv.errno_of(drv.vfs.mkdir(root, "dir")) == errno.EEXIST
+    await drv.write_file("mfs/dir/f", b"f")
+    assert await drv.errno_of(drv.vfs.rmdir(root, "dir")) == errno.ENOTEMPTY
+    assert await drv.errno_of(drv.vfs.unlink(root, "dir")) == errno.EISDIR
+    link = await drv.vfs.symlink(d, "l", "f")
+    assert link.attr.kind == SYMLINK and await drv.vfs.readlink(link.ino) == "f"
+    await drv.vfs.unlink(d, "l")
+    await drv.vfs.unlink(d, "f")
+    await drv.vfs.rmdir(root, "dir")
+    assert await drv.ls("mfs") == {}
+    assert await drv.errno_of(drv.stat("mfs/dir")) == errno.ENOENT
+
+
+async def test_rename_posix_semantics(drv):
+    root = await drv.ino("mfs")
+    await drv.write_file("mfs/a", b"A")
+    await drv.write_file("mfs/b", b"B")
+    await drv.vfs.mkdir(root, "d")
+    await drv.vfs.mkdir(root, "e")
+    await drv.write_file("mfs/e/x", b"x")
+    a = await drv.ino("mfs/a")
+    await drv.vfs.rename(root, "a", root, "b")  # replaces a file
+    assert await drv.cat("mfs/b") == b"A"
+    assert (await drv.stat("mfs/b")).ino == a  # the inode moved with the name
+    assert await drv.errno_of(drv.vfs.rename(root, "b", root, "d")) == errno.EISDIR
+    assert await drv.errno_of(drv.vfs.rename(root, "d", root, "b")) == errno.ENOTDIR
+    assert await drv.errno_of(drv.vfs.rename(root, "d", root, "e")) == errno.ENOTEMPTY
+    await drv.vfs.rename(root, "e", root, "d")  # onto an empty directory
+    assert await drv.cat("mfs/d/x") == b"x"
+    assert await drv.errno_of(drv.vfs.rename(root, "d", await drv.ino("ipfs"), "x")) \
+        == errno.EXDEV
+    assert sorted(await drv.ls("mfs")) == ["b", "d"]
+
+
+async def test_rename_of_a_file_still_being_written(drv):
+    root = await drv.ino("mfs")
+    fh, _ = await drv.vfs.create(root, "tmp", os.O_WRONLY | os.O_CREAT)
+    await drv.vfs.write(fh, 0, b"partial")
+    await drv.vfs.rename(root, "tmp", root, "final")
+    await drv.vfs.write(fh, 7, b" done")
+    await drv.vfs.flush(fh)
+    await drv.vfs.release(fh)
+    assert await drv.repo.mfs.read("/final") == b"partial done"
+    assert not await drv.repo.mfs.exists("/tmp")
+
+
+async def test_unlink_of_an_open_new_file_leaves_nothing(drv):
+    root = await drv.ino("mfs")
+    fh, _ = await drv.vfs.create(root, "gone", os.O_WRONLY | os.O_CREAT)
+    await drv.vfs.write(fh, 0, b"data")
+    await drv.vfs.unlink(root, "gone")
+    assert "gone" not in await drv.ls("mfs")
+    await drv.vfs.flush(fh)
+    await drv.vfs.release(fh)
+    assert not await drv.repo.mfs.exists("/gone")
+
+
+async def test_second_reader_sees_pending_writes(drv):
+    await drv.write_file("mfs/s", b"old content")
+    ino = await drv.ino("mfs/s")
+    wfh, _ = await drv.vfs.open(ino, os.O_WRONLY)
+    await drv.vfs.write(wfh, 0, b"NEW")
+    rfh, _ = await drv.vfs.open(ino, os.O_RDONLY)
+    assert await drv.vfs.read(rfh, 0, 100) == b"NEW content"
+    await drv.vfs.release(rfh)
+    await drv.vfs.release(wfh)
+
+
+async def test_mfs_cp_from_ipfs_shows_up(drv):
+    cid = add_bytes(drv.repo, b"linked").cid
+    await drv.repo.mfs.cp(f"/ipfs/{cid}", "/linked")
+    assert await drv.cat("mfs/linked") == b"linked"
+
+
+async def test_journal_completes_an_interrupted_commit(drv, journal):
+    # A write whose commit had started when the daemon died: the spool is complete.
+    fh, _ = await drv.vfs.create(await drv.ino("mfs"), "crash", os.O_WRONLY | os.O_CREAT)
+    await drv.vfs.write(fh, 0, b"survives")
+    of = drv.vfs.open_files[(await drv.ino("mfs/crash"))]
+    await journal.set(of.journal_id, COMMITTING, "crash")
+    # ...and one that was still being written: discarded.
+    fh2, _ = await drv.vfs.create(await drv.ino("mfs"), "half", os.O_WRONLY | os.O_CREAT)
+    await drv.vfs.write(fh2, 0, b"half")
+    half_spool = drv.vfs.open_files[(await drv.ino("mfs/half"))].spool.path
+    os.close(of.spool.fd)  # "kill -9": nothing else runs
+    fresh = VFS(build_mounts(drv.repo), paths().cache_dir / "spool", journal)
+    outcome = sorted(await fresh.recover())
+    assert outcome == [("mfs", "crash", "committed"), ("mfs", "half", "discarded")]
+    assert await drv.repo.mfs.read("/crash") == b"survives"
+    assert not await drv.repo.mfs.exists("/half")
+    assert not os.path.exists(half_spool) and journal.pending() == []
+
+
+async def test_concurrent_writers_to_different_files(drv):
+    async def one(i: int) -> None:
+        await drv.write_file(f"mfs/c{i}", pattern_bytes(50000, i))
+    async with trio.open_nursery() as nursery:
+        for i in range(8):
+            nursery.start_soon(one, i)
+    for i in range(8):
+        assert await drv.repo.mfs.read(f"/c{i}") == pattern_bytes(50000, i)
+    assert (await drv.stat("mfs/c3")).attr.kind == FILE
