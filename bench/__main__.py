@@ -49,8 +49,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def interleave(runs: int, pairs: list[tuple[Result, Callable[[], dict]]]) -> None:
-    """Run every measurement once per round, ``runs`` rounds."""
+def interleave(runs: int, pairs: list[tuple[Result, Callable[[], dict] | None]]) -> None:
+    """Run every measurement once per round, ``runs`` rounds (a None function is skipped)."""
     for _ in range(runs):
         for row, fn in pairs:
             if fn is None:

@@ -22,6 +22,7 @@ import errno
 import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -31,6 +32,7 @@ from ...errors import BlockNotFound, CorruptBlock, McpfsError, NoSpace
 from .cid import CID, IDENTITY, RAW, decode_multihash
 
 SHARD_SPEC = "/repo/flatfs/shard/v1/next-to-last/2\n"
+SYNC_THREADS = 16  # fsyncs in flight at once: the filesystem commits them together
 
 
 class Blockstore(Protocol):
@@ -39,6 +41,17 @@ class Blockstore(Protocol):
     def has(self, cid: CID) -> bool: ...
     def delete(self, cid: CID) -> None: ...
     def sync(self) -> None: ...
+
+
+def _fsync_path(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # deleted since it was written
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def multihash_key(multihash: bytes) -> str:
@@ -126,23 +139,13 @@ class FlatFSBlockstore:
         """fsync every block written since the last sync, then their folders."""
         with self._lock:
             pending, self._unsynced = self._unsynced, set()
-        dirs = set()
-        for path in pending:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            dirs.add(path.parent)
-        for folder in dirs | ({self.root} if dirs else set()):
-            fd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        dirs = {path.parent for path in pending}
+        if not pending:
+            return
+        with ThreadPoolExecutor(min(SYNC_THREADS, len(pending))) as pool:
+            list(pool.map(_fsync_path, pending))  # fsync releases the GIL
+            list(pool.map(_fsync_path, dirs))
+        _fsync_path(self.root)
 
     def multihashes(self) -> Iterator[bytes]:
         """Every stored block's multihash (order unspecified)."""
