@@ -1,4 +1,4 @@
-"""The click group and the helpers every command module shares."""
+"""The click group and the helpers every command module shares, among them :func:`node`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,18 @@ def cli() -> None:
 def open_repo() -> Repo:
     """The local repo under MCPFS_HOME or the XDG state dir (created on first use)."""
     return Repo(paths().repo_dir)
+
+
+def node():
+    """The one place that decides "daemon or local", like kubo: the daemon when its control
+    socket answers (:class:`RemoteNode`), else the local repo (:class:`LocalNode`). Both
+    have the same methods and results, so every command prints the same either way."""
+    from ..control.client import connect
+    remote = connect()
+    if remote is not None:
+        return remote
+    from ..control.local import LocalNode
+    return LocalNode(open_repo())
 
 
 def resolve(repo: Repo, path: str) -> CID:

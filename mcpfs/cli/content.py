@@ -1,8 +1,11 @@
-"""``mcpfs add``, ``cat`` and ``get``: kubo's commands of the same names, locally."""
+"""``mcpfs add``, ``cat`` and ``get``: kubo's commands of the same names.
+
+Through the daemon when one runs, else on the local repo (``common.node()``); the output
+is the same either way. ``add -n`` never needs either: it only hashes, in this process.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import tarfile
@@ -11,11 +14,9 @@ import click
 
 from ..backends.ipfs.add import Adder
 from ..backends.ipfs.blockstore import NullBlockstore
-from ..backends.ipfs.cid import CID
-from ..backends.ipfs.importer import parse_chunker, params_for
-from ..backends.ipfs.node import Repo
+from ..control.ops import AddOptions, add_line, entry_name
 from ..errors import AlreadyExists, InvalidInput
-from .common import cli, open_repo, resolve, write_stdout
+from .common import cli, node, write_stdout
 
 
 def _progress(enabled: bool, total: int | None):
@@ -47,52 +48,44 @@ def _progress(enabled: bool, total: int | None):
 def add(paths, recursive, wrap, only_hash, quieter, quiet, hidden, cid_version, raw_leaves,
         chunker, trickle, profile, pin, progress):
     """Add files or directories; prints `added <cid> <name>` like `ipfs add`."""
-    params = params_for(profile, cid_version=cid_version, raw_leaves=raw_leaves,
-                        chunk_size=parse_chunker(chunker) if chunker else None,
-                        layout="trickle" if trickle else None)
-    repo = None if only_hash else open_repo()
-    store = NullBlockstore() if only_hash else repo.store
+    opts = AddOptions(cid_version, raw_leaves, chunker, trickle, profile)
+    params = opts.params()
     show = sys.stderr.isatty() if progress is None else progress
     bar = _progress(show and not quieter, None)
-    adder = Adder(store, params, hidden=hidden, on_bytes=bar.update if bar else None)
-    if not paths or paths == ("-",):
-        events = [_stdin_event(adder)]
+    on_bytes = bar.update if bar else None
+    stdin = not paths or paths == ("-",)
+    if only_hash:
+        adder = Adder(NullBlockstore(), params, hidden=hidden, on_bytes=on_bytes)
+        if stdin:
+            root = adder.stream(sys.stdin.buffer)
+            lines = [{"Name": str(root.cid), "Hash": str(root.cid), "Size": str(root.tsize)}]
+        else:
+            lines = map(add_line, adder.add_many(list(paths), recursive=recursive, wrap=wrap))
+    elif stdin:
+        lines = [node().add_stdin(sys.stdin.buffer, opts, pin=pin, on_bytes=on_bytes)]
     else:
-        events = adder.add_many(list(paths), recursive=recursive, wrap=wrap)
-    last = None
-    guard = repo.gc_lock.writing() if repo is not None else contextlib.nullcontext()
-    with guard:
-        last = _print_events(events, quiet, quieter, bar)
-        if last is not None and repo is not None:
-            repo.store.sync()
-            if pin:
-                repo.pins.add(last.root.cid, recursive=True)
+        lines = node().add_files(list(paths), opts, recursive=recursive, wrap=wrap,
+                                 hidden=hidden, pin=pin, on_bytes=on_bytes)
+    last = _print_lines(lines, quiet, quieter, bar)
     if last is not None and quieter:
-        click.echo(str(last.root.cid))
+        click.echo(last["Hash"])
 
 
-def _print_events(events, quiet: bool, quieter: bool, bar):
-    """Print kubo's `added` lines as events arrive; return the last event (the root)."""
+def _print_lines(lines, quiet: bool, quieter: bool, bar):
+    """Print kubo's `added` lines as they arrive; return the last one (the root)."""
     last = None
     try:
-        for event in events:
-            last = event
+        for line in lines:
+            last = line
             if quieter:
                 continue
-            line = str(event.root.cid) if quiet else f"added {event.root.cid} {event.name}"
             if bar:
                 bar.clear()
-            click.echo(line)
+            click.echo(line["Hash"] if quiet else f"added {line['Hash']} {line['Name']}")
     finally:
         if bar:
             bar.close()
     return last
-
-
-def _stdin_event(adder: Adder):
-    from ..backends.ipfs.add import AddEvent
-    root = adder.stream(sys.stdin.buffer)
-    return AddEvent(str(root.cid), root, False)
 
 
 @cli.command()
@@ -101,14 +94,8 @@ def _stdin_event(adder: Adder):
 @click.option("-l", "--length", type=click.IntRange(min=0), default=None)
 def cat(path, offset, length):
     """Write a file's bytes to stdout."""
-    repo = open_repo()
-    cid = resolve(repo, path)
-    if offset or length is not None:
-        size = repo.reader.stat(cid).size
-        count = size - offset if length is None else length
-        write_stdout([repo.reader.read(cid, offset, max(0, count))])
-    else:
-        write_stdout(repo.reader.iter_file(cid))
+    _, chunks = node().cat(path, offset, length)
+    write_stdout(chunks)
 
 
 @cli.command()
@@ -117,33 +104,16 @@ def cat(path, offset, length):
 @click.option("-a", "--archive", is_flag=True, help="Write a tar archive.")
 def get(path, output, archive):
     """Save a file or directory (or a tar of it) to the local disk."""
-    repo = open_repo()
-    cid = resolve(repo, path)
-    name = path.rstrip("/").rsplit("/", 1)[-1] or str(cid)
+    chunks = node().get_tar(path)  # resolves first: a bad path fails before any output
+    name = entry_name(path)
     target = output or (name + ".tar" if archive else name)
     click.echo(f"Saving file(s) to {target}", err=True)
     if archive:
-        with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as tar:
-            _tar(repo, cid, name, tar)
-    else:
-        _save(repo, cid, target)
-
-
-def _save(repo: Repo, cid: CID, target: str) -> None:
-    info = repo.reader.stat(cid)
-    if info.type == "directory":
-        os.makedirs(target, exist_ok=True)
-        for link in repo.reader.list_dir(cid):
-            _check_entry_name(link.name)
-            _save(repo, link.cid, os.path.join(target, link.name))
-    elif info.type == "symlink":
-        if os.path.lexists(target):
-            raise AlreadyExists(f"{target} already exists")
-        os.symlink(info.target, target)
-    else:
         with open(target, "wb") as fh:
-            for chunk in repo.reader.iter_file(cid):
+            for chunk in chunks:
                 fh.write(chunk)
+    else:
+        _extract(chunks, os.path.normpath(target))
 
 
 def _check_entry_name(name: str | None) -> None:
@@ -171,22 +141,31 @@ class _ChunkReader:
         return out
 
 
-def _tar(repo: Repo, cid: CID, name: str, tar: tarfile.TarFile) -> None:
-    info = repo.reader.stat(cid)
-    member = tarfile.TarInfo(name)
-    member.mtime = info.mtime[0] if info.mtime else 0
-    if info.type == "directory":
-        member.type = tarfile.DIRTYPE
-        member.mode = info.mode or 0o755
-        tar.addfile(member)
-        for link in repo.reader.list_dir(cid):
-            _check_entry_name(link.name)
-            _tar(repo, link.cid, f"{name}/{link.name}", tar)
-    elif info.type == "symlink":
-        member.type = tarfile.SYMTYPE
-        member.linkname = info.target or ""
-        tar.addfile(member)
-    else:
-        member.size = info.size
-        member.mode = info.mode or 0o644
-        tar.addfile(member, _ChunkReader(repo.reader.iter_file(cid)))
+def _extract(chunks, target: str) -> None:
+    """Unpack the tar stream of ``get`` so that its top entry becomes ``target``.
+
+    Only entries under directories this extraction created are written (no path in the
+    archive can reach outside ``target`` or through a symlink); names are checked as
+    UnixFS entry names.
+    """
+    made: set[str] = set()
+    with tarfile.open(fileobj=_ChunkReader(chunks), mode="r|") as tar:
+        for member in tar:
+            rel = member.name.split("/")[1:]
+            for part in rel:
+                _check_entry_name(part)
+            dest = os.path.join(target, *rel)
+            if rel and os.path.dirname(dest) not in made:
+                raise InvalidInput(f"refusing archive entry {member.name!r}")
+            if member.isdir():
+                os.makedirs(dest, exist_ok=True)
+                made.add(dest)
+            elif member.issym():
+                if os.path.lexists(dest):
+                    raise AlreadyExists(f"{dest} already exists")
+                os.symlink(member.linkname, dest)
+            else:
+                source = tar.extractfile(member)
+                with open(dest, "wb") as fh:
+                    while chunk := source.read(1 << 20):
+                        fh.write(chunk)

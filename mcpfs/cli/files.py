@@ -1,19 +1,13 @@
-"""``mcpfs files ...``: kubo's MFS commands over the local repo's MFS."""
+"""``mcpfs files ...``: kubo's MFS commands, on the daemon's MFS when one runs, else on the
+local repo's (``common.node()``); same output either way."""
 
 from __future__ import annotations
 
 import sys
 
 import click
-import trio
 
-from .common import cli, open_repo, write_stdout
-
-
-def _mfs_call(fn):
-    """Run ``await fn(mfs)`` on a fresh trio loop with the local repo's MFS."""
-    repo = open_repo()
-    return trio.run(fn, repo.mfs)
+from .common import cli, node
 
 
 @cli.group()
@@ -26,7 +20,7 @@ def files() -> None:
 @click.option("-l", "--long", is_flag=True, help="Name, hash and size.")
 @click.option("-U", is_flag=True, hidden=True, help="Accepted for kubo compatibility.")
 def files_ls(path, long, u):
-    entries = _mfs_call(lambda mfs: mfs.ls(path, long=long))
+    entries = node().files_ls(path, long=long)
     for entry in entries:
         if long:
             suffix = "/" if entry["Type"] == 1 else ""
@@ -39,7 +33,7 @@ def files_ls(path, long, u):
 @click.argument("path")
 @click.option("-p", "--parents", is_flag=True)
 def files_mkdir(path, parents):
-    _mfs_call(lambda mfs: mfs.mkdir(path, parents=parents))
+    node().files_mkdir(path, parents=parents)
 
 
 @files.command("write")
@@ -52,9 +46,8 @@ def files_mkdir(path, parents):
 @click.option("-n", "--count", type=click.IntRange(min=0), default=None)
 def files_write(path, source, offset, create, parents, truncate, count):
     """Write SOURCE (or stdin) into the MFS file PATH."""
-    stream = source or sys.stdin.buffer
-    _mfs_call(lambda mfs: mfs.write(path, stream, offset=offset, create=create,
-                                    truncate=truncate, parents=parents, count=count))
+    node().files_write(path, source or sys.stdin.buffer, offset=offset, create=create,
+                       parents=parents, truncate=truncate, count=count)
 
 
 @files.command("read")
@@ -62,12 +55,8 @@ def files_write(path, source, offset, create, parents, truncate, count):
 @click.option("-o", "--offset", type=click.IntRange(min=0), default=0)
 @click.option("-n", "--count", type=click.IntRange(min=0), default=None)
 def files_read(path, offset, count):
-    async def run(mfs):
-        out = sys.stdout.buffer
-        async for chunk in mfs.iter_read(path, offset, count):
-            out.write(chunk)
-        out.flush()
-    _mfs_call(run)
+    node().files_read(path, sys.stdout.buffer, offset, count)
+    sys.stdout.buffer.flush()
 
 
 @files.command("rm")
@@ -75,17 +64,14 @@ def files_read(path, offset, count):
 @click.option("-r", "--recursive", is_flag=True)
 @click.option("--force", is_flag=True)
 def files_rm(paths, recursive, force):
-    async def run(mfs):
-        for path in paths:
-            await mfs.rm(path, recursive=recursive, force=force)
-    _mfs_call(run)
+    node().files_rm(list(paths), recursive=recursive, force=force)
 
 
 @files.command("mv")
 @click.argument("src")
 @click.argument("dst")
 def files_mv(src, dst):
-    _mfs_call(lambda mfs: mfs.mv(src, dst))
+    node().files_mv(src, dst)
 
 
 @files.command("cp")
@@ -94,7 +80,7 @@ def files_mv(src, dst):
 @click.option("-p", "--parents", is_flag=True)
 def files_cp(src, dst, parents):
     """Copy /ipfs/<cid>/... or an MFS path to DST (links the CID, copies no bytes)."""
-    _mfs_call(lambda mfs: mfs.cp(src, dst, parents=parents))
+    node().files_cp(src, dst, parents=parents)
 
 
 @files.command("stat")
@@ -102,7 +88,7 @@ def files_cp(src, dst, parents):
 @click.option("--hash", "only_hash", is_flag=True, help="Print only the hash.")
 @click.option("--size", "only_size", is_flag=True, help="Print only the size.")
 def files_stat(path, only_hash, only_size):
-    st = _mfs_call(lambda mfs: mfs.stat(path))
+    st = node().files_stat(path)
     if only_hash:
         click.echo(st["Hash"])
     elif only_size:
@@ -115,10 +101,11 @@ def files_stat(path, only_hash, only_size):
 @files.command("flush")
 @click.argument("path", default="/")
 def files_flush(path):
-    click.echo(str(_mfs_call(lambda mfs: mfs.flush(path))))
+    click.echo(node().files_flush(path))
 
 
 @files.command("cat", hidden=True)
 @click.argument("path")
 def files_cat(path):
-    write_stdout([_mfs_call(lambda mfs: mfs.read(path))])
+    node().files_read(path, sys.stdout.buffer)
+    sys.stdout.buffer.flush()

@@ -1,4 +1,5 @@
-"""``mcpfs pin``, ``repo gc``, ``block``, ``dag`` and ``car``: kubo's commands, locally."""
+"""``mcpfs pin``, ``repo gc``, ``block``, ``dag`` and ``car``: kubo's commands, through the
+daemon when one runs, else on the local repo (``common.node()``); same output either way."""
 
 from __future__ import annotations
 
@@ -6,10 +7,7 @@ import sys
 
 import click
 
-from ..backends.ipfs import car as car_mod
-from ..backends.ipfs import dag as dag_mod
-from ..backends.ipfs.cid import CID, RAW
-from .common import cli, open_repo, print_json, resolve
+from .common import cli, node
 
 
 @cli.group()
@@ -22,10 +20,9 @@ def pin() -> None:
 @click.option("-r/--direct", "--recursive/--direct", "recursive", default=True)
 @click.option("--name", default=None)
 def pin_add(paths, recursive, name):
-    repo = open_repo()
+    n = node()
     for path in paths:
-        cid = resolve(repo, path)
-        repo.pins.add(cid, recursive=recursive, name=name)
+        cid = n.pin_add(path, recursive, name)
         click.echo(f"pinned {cid} {'recursively' if recursive else 'directly'}")
 
 
@@ -33,10 +30,9 @@ def pin_add(paths, recursive, name):
 @click.argument("paths", nargs=-1, required=True)
 @click.option("-r/--direct", "--recursive/--direct", "recursive", default=True)
 def pin_rm(paths, recursive):
-    repo = open_repo()
+    n = node()
     for path in paths:
-        cid = resolve(repo, path)
-        repo.pins.rm(cid, recursive=recursive)
+        cid = n.pin_rm(path, recursive)
         click.echo(f"unpinned {cid}")
 
 
@@ -47,11 +43,8 @@ def pin_rm(paths, recursive):
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-n", "--names", is_flag=True)
 def pin_ls(paths, kind, quiet, names):
-    repo = open_repo()
-    wanted = {resolve(repo, p) for p in paths}
-    for cid, pin_type, name in repo.pins.ls(kind):
-        if wanted and cid not in wanted:
-            continue
+    """List pins; with PATHS only those (an unpinned one is an error, like kubo)."""
+    for cid, pin_type, name in node().pin_ls(paths, kind):
         if quiet:
             click.echo(str(cid))
         else:
@@ -67,9 +60,9 @@ def repo() -> None:
 @click.option("-q", "--quiet", is_flag=True)
 def repo_gc(quiet):
     """Remove every block not reachable from a pin, the MFS root or a pending write."""
-    for mh in open_repo().gc():
+    for line in node().gc():
         if not quiet:
-            click.echo(f"removed {CID(1, RAW, mh)}")
+            click.echo(f"removed {line['Key']['/']}")
 
 
 @cli.group()
@@ -84,25 +77,21 @@ def block() -> None:
 @click.option("--pin", is_flag=True)
 @click.option("--allow-big-block", is_flag=True)
 def block_put(source, cid_codec, mhtype, pin, allow_big_block):
-    repo = open_repo()
-    data = (source or sys.stdin.buffer).read()
-    cid = dag_mod.block_put(repo.store, data, cid_codec, mhtype, allow_big_block=allow_big_block)
-    repo.store.sync()
-    if pin:
-        repo.pins.add(cid, recursive=True)
-    click.echo(str(cid))
+    result = node().block_put(source or sys.stdin.buffer, cid_codec, mhtype, pin,
+                              allow_big_block)
+    click.echo(result["Key"])
 
 
 @block.command("get")
 @click.argument("cid")
 def block_get(cid):
-    sys.stdout.buffer.write(dag_mod.block_get(open_repo().store, cid))
+    sys.stdout.buffer.write(node().block_get(cid))
 
 
 @block.command("stat")
 @click.argument("cid")
 def block_stat(cid):
-    st = dag_mod.block_stat(open_repo().store, cid)
+    st = node().block_stat(cid)
     click.echo(f"Key: {st['Key']}\nSize: {st['Size']}")
 
 
@@ -112,9 +101,7 @@ def block_stat(cid):
 @click.option("-q", "--quiet", is_flag=True)
 def block_rm(cids, force, quiet):
     failed = False
-    repo = open_repo()
-    for result in dag_mod.block_rm(repo.store, list(cids), force=force,
-                                   is_pinned=repo.pins.is_pinned):
+    for result in node().block_rm(list(cids), force):
         if result.get("Error"):
             failed = True
             click.echo(f"Error: {result['Error']}", err=True)
@@ -137,50 +124,43 @@ def dag() -> None:
 @click.option("--pin", is_flag=True)
 @click.option("--allow-big-block", is_flag=True)
 def dag_put(source, store_codec, input_codec, hash_name, pin, allow_big_block):
-    repo = open_repo()
-    data = (source or sys.stdin.buffer).read()
-    cid = dag_mod.dag_put(repo.store, data, input_codec, store_codec, hash_name,
-                          allow_big_block=allow_big_block)
-    repo.store.sync()
-    if pin:
-        repo.pins.add(cid, recursive=True)
-    click.echo(str(cid))
+    click.echo(node().dag_put(source or sys.stdin.buffer, store_codec, input_codec, hash_name,
+                              pin, allow_big_block))
 
 
 @dag.command("get")
 @click.argument("path")
 @click.option("--output-codec", default="dag-json")
 def dag_get(path, output_codec):
-    sys.stdout.buffer.write(dag_mod.dag_get(open_repo().store, path, output_codec))
+    sys.stdout.buffer.write(node().dag_get(path, output_codec))
 
 
 @dag.command("resolve")
 @click.argument("path")
 def dag_resolve(path):
-    result = dag_mod.dag_resolve(open_repo().store, path)
+    result = node().dag_resolve(path)
     cid, rest = result["Cid"], result["RemPath"]
     click.echo(f"{cid}/{rest}" if rest else str(cid))
 
 
 def _car_export(root, output):
-    repo = open_repo()
-    cid = resolve(repo, root)
+    chunks = node().dag_export(root)  # resolves first: a bad root fails before any output
     out = open(output, "wb") if output else sys.stdout.buffer
     try:
-        car_mod.export_car(repo.store, [cid], out)
+        for chunk in chunks:
+            out.write(chunk)
+        out.flush()
     finally:
         if output:
             out.close()
 
 
 def _car_import(paths, pin_roots):
-    repo = open_repo()
+    n = node()
     for path in paths:
         with (open(path, "rb") if path != "-" else sys.stdin.buffer) as fh:
-            roots, count = car_mod.import_car(repo.store, fh)
+            roots, count, _ = n.dag_import(fh, pin_roots)
         for root in roots:
-            if pin_roots:
-                repo.pins.add(root, recursive=True)
             click.echo(f"Pinned root\t{root}\tsuccess" if pin_roots else f"Root\t{root}")
         click.echo(f"Imported {count} blocks", err=True)
 

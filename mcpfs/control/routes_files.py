@@ -1,0 +1,111 @@
+"""kubo's ``files/*`` routes over the repo's MFS.
+
+MFS methods are already async and run their block work in their own worker threads under
+MFS's lock (see backends/ipfs/mfs.py), so these routes await them directly. ``files/write``
+parses the upload's part headers in a server thread, then hands the part to
+``MFS.write``, whose worker thread pulls the body as it imports it (no full buffering).
+Mutations flush by default, like kubo's ``--flush=true``. Errors: kubo's error objects.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response, StreamingResponse
+
+from .common import ApiError, Ctx, ctx_of, json_response, one_arg
+from .multipart import MultipartStream, body_chunks, boundary_of
+
+router = APIRouter(prefix="/files")
+
+
+def _two(args: list[str]) -> tuple[str, str]:
+    if len(args) < 2:
+        raise ApiError('argument "dest" is required' if args else 'argument "source" is required')
+    return args[0], args[1]
+
+
+def _empty() -> Response:
+    return Response(b"", media_type="text/plain")
+
+
+@router.post("/ls")
+async def files_ls(ctx: Ctx = Depends(ctx_of), arg: list[str] = Query([]),
+                   long: bool = Query(False), U: bool = Query(False)):  # noqa: N803
+    entries = await ctx.repo.mfs.ls(arg[0] if arg else "/", long=long)
+    return json_response({"Entries": entries})
+
+
+@router.post("/mkdir")
+async def files_mkdir(ctx: Ctx = Depends(ctx_of), arg: list[str] = Query([]),
+                      parents: bool = Query(False), flush: bool = Query(True)):
+    await ctx.repo.mfs.mkdir(one_arg(arg, "path"), parents=parents, flush=flush)
+    return _empty()
+
+
+@router.post("/write")
+async def files_write(request: Request, ctx: Ctx = Depends(ctx_of),
+                      arg: list[str] = Query([]), offset: int = Query(0, ge=0),
+                      create: bool = Query(False), parents: bool = Query(False),
+                      truncate: bool = Query(False), count: int | None = Query(None, ge=0),
+                      flush: bool = Query(True)):
+    path = one_arg(arg, "path")
+    stream = MultipartStream(body_chunks(request.stream()),
+                             boundary_of(request.headers.get("content-type")))
+    part = await ctx.run(stream.first_file)
+    await ctx.repo.mfs.write(path, part, offset=offset, create=create, truncate=truncate,
+                             parents=parents, count=count, flush=flush)
+    return _empty()
+
+
+@router.post("/read")
+async def files_read(ctx: Ctx = Depends(ctx_of), arg: list[str] = Query([]),
+                     offset: int = Query(0, ge=0), count: int | None = Query(None, ge=0)):
+    chunks = ctx.repo.mfs.iter_read(one_arg(arg, "path"), offset, count)
+    first = await anext(chunks, None)  # errors (ENOENT, EISDIR) before the headers go out
+
+    async def body():
+        if first is not None:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+    return StreamingResponse(body(), media_type="text/plain", headers={"X-Stream-Output": "1"})
+
+
+@router.post("/rm")
+async def files_rm(ctx: Ctx = Depends(ctx_of), arg: list[str] = Query([]),
+                   recursive: bool = Query(False), force: bool = Query(False),
+                   flush: bool = Query(True)):
+    one_arg(arg, "path")
+    for path in arg:
+        await ctx.repo.mfs.rm(path, recursive=recursive, force=force, flush=flush)
+    return _empty()
+
+
+@router.post("/mv")
+async def files_mv(ctx: Ctx = Depends(ctx_of), arg: list[str] = Query([]),
+                   flush: bool = Query(True)):
+    src, dst = _two(arg)
+    await ctx.repo.mfs.mv(src, dst, flush=flush)
+    return _empty()
+
+
+@router.post("/cp")
+async def files_cp(ctx: Ctx = Depends(ctx_of), arg: list[str] = Query([]),
+                   parents: bool = Query(False), flush: bool = Query(True)):
+    src, dst = _two(arg)
+    await ctx.repo.mfs.cp(src, dst, parents=parents, flush=flush)
+    return _empty()
+
+
+@router.post("/stat")
+async def files_stat(ctx: Ctx = Depends(ctx_of), arg: list[str] = Query([]),
+                     hash: bool = Query(False), size: bool = Query(False)):  # noqa: A002
+    """kubo's statOutput (Hash, Size, CumulativeSize, Blocks, Type) whatever the flags
+    (``hash``/``size`` only change what kubo's CLI prints)."""
+    return json_response(await ctx.repo.mfs.stat(one_arg(arg, "path")))
+
+
+@router.post("/flush")
+async def files_flush(ctx: Ctx = Depends(ctx_of), arg: list[str] = Query([])):
+    cid = await ctx.repo.mfs.flush(arg[0] if arg else "/")
+    return json_response({"Cid": str(cid)})
