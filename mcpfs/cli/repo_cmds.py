@@ -186,17 +186,6 @@ def car_import(paths, pin_roots):
     _car_import(paths, pin_roots)
 
 
-@dag.command("export")
-@click.argument("root")
-@click.option("-o", "--output", type=click.Path(), default=None)
-def dag_export(root, output):
-    """Same as `car export` (kubo's name)."""
-    _car_export(root, output)
-
-
-@dag.command("import")
-@click.argument("paths", nargs=-1, required=True)
-@click.option("--pin-roots/--no-pin-roots", default=True)
-def dag_import(paths, pin_roots):
-    """Same as `car import` (kubo's name)."""
-    _car_import(paths, pin_roots)
+# kubo's names for the same commands: `dag export` / `dag import`.
+dag.add_command(car_export, "export")
+dag.add_command(car_import, "import")

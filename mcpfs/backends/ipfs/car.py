@@ -20,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO, Final
 
-from ...errors import BlockNotFound, InvalidInput
+from ...errors import InvalidInput
 from . import dag
 from .blockstore import Blockstore
-from .cid import CID, IDENTITY, MAX_VARINT_BYTES, decode_varint, encode_varint
-from .links import links_of
+from .cid import CID, MAX_VARINT_BYTES, decode_varint, encode_varint
+from .links import iter_dag
 
 # go-car's DefaultMaxAllowedHeaderSize / DefaultMaxAllowedSectionSize.
 MAX_HEADER_SIZE: Final = 32 << 20
@@ -194,35 +194,6 @@ class CarWriter:
         self.fh.write(encode_varint(len(raw) + len(block)))
         self.fh.write(raw)
         self.fh.write(block)
-
-
-def iter_dag(store: Blockstore, roots: Iterable[CID], skip_missing: bool = False,
-             ) -> Iterator[tuple[CID, bytes]]:
-    """Blocks of the DAGs under ``roots``: depth-first, links in block order, each CID once.
-
-    This is go-car's TraverseV1 with an explore-all selector (kubo's ``dag export``). Identity
-    CIDs are traversed but not yielded (their bytes are in the CID). Iterative, so deep DAGs
-    cannot exhaust the stack.
-    """
-    seen: set[CID] = set()
-    stack: list[Iterator[CID]] = [iter(list(roots))]
-    while stack:
-        cid = next(stack[-1], None)
-        if cid is None:
-            stack.pop()
-            continue
-        if cid in seen:
-            continue
-        seen.add(cid)
-        try:
-            block = store.get(cid)
-        except BlockNotFound:
-            if skip_missing:
-                continue
-            raise
-        if cid.hash_code != IDENTITY:
-            yield cid, block
-        stack.append(iter(links_of(cid, block)))
 
 
 def export_car(store: Blockstore, roots: Iterable[CID], fh: BinaryIO,

@@ -8,6 +8,8 @@ references, in block order (duplicates kept, as kubo's ``refs`` without ``--uniq
 - dag-cbor: every tag-42 CID anywhere in the decoded value (decoded with ``dag_cbor``);
 - dag-json: every ``{"/": "<cid>"}`` object anywhere in the JSON value.
 
+``iter_dag(store, roots)`` walks whole DAGs with it (pins, CAR export).
+
 The function is pure (no store access, no shared state) and raises only
 :class:`InvalidInput` for a block that does not decode as its codec says.
 """
@@ -15,15 +17,16 @@ The function is pure (no store access, no shared state) and raises only
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 import dag_cbor
 from multiformats import CID as MFCID
 
-from ...errors import InvalidInput
+from ...errors import BlockNotFound, InvalidInput
 from . import dagpb
-from .cid import CID, DAG_CBOR, DAG_JSON, DAG_PB
+from .blockstore import Blockstore
+from .cid import CID, DAG_CBOR, DAG_JSON, DAG_PB, IDENTITY
 
 JSON_LINK_KEY: Final = "/"  # a dag-json link is a map whose only key is "/" and value a string
 MAX_WALK_DEPTH: Final = 1024  # nesting deeper than this in a cbor/json value is rejected
@@ -83,4 +86,33 @@ def _walk(cid: CID, root: Any, as_link) -> Iterator[CID]:
             stack.extend((item, depth + 1) for item in reversed(value))
 
 
-__all__ = ["links_of"]
+def iter_dag(store: Blockstore, roots: Iterable[CID], skip_missing: bool = False,
+             ) -> Iterator[tuple[CID, bytes]]:
+    """Blocks of the DAGs under ``roots``: depth-first, links in block order, each CID once.
+
+    This is go-car's TraverseV1 with an explore-all selector (kubo's ``dag export``). Identity
+    CIDs are traversed but not yielded (their bytes are in the CID). Iterative, so deep DAGs
+    cannot exhaust the stack.
+    """
+    seen: set[CID] = set()
+    stack: list[Iterator[CID]] = [iter(list(roots))]
+    while stack:
+        cid = next(stack[-1], None)
+        if cid is None:
+            stack.pop()
+            continue
+        if cid in seen:
+            continue
+        seen.add(cid)
+        try:
+            block = store.get(cid)
+        except BlockNotFound:
+            if skip_missing:
+                continue
+            raise
+        if cid.hash_code != IDENTITY:
+            yield cid, block
+        stack.append(iter(links_of(cid, block)))
+
+
+__all__ = ["links_of", "iter_dag"]

@@ -37,7 +37,7 @@ from typing import Final
 from ...errors import BlockNotFound, InvalidInput, McpfsError, NotFound
 from .blockstore import Blockstore
 from .cid import CID
-from .links import links_of
+from .links import iter_dag
 
 PINS_FILE: Final = "pins.json"
 FORMAT_VERSION: Final = 1
@@ -72,21 +72,11 @@ def walk_dag(store: Blockstore, root: CID, missing_ok: bool = False) -> Iterator
 
     A missing block raises BlockNotFound naming it (or is skipped with ``missing_ok``).
     """
-    seen: set[CID] = set()
-    stack = [root]
-    while stack:
-        cid = stack.pop()
-        if cid in seen:
-            continue
-        seen.add(cid)
-        try:
-            block = store.get(cid)
-        except BlockNotFound:
-            if missing_ok:
-                continue
-            raise BlockNotFound(f"block not found locally, cannot pin: {cid}") from None
-        yield cid
-        stack.extend(reversed(links_of(cid, block)))
+    try:
+        for cid, _block in iter_dag(store, [root], skip_missing=missing_ok):
+            yield cid
+    except BlockNotFound as exc:
+        raise BlockNotFound(f"block not found locally, cannot pin: {exc}") from None
 
 
 class Pinner:
