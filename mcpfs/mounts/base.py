@@ -34,6 +34,7 @@ DEFAULT_FILE_PERM = 0o644
 DEFAULT_DIR_PERM = 0o755
 READONLY_FILE_PERM = 0o444
 READONLY_DIR_PERM = 0o555
+FILL_PIECE = 1 << 20  # bytes per step when copying remote content into a spool
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +136,8 @@ class Mount:
     async def getxattr(self, path: str, name: str) -> bytes:
         """``user.mcpfs.cid``, ``.size`` and ``.backend`` from :meth:`lookup`; ENODATA
         for anything else (or a cid the entry has not got)."""
+        if not name.startswith(XATTR_PREFIX):  # security.*, system.posix_acl_*: none
+            raise McpfsError(f"{path}: no attribute {name}", errno=errno.ENODATA)
         attr = await self.lookup(path)
         value = {
             XATTR_PREFIX + "backend": self.name,
@@ -159,7 +162,11 @@ class Mount:
     def _readonly(self, path: str) -> McpfsError:
         return ReadOnly(f"/{self.name}/{path}: read-only file system")
 
-    async def open_write(self, path: str, spool: Spool, truncate: bool) -> Writer:
+    async def open_write(self, path: str, spool: Spool, truncate: bool,
+                         create: bool = False) -> Writer:
+        """Check ``path`` can be written and return its Writer. ``create`` says the kernel
+        has just looked the name up and not found it (a subtree may skip its own checks and
+        let ``commit`` report a vanished parent)."""
         raise self._readonly(path)
 
     async def fill_spool(self, writer: Writer) -> None:
@@ -200,8 +207,6 @@ class Mount:
     async def aclose(self) -> None:
         """Release backend resources at unmount (default: nothing)."""
 
-
-FILL_PIECE = 1 << 20  # bytes per step when copying remote content into a spool
 
 
 def statfs_of(folder: str | os.PathLike[str]) -> StatFS:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ log = logging.getLogger("mcpfs.mounts.ipfs")
 T = TypeVar("T")
 THREADS = 8  # concurrent reader calls for /ipfs
 RESOLVE_CACHE = 65536  # path -> (CID, Attr) entries kept
+LISTING_CACHE_ENTRIES = 200_000  # directory entries kept in listing caches (per mount)
 IMMUTABLE_TIMEOUT = 86400.0  # kernel attr/entry cache lifetime for content-addressed paths
 
 
@@ -77,6 +79,42 @@ def attr_of(info: NodeInfo, cid_text: str | None = None) -> Attr:
     return Attr(FILE, info.size, **extra)
 
 
+class Listings:
+    """Directory listings by directory CID (content-addressed: never stale), in an LRU
+    bounded by the total number of entries, each with a name index for lookups. Called
+    from worker threads; ``_lock`` guards the LRU, listings are built outside it."""
+
+    def __init__(self, reader: UnixFSReader, max_entries: int = LISTING_CACHE_ENTRIES) -> None:
+        self.reader = reader
+        self._lock = threading.Lock()
+        self._cache: LRUCache[CID, dict[str, tuple[CID, Attr]]] = \
+            LRUCache(max_entries, getsizeof=lambda v: max(1, len(v)))
+
+    def get(self, cid: CID) -> dict[str, tuple[CID, Attr]]:
+        """name -> (child CID, child Attr) of the directory ``cid``, in listing order
+        (blocking)."""
+        with self._lock:
+            hit = self._cache.get(cid)
+        if hit is not None:
+            return hit
+        out = {link.name or "": (link.cid, attr_of(self.reader.stat(link.cid)))
+               for link in self.reader.list_dir(cid)}
+        with self._lock:
+            if len(out) <= self._cache.maxsize:
+                self._cache[cid] = out
+        return out
+
+    def child(self, cid: CID, name: str) -> CID | None:
+        """The CID named ``name`` in directory ``cid`` (cached listing, else the reader)."""
+        with self._lock:
+            hit = self._cache.get(cid)
+        if hit is not None:
+            entry = hit.get(name)
+            return entry[0] if entry is not None else None
+        link = self.reader.find(cid, name)
+        return link.cid if link is not None else None
+
+
 class CidReader:
     """Random-access reads of one immutable file (or a raw block of any codec)."""
 
@@ -112,6 +150,7 @@ class IpfsMount(Mount):
         self.limiter = limiter or trio.CapacityLimiter(THREADS)
         self.fetcher = fetcher
         self._resolved: LRUCache[str, tuple[CID, Attr]] = LRUCache(RESOLVE_CACHE)
+        self.listings = Listings(self.reader)
 
     async def resolve(self, path: str) -> tuple[CID, Attr]:
         """(CID, Attr) at ``<cid>/a/b``; ENOENT for an invalid CID or a missing name."""
@@ -146,12 +185,10 @@ class IpfsMount(Mount):
         if not attr.is_dir:
             raise McpfsError(f"/ipfs/{path}: not a directory", errno=errno.ENOTDIR)
 
-        def work() -> list[tuple[str, CID, Attr]]:
-            return [(link.name or "", link.cid, attr_of(self.reader.stat(link.cid)))
-                    for link in self.reader.list_dir(cid)]
-        entries = await ipfs_call(self.limiter, work, f"list /ipfs/{path}")
+        entries = await ipfs_call(self.limiter, lambda: self.listings.get(cid),
+                                  f"list /ipfs/{path}")
         base = "/".join(split(path))
-        for name, child_cid, child in entries:
+        for name, (child_cid, child) in entries.items():
             self._resolved[f"{base}/{name}"] = (child_cid, child)
             yield name, child
 
@@ -186,4 +223,5 @@ class IpfsMount(Mount):
         return await trio.to_thread.run_sync(statfs_of, self.repo.root, limiter=self.limiter)
 
 
-__all__ = ["IpfsMount", "CidReader", "ipfs_call", "attr_of", "block_errors"]
+__all__ = ["IpfsMount", "CidReader", "ipfs_call", "attr_of", "block_errors",
+           "Listings"]

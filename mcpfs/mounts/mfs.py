@@ -31,10 +31,38 @@ import trio
 from ..backends.ipfs.cid import CID
 from ..errors import McpfsError
 from .base import DIR, FILE, Attr, Capabilities, Mount, StatFS, Writer, split, statfs_of
-from .ipfs import CidReader, attr_of, block_errors, ipfs_call
+from .ipfs import CidReader, Listings, attr_of, block_errors, ipfs_call
 
 THREADS = 4  # concurrent reader calls for /mfs (MFS mutations have their own limiter)
 MFS_TIMEOUT = 1.0  # kernel attr/entry cache lifetime: MFS can change under us (CLI, socket)
+
+
+class SpoolSource:
+    """A file-like over a spool path for ``MFS.write``: opened on the first ``read`` (in
+    MFS's worker thread), closed at end of file or by :meth:`close`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.size = 0
+        self._fh: Any = None
+        self._done = False
+
+    def read(self, n: int) -> bytes:
+        if self._done:
+            return b""
+        if self._fh is None:
+            self._fh = open(self.path, "rb")  # noqa: SIM115 - closed at EOF / close()
+        data = self._fh.read(n)
+        self.size += len(data)
+        if not data:
+            self.close()
+        return data
+
+    def close(self) -> None:
+        self._done = True
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
 
 def mfs_path(path: str) -> str:
@@ -54,10 +82,22 @@ class MfsMount(Mount):
         self.reader = repo.reader
         self.limiter = limiter or trio.CapacityLimiter(THREADS)
         self._ns_lock = trio.Lock()
+        self.listings = Listings(self.reader)
 
     # ---------------------------------------------------------------- reading
     def _resolve_sync(self, path: str) -> CID:
-        return self.mfs.tree.resolve(self.mfs.root(), mfs_path(path))
+        """The CID at ``path`` under the current root, through cached listings."""
+        cid = self.mfs.root()
+        segs = split(path)
+        for i, name in enumerate(segs):
+            if self.mfs.tree.kind(cid) != "directory":
+                raise McpfsError(f"/mfs/{'/'.join(segs[:i])}: not a directory",
+                                 errno=errno.ENOTDIR)
+            child = self.listings.child(cid, name)
+            if child is None:
+                raise McpfsError(f"/mfs/{path}: no such file", errno=errno.ENOENT)
+            cid = child
+        return cid
 
     async def resolve(self, path: str) -> tuple[CID, Attr]:
         def work() -> tuple[CID, Attr]:
@@ -73,8 +113,7 @@ class MfsMount(Mount):
             cid = self._resolve_sync(path)
             if self.mfs.tree.kind(cid) != "directory":
                 raise McpfsError(f"/mfs/{path}: not a directory", errno=errno.ENOTDIR)
-            return sorted((link.name or "", attr_of(self.reader.stat(link.cid)))
-                          for link in self.reader.list_dir(cid))
+            return sorted((name, attr) for name, (_, attr) in self.listings.get(cid).items())
         for name, attr in await ipfs_call(self.limiter, work, f"list /mfs/{path}"):
             yield name, attr
 
@@ -88,21 +127,29 @@ class MfsMount(Mount):
         return await trio.to_thread.run_sync(statfs_of, self.repo.root, limiter=self.limiter)
 
     # ---------------------------------------------------------------- writing
-    async def open_write(self, path: str, spool: Any, truncate: bool) -> Writer:
+    async def open_write(self, path: str, spool: Any, truncate: bool,
+                         create: bool = False) -> Writer:
         """Check that ``path`` can take a file (EISDIR on a directory, ENOENT/ENOTDIR on a
-        bad parent); the spool is filled lazily by vfs through :meth:`fill_spool`."""
+        bad parent; skipped for a name the kernel just created); the spool is filled lazily
+        by vfs through :meth:`fill_spool`."""
         segs = split(path)
         if not segs:
             raise McpfsError("/mfs: is a directory", errno=errno.EISDIR)
-        try:
-            attr = await self.lookup(path)
-        except McpfsError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
-            parent = await self.lookup("/".join(segs[:-1]))
-            if not parent.is_dir:
-                raise McpfsError(f"/mfs/{path}: parent is not a directory",
-                                 errno=errno.ENOTDIR) from None
+        if create:
+            return Writer(path, spool, existed=False)
+
+        def probe() -> Attr | None:  # one hop: the target, else its parent must be a dir
+            try:
+                return attr_of(self.reader.stat(self._resolve_sync(path)))
+            except McpfsError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+            parent = self._resolve_sync("/".join(segs[:-1]))
+            if self.mfs.tree.kind(parent) != "directory":
+                raise McpfsError(f"/mfs/{path}: parent is not a directory", errno=errno.ENOTDIR)
+            return None
+        attr = await ipfs_call(self.limiter, probe, f"open /mfs/{path}")
+        if attr is None:
             return Writer(path, spool, existed=False)
         if attr.is_dir:
             raise McpfsError(f"/mfs/{path}: is a directory", errno=errno.EISDIR)
@@ -110,14 +157,15 @@ class MfsMount(Mount):
 
     async def commit(self, writer: Writer) -> Attr:
         """Import the spool as the file's new content and flush the MFS root. On failure
-        MFS is unchanged (its mutations are all-or-nothing) and the error propagates."""
-        fh = await trio.to_thread.run_sync(open, writer.spool.path, "rb")
+        MFS is unchanged (its mutations are all-or-nothing) and the error propagates. The
+        spool file is opened and read inside MFS's worker thread (no extra hops)."""
+        source = SpoolSource(writer.spool.path)
         try:
             with block_errors(f"commit /mfs/{writer.path}"):
-                await self.mfs.write(mfs_path(writer.path), fh, create=True, truncate=True)
+                await self.mfs.write(mfs_path(writer.path), source, create=True, truncate=True)
         finally:
-            await trio.to_thread.run_sync(fh.close)
-        return await self.lookup(writer.path)
+            source.close()
+        return Attr(FILE, source.size)
 
     async def unlink(self, path: str) -> None:
         with block_errors(f"unlink /mfs/{path}"):

@@ -10,6 +10,9 @@ write or truncate that needs it; a truncate to 0 (or O_TRUNC, or a new file) ski
 :meth:`OpenFile.commit` hands the spool to the Mount (after a journal row says so) and is
 all-or-nothing on the backend; on failure the row is marked failed and the spool is kept.
 
+Journal rows: ``open`` from creation, ``committing`` from the start of a commit until the
+next change (or the final close, which removes the row), ``failed`` after a failed commit.
+
 Concurrency and lock order: ``OpenFile.lock`` (trio.Lock) serializes everything that changes
 the spool or reads it whole (fill, write, truncate, commit); plain reads take no lock
 (pread on a file being extended is safe). It is taken before any Mount lock (MFS's own).
@@ -31,6 +34,7 @@ from ..mounts.base import FILE, Attr, Mount, Reader, Writer
 from .inodes import Node
 from .journal import COMMITTING, FAILED, OPEN, Journal
 from .spool import Spool
+from .spool import limiter as spool_limiter
 
 log = logging.getLogger("mcpfs.vfs")
 
@@ -51,6 +55,14 @@ class OpenFile:
         self.lock = trio.Lock()
         self.journal = journal
         self.journal_id = journal_id
+        self.row_state = OPEN  # the journal row's state as last written
+
+    async def _redirty(self) -> None:
+        """A change after a commit: the row must say OPEN again (a committing row would be
+        re-committed at the next start with a half-written spool). Called under ``lock``."""
+        if self.row_state != OPEN and self.journal is not None and self.journal_id is not None:
+            await self.journal.set(self.journal_id, OPEN)
+            self.row_state = OPEN
 
     def attr(self) -> Attr:
         base = self.node.attr if isinstance(self.node.attr, Attr) else Attr(FILE)
@@ -73,6 +85,7 @@ class OpenFile:
     async def write(self, offset: int, data: bytes) -> int:
         async with self.lock:
             await self._fill_locked()
+            await self._redirty()
             if offset > self.size:  # a hole: make the spool's length the logical size first
                 await self.spool.truncate(self.size)
             n = await self.spool.write(offset, data)
@@ -85,6 +98,7 @@ class OpenFile:
             if size == 0:
                 self.filled = True
             await self._fill_locked()
+            await self._redirty()
             await self.spool.truncate(size)
             self.size = size
             self.dirty = True
@@ -99,27 +113,34 @@ class OpenFile:
             self.writer.path = sub_path
             if self.journal is not None and self.journal_id is not None:
                 await self.journal.set(self.journal_id, COMMITTING, sub_path)
+                self.row_state = COMMITTING
             try:
                 attr = await self.mount.commit(self.writer)
             except BaseException as exc:
                 if self.journal is not None and self.journal_id is not None:
                     with trio.CancelScope(shield=True):
                         await self.journal.set(self.journal_id, FAILED)
+                    self.row_state = FAILED
                 if isinstance(exc, McpfsError):
                     log.error("commit of /%s/%s failed: %s", self.mount.name, sub_path, exc)
                 raise
-            if self.journal is not None and self.journal_id is not None:
-                await self.journal.set(self.journal_id, OPEN)
+            # The row stays "committing" while handles remain: a crash now re-commits the
+            # same complete spool (harmless); the next change sets it back to "open".
             self.dirty = False
             self.writer.existed = True
             self.node.attr = attr
             return attr
 
     async def discard(self) -> None:
-        """Close and remove the spool and the journal row (nothing left to commit)."""
-        await self.spool.close(delete=True)
-        if self.journal is not None and self.journal_id is not None:
-            await self.journal.remove(self.journal_id)
+        """Close and remove the spool and the journal row (nothing left to commit): one
+        worker-thread hop for both."""
+        journal, row = self.journal, self.journal_id
+
+        def work() -> None:
+            self.spool.close_sync(delete=True)
+            if journal is not None and row is not None:
+                journal.remove_sync(row)
+        await trio.to_thread.run_sync(work, limiter=spool_limiter())
 
     async def keep(self) -> None:
         """Close the spool but keep it (a failed commit, retried at the next start)."""

@@ -31,12 +31,13 @@ from pathlib import Path
 import trio
 
 from ..errors import McpfsError, NotFound, ReadOnly
-from ..mounts.base import FILE, Attr, Mount, StatFS, Writer
+from ..mounts.base import FILE, XATTR_PREFIX, Attr, Mount, StatFS, Writer
 from ..mounts.root import RootMount
 from .handles import DirHandle, FileHandle, HandleTable, OpenFile
 from .inodes import InodeTable, Node, child_path, parent_of
-from .journal import COMMITTING, FAILED, OPEN, Journal
+from .journal import Journal
 from .spool import Spool
+from .spool import limiter as spool_limiter
 
 log = logging.getLogger("mcpfs.vfs")
 
@@ -166,7 +167,7 @@ class VFS:
         """(next offset, name, path, attr) of the snapshotted entries from ``start``."""
         handle: DirHandle = self.handles.get(fh)
         return [(i + 1, name, path, attr)
-                for i, (name, path, attr) in enumerate(handle.entries) if i >= start]
+                for i, (name, path, attr) in enumerate(handle.entries[start:], start)]
 
     def releasedir(self, fh: int) -> None:
         self.handles.pop(fh)
@@ -242,25 +243,36 @@ class VFS:
         self.inodes.rename(old, new)
 
     # ---------------------------------------------------------------- files
-    async def _open_file(self, node: Node, mount: Mount, sub: str, truncate: bool) -> OpenFile:
-        """The inode's write state, created with a fresh spool (and journal row) if needed."""
+    async def _open_file(self, node: Node, mount: Mount, sub: str, truncate: bool,
+                         create: bool = False) -> OpenFile:
+        """The inode's write state, created with a fresh spool (and journal row) if needed.
+        ``create``: the kernel just found no such name (Mount.open_write may skip checks)."""
         of = self.open_files.get(node.ino)
         if of is not None:
             if truncate:
                 await of.truncate(0)
             return of
-        spool = await Spool.create(self.spool_dir)
+        journal = self.journal
+
+        def make() -> tuple[Spool, int | None]:  # one worker-thread hop for both
+            spool = Spool.create_sync(self.spool_dir)
+            try:
+                return spool, journal.add_sync(mount.name, sub, spool.path) if journal else None
+            except BaseException:
+                spool.close_sync(delete=True)
+                raise
+        spool, jid = await trio.to_thread.run_sync(make, limiter=spool_limiter())
         try:
-            writer = await mount.open_write(sub, spool, truncate)
+            writer = await mount.open_write(sub, spool, truncate, create)
             size = 0
             if writer.existed and not truncate:
                 size = writer.extra.get("size")
                 if size is None:
                     size = (await mount.lookup(sub)).size
-            jid = await self.journal.add(mount.name, sub, spool.path) if self.journal else None
         except BaseException:
             with trio.CancelScope(shield=True):
-                await spool.close(delete=True)
+                await OpenFile(mount, node, spool, Writer(sub, spool, False), 0, True,
+                               journal, jid).discard()
             raise
         of = OpenFile(mount, node, spool, writer, size, filled=truncate or not writer.existed,
                       journal=self.journal, journal_id=jid)
@@ -315,7 +327,7 @@ class VFS:
         if self._pending_at(path) is None:
             self.inodes.detach(path)
         node = self.inodes.ensure(path)
-        of = await self._open_file(node, mount, sub, truncate=True)
+        of = await self._open_file(node, mount, sub, truncate=True, create=True)
         of.writers += 1
         of.handles += 1
         fh = self.handles.add(FileHandle(node, mount, open_file=of, writable=True))
@@ -366,6 +378,8 @@ class VFS:
 
     # ---------------------------------------------------------------- xattrs, statfs
     async def getxattr(self, ino: int, name: str) -> bytes:
+        if not name.startswith(XATTR_PREFIX):  # ls -l asks for ACLs and labels per file
+            raise McpfsError(f"no attribute {name}", errno=errno.ENODATA)
         node = self.inodes.get(ino)
         mount, sub = self.route(node.path)
         of = self.open_files.get(ino)
@@ -401,37 +415,9 @@ class VFS:
                     pass
 
     async def recover(self) -> list[tuple[str, str, str]]:
-        """Replay the journal of a previous run (see journal.py): returns
-        (mount, path, outcome) per row, outcome "committed", "discarded" or "failed"."""
-        if self.journal is None:
-            return []
-        done = []
-        for row in await trio.to_thread.run_sync(self.journal.pending):
-            mount = self.mounts.get(row.mount)
-            exists = await trio.to_thread.run_sync(os.path.exists, row.spool)
-            if row.state == OPEN or mount is None or not exists:
-                if exists:
-                    await trio.to_thread.run_sync(os.unlink, row.spool)
-                await self.journal.remove(row.id)
-                log.warning("journal: discarded the unfinished write of /%s/%s",
-                            row.mount, row.path)
-                done.append((row.mount, row.path, "discarded"))
-                continue
-            assert row.state in (COMMITTING, FAILED)
-            spool = await trio.to_thread.run_sync(Spool.open_sync, row.spool)
-            try:
-                await mount.commit(Writer(row.path, spool, existed=True))
-            except McpfsError as exc:
-                await spool.close(delete=False)
-                await self.journal.set(row.id, FAILED)
-                log.error("journal: commit of /%s/%s failed again: %s", row.mount, row.path, exc)
-                done.append((row.mount, row.path, "failed"))
-                continue
-            await spool.close(delete=True)
-            await self.journal.remove(row.id)
-            log.info("journal: completed the interrupted write of /%s/%s", row.mount, row.path)
-            done.append((row.mount, row.path, "committed"))
-        return done
+        """Replay the journal of a previous run: see recovery.py."""
+        from .recovery import recover
+        return await recover(self.mounts, self.journal)
 
 
 __all__ = ["VFS", "Entry", "RENAME_NOREPLACE", "RENAME_EXCHANGE", "FILE"]

@@ -14,7 +14,7 @@ from mcpfs.mounts import build_mounts
 from mcpfs.config import paths
 from tests.conftest import pattern_bytes
 
-from .conftest import Driver, add_bytes, only_hash
+from .conftest import add_bytes, only_hash
 
 
 async def test_cp_cat_and_cid_equals_add_n(drv):
@@ -186,3 +186,30 @@ async def test_concurrent_writers_to_different_files(drv):
     for i in range(8):
         assert await drv.repo.mfs.read(f"/c{i}") == pattern_bytes(50000, i)
     assert (await drv.stat("mfs/c3")).attr.kind == FILE
+
+
+async def test_journal_retries_failed_commits_then_gives_up(drv, journal, caplog):
+    from mcpfs.vfs.journal import FAILED
+    from mcpfs.vfs.recovery import MAX_ATTEMPTS
+    spool = paths().cache_dir / "spool" / "orphan.spool"
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    spool.write_bytes(b"data for a vanished folder")
+    row = journal.add_sync("mfs", "no/such/dir/file", str(spool))
+    journal.set_sync(row, FAILED)
+    fresh = VFS(build_mounts(drv.repo), paths().cache_dir / "spool", journal)
+    assert await fresh.recover() == [("mfs", "no/such/dir/file", "failed")]
+    assert spool.exists() and journal.pending()[0].attempts == 2
+    for _ in range(MAX_ATTEMPTS):
+        journal.set_sync(row, FAILED)
+    assert await fresh.recover() == [("mfs", "no/such/dir/file", "abandoned")]
+    assert spool.exists() and journal.pending() == [] and str(spool) in caplog.text
+
+
+async def test_every_mfs_entry_has_a_cid(drv):
+    await drv.vfs.mkdir(await drv.ino("mfs"), "d")
+    await drv.write_file("mfs/d/f", b"f")
+    for path, mfs_path in (("mfs", "/"), ("mfs/d", "/d"), ("mfs/d/f", "/d/f")):
+        got = await drv.vfs.getxattr(await drv.ino(path), "user.mcpfs.cid")
+        assert got.decode() == (await drv.repo.mfs.stat(mfs_path))["Hash"]
+    assert await drv.errno_of(drv.vfs.getxattr(await drv.ino(""), "user.mcpfs.cid")) \
+        == errno.ENODATA

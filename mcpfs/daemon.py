@@ -1,0 +1,174 @@
+"""The daemon: one trio nursery running the FUSE loop and the background tasks.
+
+``serve(mountpoint)`` opens the repo (one :class:`Repo` for the daemon's lifetime), builds the
+subtrees and the VFS, replays the write-back journal, mounts, and then runs in one nursery:
+
+- the FUSE loop (``fuse_ops.serve``); if the file system is unmounted from outside
+  (``mcpfs unmount``, ``fusermount3 -u``) it returns and the daemon shuts down;
+- a signal watcher: SIGTERM, SIGINT and SIGHUP shut down cleanly;
+- the control socket, when a ``control`` hook is given: ``await nursery.start(control,
+  repo)``, i.e. ``control.server.serve(repo, *, task_status)`` fits as is (bind further
+  arguments, e.g. the VFS for ``mcpfs refresh``, with functools.partial). It must call
+  ``task_status.started()`` once its socket listens and run until cancelled; it shares the
+  daemon's Repo, so MFS changes made through it and through the mount are serialized by the
+  one MFS lock.
+
+``READY=1`` goes to ``$NOTIFY_SOCKET`` (systemd's ``Type=notify`` protocol, also used by
+``mcpfs mount`` to learn when the mount is live) only after a stat of the mount point was
+answered by our own loop. At shutdown: ``STOPPING=1``, pending writes are committed (failures
+stay in the journal), the file system is unmounted (lazily if busy) and the journal closed.
+Errors before the mount is live raise McpfsError with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from .config import Config, load_config, paths
+from .errors import McpfsError
+
+log = logging.getLogger("mcpfs.daemon")
+
+LIVE_TIMEOUT = 10.0  # seconds to wait for the kernel to route requests to us after mounting
+SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+ControlHook = Callable[..., Awaitable[Any]]  # async (repo, *, task_status) -> None
+
+
+def sd_notify(state: str, env: dict[str, str] | None = None) -> bool:
+    """Send ``state`` (e.g. ``"READY=1"``) to ``$NOTIFY_SOCKET``; False when there is none.
+    An abstract socket is written ``@name``. Send errors are logged, never raised."""
+    addr = (env if env is not None else os.environ).get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(addr)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.warning("sd_notify %r: %s", state, exc)
+        return False
+    return True
+
+
+def check_mountpoint(mountpoint: str) -> str:
+    """The absolute mount point, or McpfsError with the reason it cannot be mounted on."""
+    path = os.path.abspath(mountpoint)
+    if not os.path.exists("/dev/fuse"):
+        raise McpfsError("/dev/fuse is missing (is the fuse module loaded?)")
+    if not os.path.isdir(path):
+        raise McpfsError(f"mount point {path} does not exist or is not a directory")
+    if os.path.ismount(path):
+        raise McpfsError(f"mount point {path} is busy (already a mount point)")
+    return path
+
+
+async def _wait_live(mountpoint: str) -> None:
+    """Return once a stat of the mount point is answered by a FUSE file system (ours)."""
+    with trio.fail_after(LIVE_TIMEOUT):
+        while not await trio.to_thread.run_sync(os.path.ismount, mountpoint):
+            await trio.sleep(0.02)
+
+
+async def _signals(cancel: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
+        async for signum in signals:
+            log.info("received %s: unmounting", signal.Signals(signum).name)
+            cancel.cancel()
+            return
+
+
+async def _fuse_loop(cancel: trio.CancelScope, state: dict) -> None:
+    from . import fuse_ops
+    await fuse_ops.serve()
+    log.info("file system was unmounted")
+    state["unmounted"] = True
+    cancel.cancel()
+
+
+async def serve(mountpoint: str, config: Config | None = None,
+                control: ControlHook | None = None, debug_fuse: bool = False) -> None:
+    """Mount, run until unmounted or signalled, clean up (see the module docstring)."""
+    from . import fuse_ops
+    from .backends.ipfs.node import Repo
+    from .mounts import build_mounts
+    from .vfs import VFS
+    from .vfs.journal import Journal
+
+    mountpoint = check_mountpoint(mountpoint)
+    where = paths().ensure()
+    repo = await trio.to_thread.run_sync(Repo, where.repo_dir)
+    mounts = await trio.to_thread.run_sync(build_mounts, repo, config)
+    journal = await trio.to_thread.run_sync(Journal, where.state_dir)
+    vfs = VFS(mounts, where.cache_dir / "spool", journal)
+    try:
+        for mount_name, path, outcome in await vfs.recover():
+            log.info("journal: /%s/%s %s", mount_name, path, outcome)
+        fuse_ops.mount(fuse_ops.FuseOps(vfs), mountpoint, debug_fuse)
+    except BaseException:
+        journal.close()
+        raise
+    state = {"unmounted": False}
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_fuse_loop, nursery.cancel_scope, state)
+            nursery.start_soon(_signals, nursery.cancel_scope)
+            # ---- the control socket: control.server.serve(repo, task_status=...)
+            if control is not None:
+                await nursery.start(control, repo)
+            await _wait_live(mountpoint)
+            log.info("mounted %s", mountpoint)
+            sd_notify(f"READY=1\nSTATUS=mounted {mountpoint}\nMAINPID={os.getpid()}")
+    finally:
+        sd_notify("STOPPING=1")
+        with trio.CancelScope(shield=True):
+            await vfs.commit_all()
+            for mount in mounts.values():
+                await mount.aclose()
+        fuse_ops.close(unmount=not state["unmounted"])
+        journal.close()
+        log.info("unmounted %s", mountpoint)
+
+
+def run(mountpoint: str, config_file: str | None = None, control: ControlHook | None = None,
+        debug_fuse: bool = False) -> None:
+    """Blocking entry point (foreground mount); McpfsError when it cannot mount."""
+    config = load_config(config_file)
+    trio.run(lambda: serve(mountpoint, config, control, debug_fuse))
+
+
+def setup_logging(level: str | None = None) -> None:
+    logging.basicConfig(
+        level=(level or os.environ.get("MCPFS_LOG", "INFO")).upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mcpfs.daemon MOUNTPOINT [--config FILE]``: what ``mcpfs mount`` spawns."""
+    parser = argparse.ArgumentParser(prog="mcpfs-daemon")
+    parser.add_argument("mountpoint")
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--debug-fuse", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        run(args.mountpoint, args.config, debug_fuse=args.debug_fuse)
+    except McpfsError as exc:
+        log.error("%s", exc)
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

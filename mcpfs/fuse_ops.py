@@ -1,0 +1,247 @@
+"""The kernel side: pyfuse3 requests -> one VFS call each, McpfsError -> FUSEError.
+
+This is the only module that imports pyfuse3 and the only place errors become errnos for
+the kernel (``_errors``): a McpfsError reports its ``errno``, an OSError its own, anything
+else is logged with its traceback and reported as EIO. Names arrive as bytes and are decoded
+with ``os.fsdecode`` (surrogateescape), so any byte string round-trips.
+
+Lifecycle: :func:`mount` (``pyfuse3.init``: the mount syscall; blocking, short) ->
+:func:`serve` (``pyfuse3.main`` in the daemon's nursery; returns when the file system is
+unmounted from outside) -> :func:`close` (``pyfuse3.close``: lazy unmount if still mounted).
+
+Concurrency: pyfuse3 runs each request in its own trio task on the daemon's trio thread;
+all state lives in vfs/ (see its notes).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat as stat_mod
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pyfuse3
+
+from .errors import McpfsError
+from .vfs import VFS, Entry
+from .vfs.inodes import parent_of
+
+log = logging.getLogger("mcpfs.fuse")
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+MAX_TASKS = 64  # concurrent requests pyfuse3 may run (each a trio task)
+BLOCK = 512  # st_blocks unit
+IO_BLOCK = 128 * 1024  # st_blksize: the kernel's FUSE read size
+
+
+def _errors(fn: F) -> F:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except McpfsError as exc:
+            if exc.errno == errno.EIO:
+                log.warning("%s: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except OSError as exc:
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        except Exception:
+            log.exception("%s failed", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+    return wrapper  # type: ignore[return-value]
+
+
+class FuseOps(pyfuse3.Operations):
+    enable_writeback_cache = False
+    supports_dot_lookup = True
+
+    def __init__(self, vfs: VFS) -> None:
+        super().__init__()
+        self.vfs = vfs
+        self.uid = os.getuid()
+        self.gid = os.getgid()
+
+    def _attrs(self, entry: Entry) -> pyfuse3.EntryAttributes:
+        out = pyfuse3.EntryAttributes()
+        attr = entry.attr
+        out.st_ino = entry.ino
+        out.generation = 0
+        out.entry_timeout = entry.entry_timeout
+        out.attr_timeout = entry.attr_timeout
+        out.st_mode = entry.mode
+        out.st_nlink = 2 if stat_mod.S_ISDIR(entry.mode) else 1
+        out.st_uid = self.uid
+        out.st_gid = self.gid
+        out.st_rdev = 0
+        out.st_size = attr.size
+        out.st_blksize = IO_BLOCK
+        out.st_blocks = (attr.size + BLOCK - 1) // BLOCK
+        out.st_atime_ns = out.st_mtime_ns = out.st_ctime_ns = attr.mtime_ns
+        return out
+
+    # ---------------------------------------------------------------- names
+    @_errors
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None):
+        text = os.fsdecode(name)
+        if text == ".":
+            return self._attrs(await self.vfs.getattr(parent_inode))
+        if text == "..":
+            path = parent_of(self.vfs.inodes.get(parent_inode).path)
+            node = self.vfs.inodes.remember(path)
+            return self._attrs(await self.vfs.getattr(node.ino))
+        return self._attrs(await self.vfs.lookup(parent_inode, text))
+
+    async def forget(self, inode_list) -> None:
+        for ino, n in inode_list:
+            self.vfs.forget(ino, n)
+
+    @_errors
+    async def getattr(self, inode: int, ctx: Any = None):
+        return self._attrs(await self.vfs.getattr(inode))
+
+    @_errors
+    async def setattr(self, inode: int, attr, fields, fh, ctx):
+        size = attr.st_size if fields.update_size else None
+        other = any((fields.update_mode, fields.update_uid, fields.update_gid,
+                     fields.update_atime, fields.update_mtime,
+                     getattr(fields, "update_ctime", False)))
+        return self._attrs(await self.vfs.setattr(inode, size, fh, other))
+
+    @_errors
+    async def readlink(self, inode: int, ctx):
+        return os.fsencode(await self.vfs.readlink(inode))
+
+    # ---------------------------------------------------------------- directories
+    @_errors
+    async def opendir(self, inode: int, ctx):
+        return await self.vfs.opendir(inode)
+
+    @_errors
+    async def readdir(self, fh: int, start_id: int, token) -> None:
+        for next_id, name, path, attr in self.vfs.readdir(fh, start_id):
+            entry = self.vfs.remember(path, attr)
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._attrs(entry), next_id):
+                self.vfs.forget(entry.ino, 1)
+                break
+
+    @_errors
+    async def releasedir(self, fh: int) -> None:
+        self.vfs.releasedir(fh)
+
+    @_errors
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx):
+        return self._attrs(await self.vfs.mkdir(parent_inode, os.fsdecode(name)))
+
+    @_errors
+    async def rmdir(self, parent_inode: int, name: bytes, ctx) -> None:
+        await self.vfs.rmdir(parent_inode, os.fsdecode(name))
+
+    @_errors
+    async def unlink(self, parent_inode: int, name: bytes, ctx) -> None:
+        await self.vfs.unlink(parent_inode, os.fsdecode(name))
+
+    @_errors
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags,
+                     ctx) -> None:
+        await self.vfs.rename(parent_inode_old, os.fsdecode(name_old), parent_inode_new,
+                              os.fsdecode(name_new), flags)
+
+    @_errors
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx):
+        return self._attrs(await self.vfs.symlink(parent_inode, os.fsdecode(name),
+                                                  os.fsdecode(target)))
+
+    @_errors
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        raise McpfsError("hard links are not supported", errno=errno.EPERM)
+
+    # ---------------------------------------------------------------- files
+    def _info(self, fh: int, handle) -> pyfuse3.FileInfo:
+        immutable = handle.mount.capabilities.immutable
+        return pyfuse3.FileInfo(fh=fh, keep_cache=immutable, direct_io=False)
+
+    @_errors
+    async def open(self, inode: int, flags: int, ctx):
+        fh, handle = await self.vfs.open(inode, flags)
+        return self._info(fh, handle)
+
+    @_errors
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx):
+        fh, entry = await self.vfs.create(parent_inode, os.fsdecode(name), flags)
+        return self._info(fh, self.vfs.handles.get(fh)), self._attrs(entry)
+
+    @_errors
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self.vfs.read(fh, off, size)
+
+    @_errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        return await self.vfs.write(fh, off, buf)
+
+    @_errors
+    async def flush(self, fh: int) -> None:
+        await self.vfs.flush(fh)
+
+    @_errors
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self.vfs.fsync(fh)
+
+    @_errors
+    async def release(self, fh: int) -> None:
+        await self.vfs.release(fh)
+
+    # ---------------------------------------------------------------- xattrs, statfs
+    @_errors
+    async def getxattr(self, inode: int, name: bytes, ctx):
+        return await self.vfs.getxattr(inode, os.fsdecode(name))
+
+    @_errors
+    async def listxattr(self, inode: int, ctx):
+        return [os.fsencode(n) for n in await self.vfs.listxattr(inode)]
+
+    @_errors
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx):
+        raise McpfsError("extended attributes are read-only", errno=errno.ENOTSUP)
+
+    @_errors
+    async def removexattr(self, inode: int, name: bytes, ctx):
+        raise McpfsError("extended attributes are read-only", errno=errno.ENOTSUP)
+
+    @_errors
+    async def statfs(self, ctx):
+        st = await self.vfs.statfs()
+        out = pyfuse3.StatvfsData()
+        out.f_bsize = out.f_frsize = st.block_size
+        out.f_blocks, out.f_bfree, out.f_bavail = st.blocks, st.blocks_free, st.blocks_avail
+        out.f_files, out.f_ffree, out.f_favail = st.files, st.files_free, st.files_free
+        out.f_namemax = st.name_max
+        return out
+
+
+def mount(ops: FuseOps, mountpoint: str, debug: bool = False) -> None:
+    """The mount syscall (raises McpfsError with a one-line reason when it fails)."""
+    options = set(pyfuse3.default_options)
+    options |= {"fsname=mcpfs", "subtype=mcpfs"}
+    if debug:
+        options.add("debug")
+    try:
+        pyfuse3.init(ops, mountpoint, options)
+    except RuntimeError as exc:
+        raise McpfsError(f"cannot mount {mountpoint}: {exc}") from None
+
+
+async def serve() -> None:
+    """Answer kernel requests until the file system is unmounted (or we are cancelled)."""
+    await pyfuse3.main(min_tasks=1, max_tasks=MAX_TASKS)
+
+
+def close(unmount: bool = True) -> None:
+    pyfuse3.close(unmount=unmount)
+
+
+__all__ = ["FuseOps", "mount", "serve", "close"]

@@ -1,0 +1,70 @@
+"""Replaying the write-back journal of a previous run (see journal.py for the row states).
+
+A ``committing`` or ``failed`` row whose spool still exists is committed again (its spool is
+complete: a commit only starts after the writer's last close); an ``open`` row, a row whose
+spool is gone or whose subtree is no longer configured is discarded with its spool. A row
+that failed ``MAX_ATTEMPTS`` times is given up: its spool is left in place (named in the
+log) and the row removed, so one bad write cannot fail every start.
+
+Runs before the mount is live, on the trio thread; file and journal work in worker threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import trio
+
+from ..errors import McpfsError
+from ..mounts.base import Mount, Writer
+from .journal import COMMITTING, FAILED, OPEN, Journal
+from .spool import Spool
+
+log = logging.getLogger("mcpfs.vfs")
+
+MAX_ATTEMPTS = 5  # failed commits of one spool before recovery gives up on it
+
+
+async def recover(mounts: dict[str, Mount], journal: Journal | None
+                  ) -> list[tuple[str, str, str]]:
+    """(mount, path, outcome) per row; outcome "committed", "discarded", "failed" or
+    "abandoned"."""
+    if journal is None:
+        return []
+    done = []
+    for row in await trio.to_thread.run_sync(journal.pending):
+        mount = mounts.get(row.mount)
+        exists = await trio.to_thread.run_sync(os.path.exists, row.spool)
+        if row.state == OPEN or mount is None or not exists:
+            if exists:
+                await trio.to_thread.run_sync(os.unlink, row.spool)
+            await journal.remove(row.id)
+            log.warning("journal: discarded the unfinished write of /%s/%s",
+                        row.mount, row.path)
+            done.append((row.mount, row.path, "discarded"))
+            continue
+        assert row.state in (COMMITTING, FAILED)
+        if row.attempts >= MAX_ATTEMPTS:
+            await journal.remove(row.id)
+            log.error("journal: gave up on /%s/%s after %d failed commits; its data is in %s",
+                      row.mount, row.path, row.attempts, row.spool)
+            done.append((row.mount, row.path, "abandoned"))
+            continue
+        spool = await trio.to_thread.run_sync(Spool.open_sync, row.spool)
+        try:
+            await mount.commit(Writer(row.path, spool, existed=True))
+        except McpfsError as exc:
+            await spool.close(delete=False)
+            await journal.set(row.id, FAILED)
+            log.error("journal: commit of /%s/%s failed again: %s", row.mount, row.path, exc)
+            done.append((row.mount, row.path, "failed"))
+            continue
+        await spool.close(delete=True)
+        await journal.remove(row.id)
+        log.info("journal: completed the interrupted write of /%s/%s", row.mount, row.path)
+        done.append((row.mount, row.path, "committed"))
+    return done
+
+
+__all__ = ["recover", "MAX_ATTEMPTS"]

@@ -1,0 +1,127 @@
+"""A real mount: the daemon in a subprocess, on a temporary MCPFS_HOME.
+
+The fixture waits for the daemon's READY=1 on a datagram socket (the systemd protocol), and
+always cleans up: ``fusermount3 -u``, then ``-uz`` if that fails, then SIGTERM/SIGKILL of
+the daemon process by its pid. The daemon's log must hold no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mcpfs.backends.ipfs.node import Repo
+from mcpfs.config import paths
+
+READY_TIMEOUT = 20.0
+
+if not os.path.exists("/dev/fuse") or not shutil.which("fusermount3"):
+    pytest.skip("no FUSE here", allow_module_level=True)
+
+
+def is_mounted(path: Path) -> bool:
+    with open("/proc/self/mountinfo") as fh:
+        return any(line.split()[4] == str(path) for line in fh)
+
+
+class Daemon:
+    def __init__(self, home: Path, mnt: Path, log: Path) -> None:
+        self.home, self.mnt, self.log = home, mnt, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, extra_env: dict | None = None) -> Path:
+        addr = str(self.home.parent / f"notify-{time.monotonic_ns()}.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(addr)
+        sock.settimeout(0.1)
+        env = dict(os.environ, NOTIFY_SOCKET=addr, MCPFS_HOME=str(self.home), **(extra_env or {}))
+        log = open(self.log, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "mcpfs.daemon", str(self.mnt)],
+                                     stdout=log, stderr=log, env=env, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + READY_TIMEOUT
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    if b"READY=1" in sock.recv(4096):
+                        return self.mnt
+                except socket.timeout:
+                    pass
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"daemon exited: {self.log.read_text()[-2000:]}")
+            raise RuntimeError("daemon not ready in time")
+        finally:
+            sock.close()
+            os.unlink(addr)
+
+    def stop(self) -> None:
+        if is_mounted(self.mnt):
+            if subprocess.run(["fusermount3", "-u", str(self.mnt)],
+                              capture_output=True).returncode:
+                subprocess.run(["fusermount3", "-uz", str(self.mnt)], capture_output=True)
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        subprocess.run(["fusermount3", "-uz", str(self.mnt)], capture_output=True)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@pytest.fixture
+def repo(mcpfs_home) -> Repo:
+    """The repo the daemon will open (fill it before starting the daemon)."""
+    return Repo(paths().repo_dir)
+
+
+@pytest.fixture
+def daemon(mcpfs_home, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    d = Daemon(Path(mcpfs_home), mnt, tmp_path / "daemon.log")
+    try:
+        yield d
+    finally:
+        d.stop()
+    assert not is_mounted(mnt)
+    assert "Traceback" not in d.log_text(), d.log_text()
+
+
+@pytest.fixture
+def mnt(daemon) -> Path:
+    daemon.start()
+    return daemon.mnt
+
+
+def run(*args: str, check: bool = True, text: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), capture_output=True, text=text, check=check, timeout=60,
+                          errors="replace" if text else None, **kw)
+
+
+CLI = ("import sys; from mcpfs.cli import main; from mcpfs.cli import mount; "
+       "main(sys.argv[1:])")  # `mount` is imported in case cli/__init__ does not list it yet
+
+
+def mcpfs(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the `mcpfs` command line (same interpreter, same environment)."""
+    return run(sys.executable, "-c", CLI, *args, check=check)

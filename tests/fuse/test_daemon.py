@@ -1,0 +1,269 @@
+"""The daemon's life: sd_notify, signals, `mcpfs mount/unmount`, systemd unit, crashes,
+a full disk."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mcpfs.backends.ipfs.node import Repo
+from mcpfs.backends.ipfs.pins import walk_dag
+from mcpfs.cli.mount import REPO_UNIT_EXEC, unit_text
+from mcpfs.config import paths
+from mcpfs.daemon import check_mountpoint, sd_notify
+from mcpfs.errors import McpfsError
+from tests.conftest import pattern_bytes
+
+from .conftest import is_mounted, mcpfs, run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _notify_socket(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(20)
+    return sock
+
+
+def test_sd_notify_on_a_real_datagram_socket(tmp_path):
+    sock = _notify_socket(tmp_path / "n.sock")
+    assert sd_notify("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "n.sock")})
+    assert sock.recv(100) == b"READY=1"
+    abstract = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    name = f"mcpfs-test-{os.getpid()}"
+    abstract.bind("\0" + name)
+    assert sd_notify("STOPPING=1", {"NOTIFY_SOCKET": "@" + name})
+    assert abstract.recv(100) == b"STOPPING=1"
+    assert not sd_notify("READY=1", {})
+    sock.close()
+    abstract.close()
+
+
+def test_ready_then_stopping_and_clean_unmount_on_sigterm(mcpfs_home, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    sock = _notify_socket(tmp_path / "notify.sock")
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+    proc = subprocess.Popen([sys.executable, "-m", "mcpfs.daemon", str(mnt)], env=env,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert sock.recv(1000).split(b"\n")[0] == b"READY=1"
+        assert is_mounted(mnt) and sorted(os.listdir(mnt)) == ["ipfs", "mfs"]
+        (mnt / "mfs" / "kept").write_bytes(b"kept")
+        proc.send_signal(signal.SIGTERM)
+        assert sock.recv(1000) == b"STOPPING=1"
+        assert proc.wait(timeout=20) == 0
+        assert not is_mounted(mnt)
+        assert b"Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+        sock.close()
+    assert Repo(paths().repo_dir).mfs.tree.ls(Repo(paths().repo_dir).mfs.root(), "/")
+
+
+def test_external_unmount_stops_the_daemon(daemon):
+    mnt = daemon.start()
+    run("fusermount3", "-u", str(mnt))
+    assert daemon.proc.wait(timeout=20) == 0
+    assert "file system was unmounted" in daemon.log_text()
+
+
+def test_check_mountpoint_reasons(tmp_path, monkeypatch):
+    with pytest.raises(McpfsError, match="does not exist"):
+        check_mountpoint(str(tmp_path / "missing"))
+    with pytest.raises(McpfsError, match="busy"):
+        check_mountpoint("/proc")
+    real_exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists", lambda p: p != "/dev/fuse" and real_exists(p))
+    with pytest.raises(McpfsError, match="/dev/fuse"):
+        check_mountpoint(str(tmp_path))
+
+
+@pytest.fixture
+def cli_mnt(mcpfs_home, tmp_path):
+    """A mount point for `mcpfs mount` (background); teardown unmounts, kills daemons."""
+    mnt = tmp_path / "cli-mnt"
+    mnt.mkdir()
+    pids: list[int] = []
+    yield mnt, pids
+    if is_mounted(mnt):
+        if subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True).returncode:
+            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+    for pid in pids:
+        _wait_gone(pid, kill=True)
+    assert not is_mounted(mnt)
+
+
+def _wait_gone(pid: int, timeout: float = 15, kill: bool = False) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists() or "Z" in _state(pid):
+            return True
+        time.sleep(0.05)
+    if kill:
+        os.kill(pid, signal.SIGKILL)
+    return False
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_mount_command_background_busy_stale_unmount(cli_mnt, tmp_path):
+    mnt, pids = cli_mnt
+    missing = mcpfs("mount", str(tmp_path / "nope"), check=False)
+    assert missing.returncode == 1
+    assert missing.stderr.strip().startswith("Error: mount point") and \
+        len(missing.stderr.strip().splitlines()) == 1
+    done = mcpfs("mount", str(mnt))
+    pids.append(int(re.search(r"pid (\d+)", done.stderr).group(1)))
+    assert is_mounted(mnt) and sorted(os.listdir(mnt)) == ["ipfs", "mfs"]
+    (mnt / "mfs" / "a").write_text("a")
+    again = mcpfs("mount", str(mnt), check=False)
+    assert again.returncode == 1 and "already mounted" in again.stderr
+    os.kill(pids[0], signal.SIGKILL)  # leaves a stale mount behind
+    assert _wait_gone(pids[0])
+    with pytest.raises(OSError) as info:
+        os.statvfs(mnt)
+    assert info.value.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+    done = mcpfs("mount", str(mnt))
+    pids.append(int(re.search(r"pid (\d+)", done.stderr).group(1)))
+    assert "stale" in done.stderr
+    assert (mnt / "mfs" / "a").read_text() == "a"
+    mcpfs("unmount", str(mnt))
+    assert _wait_gone(pids[1]) and not is_mounted(mnt)
+    assert mcpfs("unmount", str(mnt), check=False).returncode == 1
+
+
+def test_mount_on_a_foreign_mount_is_busy(cli_mnt):
+    mnt, _ = cli_mnt
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        busy = mcpfs("mount", str(mnt), check=False)
+        assert busy.returncode == 1 and "busy" in busy.stderr
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def _verify(unit: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    runtime = tmp_path / "xdg-runtime"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    return subprocess.run(["systemd-analyze", "--user", "verify", str(unit)], text=True,
+                          capture_output=True, env=dict(os.environ, XDG_RUNTIME_DIR=str(runtime)))
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="no systemd-analyze")
+def test_systemd_unit_verifies_and_service_install(tmp_path, monkeypatch):
+    repo_unit = ROOT / "systemd" / "mcpfs.service"
+    assert repo_unit.read_text() == unit_text(REPO_UNIT_EXEC)
+    text = repo_unit.read_text()
+    assert "Type=notify" in text and "Restart=on-failure" in text
+    result = _verify(repo_unit, tmp_path)
+    assert result.returncode == 0, result.stderr
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    out = mcpfs("service", "install", str(tmp_path / "where"))
+    unit = tmp_path / "config" / "systemd" / "user" / "mcpfs.service"
+    assert out.stdout.strip() == str(unit) and (tmp_path / "where").is_dir()
+    assert f"-m mcpfs.daemon {tmp_path / 'where'}" in unit.read_text()
+    result = _verify(unit, tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+WRITER = """
+import sys, time
+with open(sys.argv[1], "wb") as fh:
+    fh.write(b"z" * (4 << 20))
+    fh.flush()
+    print("written", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_kill_9_during_a_write_keeps_mfs_intact(daemon, tmp_path):
+    mnt = daemon.start()
+    (mnt / "mfs" / "before.bin").write_bytes(pattern_bytes(1_000_000, 3))
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(mnt / "mfs" / "big.bin")],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert writer.stdout.readline() == b"written\n"
+        daemon.kill9()
+    finally:
+        writer.kill()
+        writer.wait()
+    repo = Repo(paths().repo_dir)
+    root = repo.mfs.root()
+    assert len(list(walk_dag(repo.store, root))) > 1  # every block of the flushed root
+    assert [e["Name"] for e in repo.mfs.tree.ls(root, "/")] == ["before.bin"]
+    daemon.start()
+    assert "discarded the unfinished write of /mfs/big.bin" in daemon.log_text()
+    assert os.listdir(mnt / "mfs") == ["before.bin"]
+    assert (mnt / "mfs" / "before.bin").read_bytes() == pattern_bytes(1_000_000, 3)
+    (mnt / "mfs" / "after").write_text("usable")
+    assert sorted(os.listdir(mnt / "mfs")) == ["after", "before.bin"]
+    deadline = time.monotonic() + 10  # release (which removes a spool) follows close()
+    while list((paths().cache_dir / "spool").iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list((paths().cache_dir / "spool").iterdir())
+
+
+def test_disk_full_is_enospc_to_the_writer(daemon, mcpfs_home):
+    cache = paths().cache_dir
+    cache.mkdir(parents=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(cache)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        mnt = daemon.start()
+        (mnt / "mfs" / "early").write_bytes(b"early data")
+        with pytest.raises(OSError) as info:
+            with open(mnt / "mfs" / "big", "wb") as fh:
+                for _ in range(16):
+                    fh.write(b"q" * (256 << 10))
+        assert info.value.errno == errno.ENOSPC
+        assert (mnt / "mfs" / "early").read_bytes() == b"early data"
+        daemon.stop()
+    finally:
+        daemon.stop()
+        subprocess.run(["umount", str(cache)], check=True)
+
+
+def test_foreground_mount_and_ctrl_c(cli_mnt):
+    """`make run`: `mcpfs mount --foreground`, Ctrl-C (SIGINT) unmounts cleanly."""
+    from .conftest import CLI
+    mnt, pids = cli_mnt
+    proc = subprocess.Popen([sys.executable, "-c", CLI, "mount", "--foreground", str(mnt)],
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    pids.append(proc.pid)
+    try:
+        deadline = time.monotonic() + 20
+        while not is_mounted(mnt) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(os.listdir(mnt)) == ["ipfs", "mfs"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+        assert not is_mounted(mnt)
+        err = proc.stderr.read().decode()
+        assert "Traceback" not in err and "unmounted" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,151 @@
+"""/mfs on a real mount: cp, cat, ls -l, mkdir -p, rm -r, mv, truncate, append, overwrite,
+random writes, symlinks, touch, xattrs, mmap; the listing equals `mcpfs files ls`."""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import random
+
+import pytest
+
+from mcpfs.backends.ipfs.node import Repo
+from mcpfs.config import paths
+from tests.conftest import pattern_bytes
+
+from .conftest import mcpfs, run
+
+
+def test_cp_cat_ls_and_files_ls(mnt, tmp_path):
+    src = tmp_path / "src.bin"
+    data = pattern_bytes(3_000_000, 11)
+    src.write_bytes(data)
+    m = mnt / "mfs"
+    run("mkdir", "-p", str(m / "a/b/c"))
+    run("cp", str(src), str(m / "a/b/c/file.bin"))
+    run("cp", str(src), str(m / "top.bin"))
+    assert (m / "a/b/c/file.bin").read_bytes() == data
+    assert run("cmp", str(src), str(m / "top.bin")).returncode == 0
+    long = run("ls", "-l", str(m)).stdout
+    assert f" {len(data)} " in long and "top.bin" in long
+    assert sorted(os.listdir(m)) == sorted(mcpfs("files", "ls", "/").stdout.split())
+    assert sorted(os.listdir(m / "a/b/c")) == mcpfs("files", "ls", "/a/b/c").stdout.split()
+    cid = run("getfattr", "--only-values", "-n", "user.mcpfs.cid", str(m / "top.bin")).stdout
+    assert cid == mcpfs("add", "-n", "-Q", str(src)).stdout.strip()
+    assert os.getxattr(m / "top.bin", "user.mcpfs.size") == str(len(data)).encode()
+    assert os.getxattr(m / "top.bin", "user.mcpfs.backend") == b"mfs"
+    with open(m / "top.bin", "rb") as fh, mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ) as mm:
+        assert mm[2_000_000:2_000_010] == data[2_000_000:2_000_010]
+
+
+def test_rm_r_mv_and_exdev(mnt):
+    m = mnt / "mfs"
+    run("mkdir", "-p", str(m / "x/y"))
+    (m / "x/y/f").write_bytes(b"f")
+    (m / "x/g").write_bytes(b"g")
+    run("mv", str(m / "x/g"), str(m / "g2"))
+    run("mv", str(m / "x"), str(m / "x2"))
+    assert sorted(os.listdir(m)) == ["g2", "x2"]
+    assert (m / "x2/y/f").read_bytes() == b"f"
+    with pytest.raises(OSError) as info:
+        os.rename(m / "g2", mnt / "ipfs" / "g2")
+    assert info.value.errno == errno.EXDEV
+    run("rm", "-r", str(m / "x2"))
+    run("rm", str(m / "g2"))
+    assert os.listdir(m) == [] and mcpfs("files", "ls", "/").stdout == ""
+
+
+def test_truncate_append_overwrite_random_writes(mnt):
+    f = mnt / "mfs" / "f.txt"
+    run("sh", "-c", f"echo hello > {f} && echo world >> {f}")
+    assert f.read_text() == "hello\nworld\n"
+    run("truncate", "-s", "5", str(f))
+    assert f.read_bytes() == b"hello"
+    run("truncate", "-s", "8", str(f))
+    assert f.read_bytes() == b"hello\0\0\0"
+    with open(f, "r+b") as fh:  # overwrite in place
+        fh.seek(1)
+        fh.write(b"ELL")
+    assert f.read_bytes() == b"hELLo\0\0\0"
+    model = bytearray(pattern_bytes(1_000_000, 4))
+    (mnt / "mfs" / "r.bin").write_bytes(model)
+    rng = random.Random(7)
+    fd = os.open(mnt / "mfs" / "r.bin", os.O_RDWR)
+    try:
+        for _ in range(50):
+            off = rng.randrange(0, 1_100_000)
+            piece = os.urandom(rng.randrange(1, 70_000))
+            os.pwrite(fd, piece, off)
+            if off > len(model):
+                model.extend(bytes(off - len(model)))
+            model[off:off + len(piece)] = piece
+        assert os.pread(fd, len(model) + 10, 0) == bytes(model)
+    finally:
+        os.close(fd)
+    assert (mnt / "mfs" / "r.bin").read_bytes() == bytes(model)
+    assert os.stat(mnt / "mfs" / "r.bin").st_size == len(model)
+
+
+def test_symlinks_and_touch(mnt):
+    m = mnt / "mfs"
+    run("touch", str(m / "t"))
+    assert os.stat(m / "t").st_size == 0
+    run("touch", str(m / "t"))  # existing: utimensat is accepted
+    (m / "target").write_text("pointed at\n")
+    run("ln", "-s", "target", str(m / "link"))
+    assert os.readlink(m / "link") == "target"
+    assert run("cat", str(m / "link")).stdout == "pointed at\n"
+    assert run("stat", "-c", "%F", str(m / "link")).stdout.strip() == "symbolic link"
+    run("rm", str(m / "link"))
+    assert sorted(os.listdir(m)) == ["t", "target"]
+
+
+def _committed_names() -> list[str]:
+    """MFS's flushed root as a fresh process would see it (no fork: see the next test)."""
+    mfs = Repo(paths().repo_dir).mfs
+    return [e["Name"] for e in mfs.tree.ls(mfs.root(), "/")]
+
+
+def test_pending_write_visible_with_local_size(mnt):
+    path = mnt / "mfs" / "pending.bin"
+    with open(path, "wb") as fh:
+        fh.write(b"x" * 5000)
+        fh.flush()
+        assert os.stat(path).st_size == 5000
+        assert "pending.bin" in os.listdir(mnt / "mfs")
+        assert os.getxattr(path, "user.mcpfs.size") == b"5000"
+        assert _committed_names() == []  # not committed before close
+    assert _committed_names() == ["pending.bin"]
+    assert mcpfs("files", "read", "/pending.bin").stdout == "x" * 5000
+
+
+def test_fork_exec_commits_an_open_file(mnt):
+    """Deviation (docs/SEMANTICS.md): every close() of a descriptor flushes, including the
+    implicit close of an inherited descriptor at exec, so the content so far is committed."""
+    path = mnt / "mfs" / "forked.txt"
+    with open(path, "w") as fh:
+        fh.write("before fork\n")
+        fh.flush()
+        assert _committed_names() == []
+        run("true")  # fork + exec: the child's copy of the descriptor is closed
+        assert _committed_names() == ["forked.txt"]
+        fh.write("after\n")
+    assert path.read_text() == "before fork\nafter\n"
+    assert mcpfs("files", "read", "/forked.txt").stdout == "before fork\nafter\n"
+
+
+def test_python_file_io(mnt):
+    p = mnt / "mfs" / "py.txt"
+    with open(p, "w") as fh:
+        for i in range(1000):
+            print(i, file=fh)
+    with open(p) as fh:
+        assert fh.read().splitlines() == [str(i) for i in range(1000)]
+    with open(p, "a") as fh:
+        fh.write("end\n")
+    assert p.read_text().endswith("999\nend\n")
+    with pytest.raises(IsADirectoryError):
+        open(mnt / "mfs", "w")
+    with pytest.raises(FileNotFoundError):
+        open(mnt / "mfs" / "no" / "such", "w")
