@@ -7,7 +7,8 @@ subtrees and the VFS, replays the write-back journal, mounts, and then runs in o
   (``mcpfs unmount``, ``fusermount3 -u``) it returns and the daemon shuts down;
 - a signal watcher: SIGTERM, SIGINT and SIGHUP shut down cleanly;
 - the control socket, when a ``control`` hook is given: ``await nursery.start(control,
-  repo)``, i.e. ``control.server.serve(repo, *, task_status)`` fits as is (bind further
+  repo, stats=...)``, i.e. ``control.server.serve(repo, *, stats, task_status)`` fits as is
+  (``run`` uses it by default; the FUSE ops and the socket share one Stats) (bind further
   arguments, e.g. the VFS for ``mcpfs refresh``, with functools.partial). It must call
   ``task_status.started()`` once its socket listens and run until cancelled; it shares the
   daemon's Repo, so MFS changes made through it and through the mount are serialized by the
@@ -23,6 +24,7 @@ Errors before the mount is live raise McpfsError with a one-line reason.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -35,12 +37,13 @@ import trio
 
 from .config import Config, load_config, paths
 from .errors import McpfsError
+from .stats import Stats
 
 log = logging.getLogger("mcpfs.daemon")
 
 LIVE_TIMEOUT = 10.0  # seconds to wait for the kernel to route requests to us after mounting
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-ControlHook = Callable[..., Awaitable[Any]]  # async (repo, *, task_status) -> None
+ControlHook = Callable[..., Awaitable[Any]]  # async (repo, *, stats, task_status) -> None
 
 
 def sd_notify(state: str, env: dict[str, str] | None = None) -> bool:
@@ -111,10 +114,11 @@ async def serve(mountpoint: str, config: Config | None = None,
     mounts = await trio.to_thread.run_sync(build_mounts, repo, config)
     journal = await trio.to_thread.run_sync(Journal, where.state_dir)
     vfs = VFS(mounts, where.cache_dir / "spool", journal)
+    stats = Stats()
     try:
         for mount_name, path, outcome in await vfs.recover():
             log.info("journal: /%s/%s %s", mount_name, path, outcome)
-        fuse_ops.mount(fuse_ops.FuseOps(vfs), mountpoint, debug_fuse)
+        fuse_ops.mount(fuse_ops.FuseOps(vfs, stats), mountpoint, debug_fuse)
     except BaseException:
         journal.close()
         raise
@@ -125,7 +129,7 @@ async def serve(mountpoint: str, config: Config | None = None,
             nursery.start_soon(_signals, nursery.cancel_scope)
             # ---- the control socket: control.server.serve(repo, task_status=...)
             if control is not None:
-                await nursery.start(control, repo)
+                await nursery.start(functools.partial(control, stats=stats), repo)
             await _wait_live(mountpoint)
             log.info("mounted %s", mountpoint)
             sd_notify(f"READY=1\nSTATUS=mounted {mountpoint}\nMAINPID={os.getpid()}")
@@ -142,8 +146,12 @@ async def serve(mountpoint: str, config: Config | None = None,
 
 def run(mountpoint: str, config_file: str | None = None, control: ControlHook | None = None,
         debug_fuse: bool = False) -> None:
-    """Blocking entry point (foreground mount); McpfsError when it cannot mount."""
+    """Blocking entry point (foreground mount); McpfsError when it cannot mount.
+
+    ``control`` defaults to the control socket server (``mcpfs.control.server.serve``)."""
     config = load_config(config_file)
+    if control is None:
+        from .control.server import serve as control
     trio.run(lambda: serve(mountpoint, config, control, debug_fuse))
 
 

@@ -20,12 +20,14 @@ import functools
 import logging
 import os
 import stat as stat_mod
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pyfuse3
 
 from .errors import McpfsError
+from .stats import Stats
 from .vfs import VFS, Entry
 from .vfs.inodes import parent_of
 
@@ -37,22 +39,44 @@ BLOCK = 512  # st_blocks unit
 IO_BLOCK = 128 * 1024  # st_blksize: the kernel's FUSE read size
 
 
+HANDLE_OPS = frozenset({"read", "write", "flush", "fsync", "release"})  # first arg is an fh
+# Errnos that are answers, not failures: a lookup of a missing name, a missing xattr.
+EXPECTED_ERRNOS = frozenset({errno.ENOENT, errno.ENODATA})
+
+
 def _errors(fn: F) -> F:
+    """Map errors to FUSEError (see the module docstring) and record the op in the stats."""
+    op = fn.__name__
+
     @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+    async def wrapper(self: FuseOps, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        failed = False
+        result = None
+        mount = self._mount_name(op, args) if self.stats is not None else ""
         try:
-            return await fn(*args, **kwargs)
-        except pyfuse3.FUSEError:
+            result = await fn(self, *args, **kwargs)
+            return result
+        except pyfuse3.FUSEError as exc:
+            failed = exc.errno not in EXPECTED_ERRNOS
             raise
         except McpfsError as exc:
+            failed = exc.errno not in EXPECTED_ERRNOS
             if exc.errno == errno.EIO:
-                log.warning("%s: %s", fn.__name__, exc)
+                log.warning("%s: %s", op, exc)
             raise pyfuse3.FUSEError(exc.errno) from None
         except OSError as exc:
+            failed = True
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
         except Exception:
-            log.exception("%s failed", fn.__name__)
+            failed = True
+            log.exception("%s failed", op)
             raise pyfuse3.FUSEError(errno.EIO) from None
+        finally:
+            if self.stats is not None:
+                nbytes = len(result) if op == "read" and result else (
+                    result if op == "write" and isinstance(result, int) else 0)
+                self.stats.record(mount, op, nbytes, time.perf_counter() - started, failed)
     return wrapper  # type: ignore[return-value]
 
 
@@ -60,11 +84,23 @@ class FuseOps(pyfuse3.Operations):
     enable_writeback_cache = False
     supports_dot_lookup = True
 
-    def __init__(self, vfs: VFS) -> None:
+    def __init__(self, vfs: VFS, stats: Stats | None = None) -> None:
         super().__init__()
         self.vfs = vfs
+        self.stats = stats
         self.uid = os.getuid()
         self.gid = os.getgid()
+
+    def _mount_name(self, op: str, args: tuple) -> str:
+        """The subtree an op touched ("root" for the top directory), for the stats."""
+        try:
+            if op in HANDLE_OPS:
+                return self.vfs.handles.get(args[0]).mount.name or "root"
+            if op == "statfs":
+                return "root"
+            return self.vfs.inodes.get(args[0]).path.split("/", 1)[0] or "root"
+        except Exception:  # noqa: BLE001 - a released handle or forgotten inode
+            return "unknown"
 
     def _attrs(self, entry: Entry) -> pyfuse3.EntryAttributes:
         out = pyfuse3.EntryAttributes()
