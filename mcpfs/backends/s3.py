@@ -1,0 +1,459 @@
+"""S3 client: boto3 in worker threads, every error mapped once to an McpfsError.
+
+Configuration comes from the ``[s3]`` section (:class:`S3Config`); credentials, and the
+endpoint/region when the section leaves them out, come from boto3's own chain (environment,
+``~/.aws``, profiles, ``AWS_ENDPOINT_URL``, ``AWS_REGION``), never from mcpfs's config. No
+call is made at construction, so wrong credentials do not stop a mount: the first request
+fails with EACCES and one log line.
+
+Errors (:func:`map_error`, the only translation of botocore errors): NoSuchKey, NoSuchBucket,
+NotFound and 404 -> ENOENT; AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch, missing
+credentials and 403 -> EACCES (one warning per backend, naming no key or secret);
+PreconditionFailed/412 and ConditionalRequestConflict -> EEXIST (If-None-Match lost a race);
+BucketNotEmpty -> ENOTEMPTY; throttling and 5xx are retried by botocore (``retries`` config,
+``retry_mode``/``max_attempts``) and then EIO; connection failures EIO. Messages carry the
+operation, bucket/key and the S3 error code only, never the server's text (which may quote
+request headers).
+
+Resources: one boto3 client (thread-safe, a urllib3 pool of ``threads`` connections) shared
+by all calls; every call runs in ``trio.to_thread.run_sync`` under one CapacityLimiter
+(``limiter``), so at most ``threads`` requests are in flight. A multipart upload holds at
+most ``part_concurrency`` parts in memory; it is aborted (shielded from cancellation) on any
+failure or cancellation, so no partial object ever becomes visible.
+
+Limits: CopyObject is a single request, so a rename of an object above 5 GiB raises EXDEV
+(``mv`` then falls back to copy + delete through the mount); multipart copy is not built.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import trio
+
+from ..errors import McpfsError
+
+log = logging.getLogger("mcpfs.backends.s3")
+T = TypeVar("T")
+
+MiB: Final = 1 << 20
+MAX_COPY_SIZE: Final = 5 * 1024 * MiB  # CopyObject's single-request limit
+MAX_PARTS: Final = 10_000  # S3's limit on parts per multipart upload
+DELETE_BATCH: Final = 1000  # keys per DeleteObjects request (S3's limit)
+
+_NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NotFound", "404", "NoSuchUpload",
+              "InvalidBucketName"}
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403",
+           "ExpiredToken", "InvalidToken", "AllAccessDisabled", "AccountProblem"}
+_CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
+_ALLOWED_KEYS = {"endpoint_url", "region", "addressing_style", "buckets", "profile",
+                 "max_attempts", "retry_mode", "threads", "part_size", "multipart_threshold",
+                 "part_concurrency", "if_none_match", "listing_ttl", "attr_ttl"}
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """The ``[s3]`` section. ``None`` endpoint/region: boto3 decides (env, ~/.aws)."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    addressing_style: str = "auto"  # "auto", "path" (MinIO, SeaweedFS) or "virtual"
+    buckets: tuple[str, ...] | None = None  # shown at /s3 instead of ListBuckets
+    profile: str | None = None
+    max_attempts: int = 5  # tries in all, first included (throttling, 5xx, connection)
+    retry_mode: str = "standard"  # or "adaptive" (client-side rate limiting)
+    threads: int = 32  # concurrent S3 requests (limiter and connection pool)
+    part_size: int = 8 * MiB
+    multipart_threshold: int = 8 * MiB  # above this a commit is a multipart upload
+    part_concurrency: int = 8  # parts of one upload in flight (and in memory)
+    if_none_match: bool = True  # new files are PUT with If-None-Match: *
+    listing_ttl: float = 30.0  # seconds a cached listing is used (mounts/s3.py)
+    attr_ttl: float = 1.0  # seconds a HEAD result is used (mounts/s3.py)
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any] | None) -> S3Config:
+        """Build from a config dict; unknown keys (credentials included) are ignored with a
+        warning naming the key only."""
+        section = dict(section or {})
+        for key in sorted(set(section) - _ALLOWED_KEYS):
+            log.warning("[s3] %s: unknown key ignored (credentials come from boto3's chain)",
+                        key)
+            section.pop(key)
+        if section.get("buckets") is not None:
+            section["buckets"] = tuple(section["buckets"])
+        if section.get("addressing_style", "auto") not in ("auto", "path", "virtual"):
+            raise McpfsError("[s3] addressing_style must be auto, path or virtual",
+                             errno=errno.EINVAL)
+        return cls(**section)
+
+
+def enabled(section: dict[str, Any] | None) -> bool:
+    """Whether ``/s3`` should appear: an ``[s3]`` section, or credentials boto3 can find
+    (blocking: reads ~/.aws; call at startup or in a thread)."""
+    if section:
+        return True
+    try:
+        return boto3.session.Session().get_credentials() is not None
+    except botocore.exceptions.BotoCoreError:
+        return False
+
+
+@dataclass
+class ObjectInfo:
+    """What S3 says of one object (from HEAD, or the subset a listing carries)."""
+
+    key: str
+    size: int
+    mtime_ns: int
+    etag: str | None = None
+    version_id: str | None = None
+    storage_class: str | None = None
+    content_type: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def _ns(dt: Any) -> int:
+    return int(dt.timestamp() * 1e9) if dt is not None else 0
+
+
+class _Denied:
+    """Logs the first denial of a backend as one warning; later ones at debug level (a
+    mount with wrong credentials must not flood the log)."""
+
+    def __init__(self) -> None:
+        self.logged = False
+
+    def note(self, code: str, what: str) -> None:
+        level = logging.DEBUG if self.logged else logging.WARNING
+        self.logged = True
+        log.log(level, "S3 denied %s (%s): check the credentials boto3 finds (env, ~/.aws, "
+                "profile) and the bucket policy", what, code)
+
+
+def map_error(exc: BaseException, what: str, denied: _Denied | None = None) -> McpfsError:
+    """The McpfsError for a botocore exception (see the module docstring)."""
+    if isinstance(exc, McpfsError):
+        return exc
+    if isinstance(exc, botocore.exceptions.ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        msg = f"{what}: {code or status}"
+        if code in _NOT_FOUND or status == 404:
+            return McpfsError(msg, errno=errno.ENOENT)
+        if code in _DENIED or status == 403:
+            (denied or _Denied()).note(code or str(status), what)
+            return McpfsError(msg, errno=errno.EACCES)
+        if code in _CONFLICT or status == 412:
+            return McpfsError(msg, errno=errno.EEXIST)
+        if code == "BucketNotEmpty":
+            return McpfsError(msg, errno=errno.ENOTEMPTY)
+        if code == "BucketAlreadyOwnedByYou" or code == "BucketAlreadyExists":
+            return McpfsError(msg, errno=errno.EEXIST)
+        if code == "InvalidRange" or status == 416:
+            return McpfsError(msg, errno=errno.EINVAL)
+        log.error("%s failed: S3 %s (HTTP %s)", what, code, status)
+        return McpfsError(msg, errno=errno.EIO)
+    if isinstance(exc, (botocore.exceptions.NoCredentialsError,
+                        botocore.exceptions.PartialCredentialsError)):
+        (denied or _Denied()).note("NoCredentials", what)
+        return McpfsError(f"{what}: no S3 credentials", errno=errno.EACCES)
+    if isinstance(exc, botocore.exceptions.BotoCoreError):
+        log.error("%s failed: %s", what, type(exc).__name__)
+        return McpfsError(f"{what}: {type(exc).__name__}", errno=errno.EIO)
+    log.error("%s failed: %s", what, type(exc).__name__)
+    return McpfsError(f"{what}: {type(exc).__name__}", errno=errno.EIO)
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The first McpfsError leaf of an exception group (else its first leaf)."""
+    leaves: list[BaseException] = []
+
+    def walk(g: BaseExceptionGroup) -> None:
+        for e in g.exceptions:
+            walk(e) if isinstance(e, BaseExceptionGroup) else leaves.append(e)
+    walk(group)
+    return next((e for e in leaves if isinstance(e, McpfsError)), leaves[0])
+
+
+class S3Backend:
+    """Async S3 operations over one boto3 client; see the module docstring.
+
+    Concurrency: the client is thread-safe and shared; ``limiter`` bounds worker threads.
+    ``_inm_ok`` (If-None-Match supported) is written once from a worker thread (a plain
+    bool store, atomic under the GIL)."""
+
+    def __init__(self, config: S3Config | None = None, *, session: Any = None,
+                 limiter: trio.CapacityLimiter | None = None) -> None:
+        """Build the client (blocking only as far as boto3 reads its config files).
+        ``session``: a ``boto3.session.Session`` (tests pass explicit credentials)."""
+        self.config = config or S3Config()
+        cfg = self.config
+        session = session or boto3.session.Session(profile_name=cfg.profile)
+        self.client = session.client(
+            "s3", endpoint_url=cfg.endpoint_url, region_name=cfg.region,
+            config=botocore.config.Config(
+                retries={"mode": cfg.retry_mode, "total_max_attempts": cfg.max_attempts},
+                s3={"addressing_style": cfg.addressing_style},
+                max_pool_connections=max(cfg.threads, 10),
+                connect_timeout=10, read_timeout=60))
+        self.limiter = limiter or trio.CapacityLimiter(cfg.threads)
+        self._denied = _Denied()
+        self._inm_ok = cfg.if_none_match
+
+    async def call(self, fn: Callable[[], T], what: str) -> T:
+        """Run ``fn`` (boto3 work) in a worker thread; errors through :func:`map_error`."""
+        try:
+            return await trio.to_thread.run_sync(fn, limiter=self.limiter)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise map_error(exc, what, self._denied) from None
+
+    # ---------------------------------------------------------------- buckets
+    async def list_buckets(self) -> list[tuple[str, int]]:
+        """(name, creation time ns); the configured ``buckets`` when set (no request)."""
+        if self.config.buckets is not None:
+            return [(b, 0) for b in self.config.buckets]
+        resp = await self.call(self.client.list_buckets, "list buckets")
+        return [(b["Name"], _ns(b.get("CreationDate"))) for b in resp.get("Buckets", [])]
+
+    async def head_bucket(self, bucket: str) -> None:
+        await self.call(lambda: self.client.head_bucket(Bucket=bucket), f"bucket {bucket}")
+
+    async def create_bucket(self, bucket: str) -> None:
+        kwargs: dict[str, Any] = {"Bucket": bucket}
+        region = self.client.meta.region_name
+        if region and region != "us-east-1" and self.config.endpoint_url is None:
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        await self.call(lambda: self.client.create_bucket(**kwargs), f"create bucket {bucket}")
+
+    async def delete_bucket(self, bucket: str) -> None:
+        await self.call(lambda: self.client.delete_bucket(Bucket=bucket),
+                        f"delete bucket {bucket}")
+
+    # ---------------------------------------------------------------- listing
+    async def list_dir(self, bucket: str, prefix: str) -> tuple[list[str], list[ObjectInfo]]:
+        """Common prefixes and objects directly under ``prefix`` (delimiter "/"), every page
+        (ListObjectsV2 continuation) fetched in one worker thread."""
+        def work() -> tuple[list[str], list[ObjectInfo]]:
+            prefixes: list[str] = []
+            objects: list[ObjectInfo] = []
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix, Delimiter="/")
+            for page in pages:
+                prefixes.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
+                objects.extend(_listed(o) for o in page.get("Contents", []))
+            return prefixes, objects
+        return await self.call(work, f"list s3://{bucket}/{prefix}")
+
+    async def walk(self, bucket: str, prefix: str, page_size: int = 1000
+                   ) -> AsyncIterator[list[ObjectInfo]]:
+        """Every object under ``prefix`` (no delimiter), one page per worker-thread call."""
+        token: str | None = None
+        while True:
+            kwargs = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = await self.call(lambda: self.client.list_objects_v2(**kwargs),
+                                   f"list s3://{bucket}/{prefix}")
+            yield [_listed(o) for o in page.get("Contents", [])]
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    async def first_keys(self, bucket: str, prefix: str, n: int = 2) -> list[str]:
+        """Up to ``n`` keys under ``prefix`` (existence and emptiness checks)."""
+        page = await self.call(lambda: self.client.list_objects_v2(
+            Bucket=bucket, Prefix=prefix, MaxKeys=n), f"list s3://{bucket}/{prefix}")
+        return [o["Key"] for o in page.get("Contents", [])]
+
+    async def list_multipart_uploads(self, bucket: str) -> list[tuple[str, str]]:
+        """(key, upload id) of the bucket's unfinished multipart uploads (first page)."""
+        resp = await self.call(lambda: self.client.list_multipart_uploads(Bucket=bucket),
+                               f"list uploads s3://{bucket}")
+        return [(u["Key"], u["UploadId"]) for u in resp.get("Uploads", [])]
+
+    # ---------------------------------------------------------------- objects
+    async def head(self, bucket: str, key: str) -> ObjectInfo:
+        resp = await self.call(lambda: self.client.head_object(Bucket=bucket, Key=key),
+                               f"head s3://{bucket}/{key}")
+        return _headed(key, resp)
+
+    async def get_range(self, bucket: str, key: str, start: int, end: int,
+                        etag: str | None = None) -> bytes:
+        """Bytes ``[start, end)`` of the object (shorter at its end; b"" past it). With
+        ``etag``, an object replaced since it was opened is ESTALE."""
+        if end <= start:
+            return b""
+
+        def work() -> bytes:
+            kwargs = {"Bucket": bucket, "Key": key, "Range": f"bytes={start}-{end - 1}"}
+            if etag:
+                kwargs["IfMatch"] = etag
+            body = self.client.get_object(**kwargs)["Body"]
+            try:
+                return body.read()
+            finally:
+                body.close()
+        try:
+            return await self.call(work, f"read s3://{bucket}/{key}")
+        except McpfsError as exc:
+            if exc.errno == errno.EINVAL:  # InvalidRange: start at or past the end
+                return b""
+            if exc.errno == errno.EEXIST:  # If-Match failed
+                raise McpfsError(f"s3://{bucket}/{key} changed since it was opened",
+                                 errno=errno.ESTALE) from None
+            raise
+
+    async def put_bytes(self, bucket: str, key: str, data: bytes, *,
+                        if_none_match: bool = False, content_type: str | None = None
+                        ) -> ObjectInfo:
+        """One PutObject of ``data`` (markers, small files)."""
+        def work(inm: bool) -> Any:
+            kwargs = {"Bucket": bucket, "Key": key, "Body": data}
+            if inm:
+                kwargs["IfNoneMatch"] = "*"
+            if content_type:
+                kwargs["ContentType"] = content_type
+            return self.client.put_object(**kwargs)
+        resp = await self._conditional(work, if_none_match, f"put s3://{bucket}/{key}")
+        return ObjectInfo(key, len(data), 0, resp.get("ETag"), resp.get("VersionId"))
+
+    async def _conditional(self, work: Callable[[bool], T], inm: bool, what: str) -> T:
+        """``work(inm)``; a server without If-None-Match (501 NotImplemented) gets one
+        warning and plain requests from then on."""
+        try:
+            return await self.call(lambda: work(inm and self._inm_ok), what)
+        except McpfsError as exc:
+            if not (inm and self._inm_ok and "NotImplemented" in str(exc)):
+                raise
+            log.warning("S3 endpoint does not support If-None-Match; writes of new files "
+                        "may overwrite a concurrent writer's")
+            self._inm_ok = False
+            return await self.call(lambda: work(False), what)
+
+    async def upload_file(self, bucket: str, key: str, path: str, size: int, *,
+                          if_none_match: bool = False, content_type: str | None = None
+                          ) -> ObjectInfo:
+        """Make the local file ``path`` (``size`` bytes) the object: a single PutObject up
+        to ``multipart_threshold``, a multipart upload above it."""
+        if size > self.config.multipart_threshold:
+            return await self._multipart(bucket, key, path, size, if_none_match, content_type)
+
+        def work(inm: bool) -> Any:
+            with open(path, "rb") as fh:
+                kwargs = {"Bucket": bucket, "Key": key, "Body": fh, "ContentLength": size}
+                if inm:
+                    kwargs["IfNoneMatch"] = "*"
+                if content_type:
+                    kwargs["ContentType"] = content_type
+                return self.client.put_object(**kwargs)
+        resp = await self._conditional(work, if_none_match, f"put s3://{bucket}/{key}")
+        return ObjectInfo(key, size, 0, resp.get("ETag"), resp.get("VersionId"))
+
+    def part_size_for(self, size: int) -> int:
+        """``part_size``, grown (in MiB steps) so the upload needs at most 10,000 parts."""
+        need = -(-size // MAX_PARTS)
+        return max(self.config.part_size, -(-need // MiB) * MiB)
+
+    def _upload_part_sync(self, bucket: str, key: str, upload_id: str, number: int,
+                          path: str, offset: int, length: int) -> str:
+        """Read one part from ``path`` and upload it; returns its ETag (worker thread)."""
+        with open(path, "rb") as fh:
+            data = os.pread(fh.fileno(), length, offset)
+        if len(data) != length:
+            raise McpfsError(f"spool {path} shrank during upload", errno=errno.EIO)
+        return self.client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id,
+                                       PartNumber=number, Body=data)["ETag"]
+
+    async def _multipart(self, bucket: str, key: str, path: str, size: int,
+                         if_none_match: bool, content_type: str | None) -> ObjectInfo:
+        what = f"upload s3://{bucket}/{key}"
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if content_type:
+            kwargs["ContentType"] = content_type
+        upload_id = (await self.call(lambda: self.client.create_multipart_upload(**kwargs),
+                                     what))["UploadId"]
+        part = self.part_size_for(size)
+        etags: dict[int, str] = {}
+        parts = trio.CapacityLimiter(self.config.part_concurrency)
+
+        async def one(number: int, offset: int) -> None:
+            async with parts:
+                length = min(part, size - offset)
+                etags[number] = await self.call(
+                    lambda: self._upload_part_sync(bucket, key, upload_id, number, path,
+                                                   offset, length), f"{what} part {number}")
+        try:
+            try:
+                async with trio.open_nursery() as nursery:
+                    for i, offset in enumerate(range(0, size, part)):
+                        nursery.start_soon(one, i + 1, offset)
+            except BaseExceptionGroup as group:
+                raise first_error(group) from None
+
+            def complete(inm: bool) -> Any:
+                extra = {"IfNoneMatch": "*"} if inm else {}
+                return self.client.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload_id, **extra,
+                    MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]}
+                                               for n in sorted(etags)]})
+            resp = await self._conditional(complete, if_none_match, what)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.call(lambda: self.client.abort_multipart_upload(
+                        Bucket=bucket, Key=key, UploadId=upload_id), f"abort {what}")
+                except McpfsError as exc:
+                    log.error("%s: abort failed (%s); the upload %s stays until a "
+                              "lifecycle rule removes it", what, exc, upload_id)
+            raise
+        log.info("%s: %d parts of %d MiB", what, len(etags), part // MiB)
+        return ObjectInfo(key, size, 0, resp.get("ETag"), resp.get("VersionId"))
+
+    async def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str,
+                   size: int) -> None:
+        """Server-side CopyObject (metadata copied); above 5 GiB EXDEV (see module doc)."""
+        if size > MAX_COPY_SIZE:
+            raise McpfsError(f"s3://{src_bucket}/{src_key}: above 5 GiB, no server-side "
+                             "copy", errno=errno.EXDEV)
+        await self.call(lambda: self.client.copy_object(
+            Bucket=dst_bucket, Key=dst_key, CopySource={"Bucket": src_bucket, "Key": src_key},
+            MetadataDirective="COPY"), f"copy s3://{src_bucket}/{src_key}")
+
+    async def delete(self, bucket: str, key: str) -> None:
+        await self.call(lambda: self.client.delete_object(Bucket=bucket, Key=key),
+                        f"delete s3://{bucket}/{key}")
+
+    async def delete_many(self, bucket: str, keys: list[str]) -> None:
+        """DeleteObjects in batches of 1000; any per-key error is EIO naming the count."""
+        for i in range(0, len(keys), DELETE_BATCH):
+            batch = keys[i:i + DELETE_BATCH]
+            resp = await self.call(lambda: self.client.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch],
+                                       "Quiet": True}), f"delete in s3://{bucket}")
+            if resp.get("Errors"):
+                raise McpfsError(f"delete in s3://{bucket}: {len(resp['Errors'])} keys "
+                                 f"failed ({resp['Errors'][0].get('Code')})", errno=errno.EIO)
+
+
+def _listed(o: dict[str, Any]) -> ObjectInfo:
+    return ObjectInfo(o["Key"], o.get("Size", 0), _ns(o.get("LastModified")), o.get("ETag"),
+                      storage_class=o.get("StorageClass"))
+
+
+def _headed(key: str, r: dict[str, Any]) -> ObjectInfo:
+    return ObjectInfo(key, r.get("ContentLength", 0), _ns(r.get("LastModified")),
+                      r.get("ETag"), r.get("VersionId"), r.get("StorageClass") or "STANDARD",
+                      r.get("ContentType"), dict(r.get("Metadata") or {}))
+
+
+__all__ = ["S3Backend", "S3Config", "ObjectInfo", "enabled", "map_error", "first_error",
+           "MAX_COPY_SIZE"]

@@ -1,0 +1,423 @@
+"""``/s3/<bucket>/<key...>``: S3 buckets as directories, read-write.
+
+``lookup("")`` lists buckets (ListBuckets, or the configured ``buckets``); inside a bucket
+a key ``a/b/c`` is the file ``a/b/c`` and every prefix ending in ``/`` a directory, whether a
+``dir/`` marker object exists (``mkdir`` makes one) or keys below it do. A key that is also
+a prefix (``a`` and ``a/x``) shows as the directory; keys with empty segments (``a//b``) are
+not shown.
+
+Caching: listings (``TTLCache``, ``listing_ttl``) and HEAD results (``attr_ttl``) are kept
+per prefix/key and dropped by every change made through this mount (the changed key and
+all its ancestors). A lookup whose parent listing is cached is answered from it, so an
+``ls -l`` of 20,000 keys costs the listing pages, not 20,000 HEADs.
+
+Reads: ranged GETs through :class:`~mcpfs.mounts.prefetch.Prefetcher`, pinned to the ETag
+seen at open (an object replaced meanwhile reads as ESTALE). Writes: vfs spools the file;
+``fill_spool`` (the base method) copies the current object in through the prefetcher, so
+overwrite, append and random writes work; ``commit`` is one PutObject or a multipart upload
+(backends/s3.py), with ``If-None-Match: *`` for files that did not exist at open when the
+config says ``if_none_match`` (a concurrent creator wins: EEXIST from close()).
+
+POSIX deviations: ``mkdir`` of a name at ``/s3`` creates a bucket, ``rmdir`` deletes an empty
+one; renaming a bucket is EPERM; renaming an object above 5 GiB is EXDEV (``mv`` copies);
+a directory rename copies every key then deletes the sources (not atomic: on failure the
+copies made so far stay, the sources are untouched, EIO); mtimes are the objects' upload
+times; permissions are fixed (0644/0755).
+
+Concurrency: caches are touched only from the trio thread. A listing fetched while a
+change invalidated the cache is not stored (``_gen`` counts invalidations). ``_ns_lock``
+(trio.Lock) serializes renames against each other; it is taken after vfs's OpenFile lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import mimetypes
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import trio
+from cachetools import TTLCache
+
+from ..backends.s3 import ObjectInfo, S3Backend, first_error
+from ..errors import McpfsError
+from .base import DIR, FILE, XATTR_PREFIX, Attr, Capabilities, Mount, StatFS, Writer, split
+from .prefetch import Prefetcher
+
+log = logging.getLogger("mcpfs.mounts.s3")
+
+LISTING_CACHE_ENTRIES: Final = 500_000  # directory entries kept over all cached listings
+ATTR_CACHE: Final = 100_000  # HEAD results kept
+RENAME_PARALLEL: Final = 16  # concurrent CopyObjects in a directory rename
+PROGRESS_EVERY: Final = 1000  # keys between progress lines of a directory rename
+META_PREFIX: Final = "user.s3.meta."
+FAKE_BLOCKS: Final = 1 << 38  # statfs: 1 PiB of 4 KiB blocks ("no limit")
+
+Listing = dict[str, tuple[Attr, ObjectInfo | None]]
+
+
+class S3Reader:
+    """One open object: reads through a prefetcher pinned to its ETag."""
+
+    def __init__(self, backend: S3Backend, bucket: str, info: ObjectInfo) -> None:
+        async def fetch(start: int, end: int) -> bytes:
+            return await backend.get_range(bucket, info.key, start, end, info.etag)
+        self.prefetcher = Prefetcher(fetch, info.size, name=f"s3://{bucket}/{info.key}")
+
+    async def read(self, offset: int, size: int) -> bytes:
+        return await self.prefetcher.read(offset, size)
+
+    async def close(self) -> None:
+        await self.prefetcher.close()
+
+
+def _file_attr(info: ObjectInfo) -> Attr:
+    return Attr(FILE, info.size, mtime_ns=info.mtime_ns or time.time_ns())
+
+
+class S3Mount(Mount):
+    name = "s3"
+
+    def __init__(self, backend: S3Backend) -> None:
+        self.backend = backend
+        cfg = backend.config
+        self.capabilities = Capabilities(writable=True, rename=True, random_write=True,
+                                         attr_timeout=cfg.attr_ttl,
+                                         entry_timeout=cfg.attr_ttl)
+        self._listings: TTLCache[str, Listing] = TTLCache(
+            LISTING_CACHE_ENTRIES, cfg.listing_ttl, getsizeof=lambda v: max(1, len(v)))
+        self._heads: TTLCache[str, ObjectInfo] = TTLCache(ATTR_CACHE, cfg.attr_ttl)
+        self._gen = 0
+        self._ns_lock = trio.Lock()
+
+    # ---------------------------------------------------------------- caches
+    def _invalidate(self, path: str) -> None:
+        """Forget ``path`` and every ancestor listing (a new key may create prefixes)."""
+        self._gen += 1
+        segs = split(path)
+        self._heads.pop("/".join(segs), None)
+        for i in range(len(segs) + 1):
+            self._listings.pop("/".join(segs[:i]), None)
+
+    async def _listing(self, path: str) -> Listing:
+        """name -> (Attr, ObjectInfo or None) of the directory ``path`` (cached)."""
+        path = "/".join(split(path))
+        hit = self._listings.get(path)
+        if hit is not None:
+            return hit
+        gen = self._gen
+        out: Listing = {}
+        segs = split(path)
+        if not segs:
+            for name, ctime in await self.backend.list_buckets():
+                out[name] = (Attr(DIR, mtime_ns=ctime or time.time_ns()), None)
+        else:
+            bucket, prefix = segs[0], "".join(s + "/" for s in segs[1:])
+            prefixes, objects = await self.backend.list_dir(bucket, prefix)
+            for obj in objects:
+                name = obj.key[len(prefix):]
+                if name and "/" not in name:
+                    out[name] = (_file_attr(obj), obj)
+            for p in prefixes:
+                name = p[len(prefix):-1]
+                if name and "/" not in name:
+                    out[name] = (Attr(DIR), None)
+            if not out and segs[1:] and prefix not in {o.key for o in objects}:
+                await self._raise_missing_dir(path)
+        if gen == self._gen:
+            self._listings[path] = out
+        return out
+
+    async def _raise_missing_dir(self, path: str) -> None:
+        """An empty listing of a non-bucket path: ENOTDIR for a file, nothing for an empty
+        directory (a ``dir/`` marker, or a directory SeaweedFS keeps), else ENOENT."""
+        bucket, key = self._where(path)
+        if await self._exists(bucket, key):
+            raise McpfsError(f"/s3/{path}: not a directory", errno=errno.ENOTDIR)
+        if not await self._exists(bucket, key + "/"):
+            raise McpfsError(f"/s3/{path}: no such directory", errno=errno.ENOENT)
+
+    async def _exists(self, bucket: str, key: str) -> ObjectInfo | None:
+        try:
+            return await self.backend.head(bucket, key)
+        except McpfsError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+
+    @staticmethod
+    def _where(path: str) -> tuple[str, str]:
+        segs = split(path)
+        return segs[0], "/".join(segs[1:])
+
+    # ---------------------------------------------------------------- reading
+    async def _head(self, path: str) -> ObjectInfo:
+        path = "/".join(split(path))
+        hit = self._heads.get(path)
+        if hit is not None:
+            return hit
+        gen = self._gen
+        info = await self.backend.head(*self._where(path))
+        if gen == self._gen:
+            self._heads[path] = info
+        return info
+
+    async def _stat(self, path: str) -> tuple[Attr, ObjectInfo | None]:
+        segs = split(path)
+        if not segs:
+            return Attr(DIR), None
+        parent = "/".join(segs[:-1])
+        cached = self._listings.get(parent)
+        if cached is not None:  # a fresh parent listing answers, negatively too
+            entry = cached.get(segs[-1])
+            if entry is None:
+                raise McpfsError(f"/s3/{path}: no such file", errno=errno.ENOENT)
+            return entry
+        if len(segs) == 1:
+            if self.backend.config.buckets is not None and segs[0] not in \
+                    self.backend.config.buckets:
+                raise McpfsError(f"/s3/{path}: no such bucket", errno=errno.ENOENT)
+            await self.backend.head_bucket(segs[0])
+            return Attr(DIR), None
+        bucket, key = self._where(path)
+        if await self.backend.first_keys(bucket, key + "/", 1):
+            return Attr(DIR), None
+        try:
+            info = await self._head(path)
+        except McpfsError as exc:
+            if exc.errno != errno.ENOENT or not await self._exists(bucket, key + "/"):
+                raise
+            return Attr(DIR), None  # an empty directory the server keeps (SeaweedFS)
+        return _file_attr(info), info
+
+    async def lookup(self, path: str) -> Attr:
+        return (await self._stat(path))[0]
+
+    async def listdir(self, path: str) -> AsyncIterator[tuple[str, Attr]]:
+        for name, (attr, _) in sorted((await self._listing(path)).items()):
+            yield name, attr
+
+    async def open_read(self, path: str) -> S3Reader:
+        attr, _ = await self._stat(path)
+        if attr.is_dir:
+            raise McpfsError(f"/s3/{path}: is a directory", errno=errno.EISDIR)
+        info = await self._head(path)  # the ETag the reads are pinned to
+        return S3Reader(self.backend, self._where(path)[0], info)
+
+    async def getxattr(self, path: str, name: str) -> bytes:
+        values = await self._xattrs(path)
+        if name not in values:
+            raise McpfsError(f"/s3/{path}: no attribute {name}", errno=errno.ENODATA)
+        return values[name].encode()
+
+    async def listxattr(self, path: str) -> list[str]:
+        return list(await self._xattrs(path))
+
+    async def _xattrs(self, path: str) -> dict[str, str]:
+        attr, _ = await self._stat(path)
+        out = {XATTR_PREFIX + "backend": self.name}
+        if attr.is_dir:
+            return out
+        info = await self._head(path)
+        out[XATTR_PREFIX + "size"] = str(info.size)
+        for field, value in (("etag", (info.etag or "").strip('"')),
+                             ("version_id", info.version_id),
+                             ("storage_class", info.storage_class),
+                             ("content_type", info.content_type)):
+            if value:
+                out[XATTR_PREFIX + field] = value
+        for key, value in sorted(info.metadata.items()):
+            out[META_PREFIX + key] = value
+        return out
+
+    async def statfs(self) -> StatFS:
+        return StatFS(blocks=FAKE_BLOCKS, blocks_free=FAKE_BLOCKS, blocks_avail=FAKE_BLOCKS,
+                      files=FAKE_BLOCKS, files_free=FAKE_BLOCKS, name_max=1024)
+
+    # ---------------------------------------------------------------- writing
+    def _object_path(self, path: str, what: str) -> tuple[str, str]:
+        segs = split(path)
+        if len(segs) < 2:
+            raise McpfsError(f"/s3/{path}: {what} needs a path inside a bucket",
+                             errno=errno.EISDIR if segs else errno.EPERM)
+        return segs[0], "/".join(segs[1:])
+
+    async def _parent_is_dir(self, path: str) -> None:
+        parent = "/".join(split(path)[:-1])
+        attr, _ = await self._stat(parent)
+        if not attr.is_dir:
+            raise McpfsError(f"/s3/{parent}: not a directory", errno=errno.ENOTDIR)
+
+    async def open_write(self, path: str, spool: Any, truncate: bool,
+                         create: bool = False) -> Writer:
+        """EISDIR at /s3 or a bucket, or on a directory; ENOENT/ENOTDIR for a bad parent
+        (skipped when ``create``). ``extra["etag"]`` is the object's ETag at open."""
+        self._object_path(path, "a file")
+        if create:
+            return Writer(path, spool, existed=False)
+        try:
+            attr, _ = await self._stat(path)
+        except McpfsError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            await self._parent_is_dir(path)
+            return Writer(path, spool, existed=False)
+        if attr.is_dir:
+            raise McpfsError(f"/s3/{path}: is a directory", errno=errno.EISDIR)
+        return Writer(path, spool, existed=True, extra={"size": attr.size})
+
+    async def commit(self, writer: Writer) -> Attr:
+        """Upload the spool (single PUT or multipart); the caches of the path are dropped
+        whatever the outcome. The spool is left to vfs."""
+        bucket, key = self._object_path(writer.path, "a file")
+        size = await writer.spool.size()
+        ctype = mimetypes.guess_type(key)[0]
+        inm = self.backend.config.if_none_match and not writer.existed
+        try:
+            await self.backend.upload_file(bucket, key, writer.spool.path, size,
+                                           if_none_match=inm, content_type=ctype)
+        finally:
+            self._invalidate(writer.path)
+        return Attr(FILE, size, mtime_ns=time.time_ns())
+
+    async def unlink(self, path: str) -> None:
+        bucket, key = self._object_path(path, "unlink")
+        attr, _ = await self._stat(path)
+        if attr.is_dir:
+            raise McpfsError(f"/s3/{path}: is a directory", errno=errno.EISDIR)
+        try:
+            await self.backend.delete(bucket, key)
+        finally:
+            self._invalidate(path)
+
+    async def mkdir(self, path: str) -> Attr:
+        """A ``key/`` marker (a bucket at /s3); EEXIST if the name exists."""
+        segs = split(path)
+        if not segs:
+            raise McpfsError("/s3: exists", errno=errno.EEXIST)
+        try:
+            await self._stat(path)
+            raise McpfsError(f"/s3/{path}: exists", errno=errno.EEXIST)
+        except McpfsError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+        try:
+            if len(segs) == 1:
+                await self.backend.create_bucket(segs[0])
+            else:
+                await self._parent_is_dir(path)
+                bucket, key = self._where(path)
+                await self.backend.put_bytes(bucket, key + "/", b"")
+        finally:
+            self._invalidate(path)
+        return Attr(DIR, mtime_ns=time.time_ns())
+
+    async def rmdir(self, path: str) -> None:
+        """ENOTEMPTY if any key other than the marker is below; deletes the marker (a
+        bucket at /s3: DeleteBucket)."""
+        segs = split(path)
+        if not segs:
+            raise McpfsError("/s3: busy", errno=errno.EBUSY)
+        attr, _ = await self._stat(path)
+        if not attr.is_dir:
+            raise McpfsError(f"/s3/{path}: not a directory", errno=errno.ENOTDIR)
+        try:
+            if len(segs) == 1:
+                if await self.backend.first_keys(segs[0], "", 1):
+                    raise McpfsError(f"/s3/{path}: bucket not empty", errno=errno.ENOTEMPTY)
+                await self.backend.delete_bucket(segs[0])
+                return
+            bucket, key = self._where(path)
+            keys = await self.backend.first_keys(bucket, key + "/", 2)
+            if any(k != key + "/" for k in keys):
+                raise McpfsError(f"/s3/{path}: directory not empty", errno=errno.ENOTEMPTY)
+            await self.backend.delete(bucket, key + "/")  # the marker (no-op without)
+        finally:
+            self._invalidate(path)
+
+    async def rename(self, src: str, dst: str) -> None:
+        """CopyObject + Delete for a file, the same per key for a directory (see the module
+        docstring for what a failure leaves)."""
+        s, d = split(src), split(dst)
+        if len(s) < 2 or len(d) < 2:
+            raise McpfsError(f"/s3/{src}: buckets cannot be renamed", errno=errno.EPERM)
+        if s == d:
+            return
+        if d[:len(s)] == s:
+            raise McpfsError("cannot move a directory into itself", errno=errno.EINVAL)
+        async with self._ns_lock:
+            try:
+                await self._rename_locked(src, dst)
+            finally:
+                self._invalidate(src)
+                self._invalidate(dst)
+
+    async def _rename_locked(self, src: str, dst: str) -> None:
+        src_attr, _ = await self._stat(src)
+        try:
+            dst_attr: Attr | None = (await self._stat(dst))[0]
+        except McpfsError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            dst_attr = None
+            await self._parent_is_dir(dst)
+        (sb, sk), (db, dk) = self._where(src), self._where(dst)
+        if not src_attr.is_dir:
+            if dst_attr is not None and dst_attr.is_dir:
+                raise McpfsError(f"/s3/{dst}: is a directory", errno=errno.EISDIR)
+            info = await self._head(src)
+            await self.backend.copy(sb, sk, db, dk, info.size)
+            await self.backend.delete(sb, sk)
+            return
+        if dst_attr is not None:
+            if not dst_attr.is_dir:
+                raise McpfsError(f"/s3/{dst}: not a directory", errno=errno.ENOTDIR)
+            await self.rmdir(dst)  # ENOTEMPTY when it has keys
+        await self._rename_dir(sb, sk + "/", db, dk + "/")
+
+    async def _rename_dir(self, sb: str, sp: str, db: str, dp: str) -> None:
+        """Copy every key under ``sp`` to ``dp`` (bounded parallel), then delete them."""
+        done: list[str] = []
+        limit = trio.CapacityLimiter(RENAME_PARALLEL)
+        started = time.monotonic()
+
+        async def one(info: ObjectInfo) -> None:
+            target = dp + info.key[len(sp):]
+            async with limit:
+                if info.key.endswith("/") and not info.size:  # a marker: make a new one
+                    await self.backend.put_bytes(db, target, b"")
+                else:
+                    await self.backend.copy(sb, info.key, db, target, info.size)
+            done.append(info.key)
+            if len(done) % PROGRESS_EVERY == 0:
+                log.info("rename s3://%s/%s -> s3://%s/%s: %d keys copied (%.1f s)", sb, sp,
+                         db, dp, len(done), time.monotonic() - started)
+        try:
+            async with trio.open_nursery() as nursery:
+                async for page in self.backend.walk(sb, sp):
+                    for info in page:
+                        nursery.start_soon(one, info)
+        except BaseExceptionGroup as group:
+            err = first_error(group)
+            log.error("rename s3://%s/%s failed after %d keys copied; sources kept",
+                      sb, sp, len(done))
+            raise err from None
+        # then directory entries deepest first: no-ops on AWS, but SeaweedFS keeps emptied
+        # directories (shown in listings) until their ``dir/`` key is deleted
+        dirs = {sp} | {info_key[:i + 1] for info_key in done
+                       for i in range(len(sp), len(info_key) - 1) if info_key[i] == "/"}
+        await self.backend.delete_many(sb, [k for k in done if k not in dirs] +
+                                       sorted(dirs, key=lambda d: -d.count("/")))
+        log.info("rename s3://%s/%s -> s3://%s/%s: %d keys in %.1f s", sb, sp, db, dp,
+                 len(done), time.monotonic() - started)
+
+
+def build_s3_mount(section: dict[str, Any] | None, **backend_kwargs: Any) -> S3Mount:
+    """The /s3 subtree from an ``[s3]`` config section (blocking: boto3 reads its config)."""
+    from ..backends.s3 import S3Config
+    return S3Mount(S3Backend(S3Config.from_section(section), **backend_kwargs))
+
+
+__all__ = ["S3Mount", "S3Reader", "build_s3_mount"]

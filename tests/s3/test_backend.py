@@ -1,0 +1,237 @@
+"""backends/s3.py against a real S3 server (SeaweedFS): listing, ranges, uploads, errors."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from mcpfs.backends.s3 import S3Config, S3Backend
+from mcpfs.errors import McpfsError
+
+from ..conftest import pattern_bytes
+from .conftest import SECRET_KEY, make_backend
+
+MiB = 1 << 20
+
+
+async def test_list_buckets_and_missing(backend, bucket):
+    names = [n for n, _ in await backend.list_buckets()]
+    assert bucket in names
+    await backend.head_bucket(bucket)
+    with pytest.raises(McpfsError) as exc:
+        await backend.head("no-such-bucket-x", "k")
+    assert exc.value.errno == errno.ENOENT
+    with pytest.raises(McpfsError) as exc:
+        await backend.head(bucket, "missing")
+    assert exc.value.errno == errno.ENOENT
+    with pytest.raises(McpfsError) as exc:
+        await backend.list_dir("no-such-bucket-x", "")
+    assert exc.value.errno == errno.ENOENT
+
+
+async def test_configured_bucket_list_makes_no_request(s3_server):
+    b = make_backend(s3_server, secret="wrong", buckets=["x", "y"])
+    assert [n for n, _ in await b.list_buckets()] == ["x", "y"]
+
+
+async def test_list_dir_pages_and_prefixes(backend, bucket, raw):
+    for key in ["a/1", "a/2", "a/sub/3", "b", "c/"]:
+        raw.put_object(Bucket=bucket, Key=key, Body=b"x")
+    prefixes, objects = await backend.list_dir(bucket, "")
+    assert prefixes == ["a/", "c/"] and [o.key for o in objects] == ["b"]
+    prefixes, objects = await backend.list_dir(bucket, "a/")
+    assert prefixes == ["a/sub/"] and [o.key for o in objects] == ["a/1", "a/2"]
+    keys = [o.key async for page in backend.walk(bucket, "a/", page_size=2) for o in page]
+    assert keys == ["a/1", "a/2", "a/sub/3"]
+
+
+async def test_list_20000_keys(backend, many_keys):
+    bucket, keys = many_keys
+    prefixes, objects = await backend.list_dir(bucket, "many/")
+    assert prefixes == ["many/sub/"]
+    assert [o.key for o in objects] == keys
+
+
+async def test_ranged_reads(backend, bucket, raw):
+    data = pattern_bytes(3 * MiB + 17)
+    raw.put_object(Bucket=bucket, Key="r", Body=data)
+    info = await backend.head(bucket, "r")
+    assert info.size == len(data)
+    for start, end in [(0, 1), (5, 1000), (MiB - 3, 2 * MiB + 5), (len(data) - 10, len(data))]:
+        assert await backend.get_range(bucket, "r", start, end, info.etag) == data[start:end]
+    assert await backend.get_range(bucket, "r", len(data) - 2, len(data) + 100) == data[-2:]
+    assert await backend.get_range(bucket, "r", len(data), len(data) + 100) == b""
+
+
+async def test_read_pinned_to_etag_is_estale_after_overwrite(backend, bucket, raw):
+    raw.put_object(Bucket=bucket, Key="e", Body=b"old content")
+    info = await backend.head(bucket, "e")
+    raw.put_object(Bucket=bucket, Key="e", Body=b"new content!")
+    with pytest.raises(McpfsError) as exc:
+        await backend.get_range(bucket, "e", 0, 5, info.etag)
+    assert exc.value.errno == errno.ESTALE
+
+
+async def test_single_put_and_metadata(backend, bucket, raw, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"hello")
+    await backend.upload_file(bucket, "dir/f.txt", str(path), 5, content_type="text/plain")
+    info = await backend.head(bucket, "dir/f.txt")
+    assert (info.size, info.content_type, info.storage_class) == (5, "text/plain", "STANDARD")
+    assert info.etag.strip('"') == hashlib.md5(b"hello").hexdigest()
+
+
+async def test_if_none_match_conflict_is_eexist(backend, bucket):
+    await backend.put_bytes(bucket, "once", b"1", if_none_match=True)
+    with pytest.raises(McpfsError) as exc:
+        await backend.put_bytes(bucket, "once", b"2", if_none_match=True)
+    assert exc.value.errno == errno.EEXIST
+    await backend.put_bytes(bucket, "once", b"3")  # unconditional overwrite still works
+
+
+async def test_multipart_upload(s3_server, bucket, raw, tmp_path):
+    backend = make_backend(s3_server, part_concurrency=3)
+    data = os.urandom(21 * MiB + 5)
+    path = tmp_path / "big"
+    path.write_bytes(data)
+    info = await backend.upload_file(bucket, "big/obj", str(path), len(data),
+                                     if_none_match=True)
+    assert info.etag.strip('"').endswith("-3")  # 8 + 8 + 5 MiB parts
+    got = raw.get_object(Bucket=bucket, Key="big/obj")["Body"].read()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert await backend.list_multipart_uploads(bucket) == []
+
+
+async def test_multipart_complete_if_none_match(s3_server, bucket, raw, tmp_path):
+    backend = make_backend(s3_server)
+    raw.put_object(Bucket=bucket, Key="taken", Body=b"first")
+    path = tmp_path / "big"
+    path.write_bytes(os.urandom(9 * MiB))
+    with pytest.raises(McpfsError) as exc:
+        await backend.upload_file(bucket, "taken", str(path), 9 * MiB, if_none_match=True)
+    assert exc.value.errno == errno.EEXIST
+    assert raw.get_object(Bucket=bucket, Key="taken")["Body"].read() == b"first"
+    assert await backend.list_multipart_uploads(bucket) == []
+
+
+async def test_multipart_abort_on_failure(s3_server, bucket, raw, tmp_path, monkeypatch):
+    backend = make_backend(s3_server, part_concurrency=2)
+    real = backend._upload_part_sync
+    calls = []
+
+    def flaky(b, key, upload_id, number, *rest):
+        calls.append(number)
+        if number == 2:
+            raise McpfsError("injected part failure", errno=errno.EIO)
+        return real(b, key, upload_id, number, *rest)
+    monkeypatch.setattr(backend, "_upload_part_sync", flaky)
+    path = tmp_path / "big"
+    path.write_bytes(os.urandom(30 * MiB))
+    with pytest.raises(McpfsError) as exc:
+        await backend.upload_file(bucket, "partial", str(path), 30 * MiB)
+    assert exc.value.errno == errno.EIO and "injected" in str(exc.value)
+    assert 2 in calls
+    with pytest.raises(McpfsError) as exc:
+        await backend.head(bucket, "partial")
+    assert exc.value.errno == errno.ENOENT
+    assert await backend.list_multipart_uploads(bucket) == []
+    assert raw.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+async def test_copy_and_delete(backend, bucket, raw):
+    raw.put_object(Bucket=bucket, Key="src", Body=b"payload", Metadata={"k": "v"})
+    await backend.copy(bucket, "src", bucket, "dst", 7)
+    info = await backend.head(bucket, "dst")
+    assert info.size == 7 and info.metadata == {"k": "v"}
+    await backend.delete_many(bucket, ["src", "dst"])
+    assert await backend.first_keys(bucket, "") == []
+
+
+async def test_copy_above_5gib_is_exdev(backend, bucket):
+    with pytest.raises(McpfsError) as exc:
+        await backend.copy(bucket, "a", bucket, "b", 6 << 30)
+    assert exc.value.errno == errno.EXDEV
+
+
+async def test_wrong_secret_is_eacces_without_secret_in_logs(s3_server, caplog):
+    caplog.set_level(logging.DEBUG)
+    wrong = "definitely-not-the-secret-0123456789"
+    b = make_backend(s3_server, secret=wrong, max_attempts=1)
+    for _ in range(3):
+        with pytest.raises(McpfsError) as exc:
+            await b.list_buckets()
+        assert exc.value.errno == errno.EACCES
+        assert wrong not in str(exc.value) and SECRET_KEY not in str(exc.value)
+    ours = [r for r in caplog.records if r.name.startswith("mcpfs")]
+    assert len([r for r in ours if r.levelno >= logging.WARNING]) == 1  # one clear line
+    assert "denied" in ours[0].getMessage()
+    assert wrong not in caplog.text and SECRET_KEY not in caplog.text
+
+
+async def test_missing_credentials_is_eacces(monkeypatch):
+    import boto3
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    b = S3Backend(S3Config(endpoint_url="http://127.0.0.1:9", max_attempts=1),
+                  session=boto3.session.Session(region_name="us-east-1"))
+    with pytest.raises(McpfsError) as exc:
+        await b.list_buckets()
+    assert exc.value.errno == errno.EACCES
+
+
+class _SlowDown(BaseHTTPRequestHandler):
+    hits = 0
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        type(self).hits += 1
+        body = (b'<?xml version="1.0"?><Error><Code>SlowDown</Code>'
+                b"<Message>Reduce your request rate.</Message></Error>")
+        self.send_response(503)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_HEAD(self):  # noqa: N802
+        type(self).hits += 1
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+async def test_throttling_is_retried_then_eio(s3_server):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowDown)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        b = make_backend({**s3_server, "endpoint": f"http://127.0.0.1:{server.server_port}"},
+                         max_attempts=3)
+        _SlowDown.hits = 0
+        with pytest.raises(McpfsError) as exc:
+            await b.head_bucket("any")
+        assert exc.value.errno == errno.EIO
+        assert _SlowDown.hits == 3  # max_attempts tries in all
+        with pytest.raises(McpfsError):
+            await b.list_dir("any", "")
+        assert _SlowDown.hits == 6
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_config_ignores_credentials_in_section(caplog):
+    cfg = S3Config.from_section({"region": "eu-west-1", "aws_secret_access_key": "s3cr3t",
+                                 "buckets": ["a"]})
+    assert cfg.region == "eu-west-1" and cfg.buckets == ("a",)
+    assert "s3cr3t" not in caplog.text and "aws_secret_access_key" in caplog.text

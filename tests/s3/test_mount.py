@@ -1,0 +1,304 @@
+"""mounts/s3.py against a real S3 server, without FUSE: what vfs/ would call."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import tracemalloc
+
+import pytest
+
+from mcpfs.errors import McpfsError
+from mcpfs.mounts.base import DIR, FILE
+from mcpfs.mounts.prefetch import KEEP_BEHIND, MiB, Prefetcher
+from mcpfs.mounts.s3 import S3Mount
+from mcpfs.vfs.spool import Spool
+
+from ..conftest import pattern_bytes
+from .conftest import SECRET_KEY, make_backend
+
+
+@pytest.fixture
+def mount(s3_server):
+    return S3Mount(make_backend(s3_server))
+
+
+async def names(mount, path):
+    return [n async for n, _ in mount.listdir(path)]
+
+
+async def errno_of(coro) -> int:
+    with pytest.raises(McpfsError) as exc:
+        await coro
+    return exc.value.errno
+
+
+async def write_file(mount, tmp_path, path, data, *, create=True, truncate=True):
+    spool = await Spool.create(tmp_path / "spool")
+    try:
+        writer = await mount.open_write(path, spool, truncate=truncate, create=create)
+        await spool.write(0, data)
+        return await mount.commit(writer)
+    finally:
+        await spool.close()
+
+
+async def read_file(mount, path, piece=128 * 1024) -> bytes:
+    reader = await mount.open_read(path)
+    out, off = [], 0
+    try:
+        while data := await reader.read(off, piece):
+            out.append(data)
+            off += len(data)
+    finally:
+        await reader.close()
+    return b"".join(out)
+
+
+async def test_root_lists_buckets_and_lookup(mount, bucket):
+    assert (await mount.lookup("")).kind == DIR
+    assert bucket in await names(mount, "")
+    assert (await mount.lookup(bucket)).kind == DIR
+    assert await errno_of(mount.lookup("no-such-bucket-zz")) == errno.ENOENT
+    assert await names(mount, bucket) == []
+
+
+async def test_prefixes_are_directories(mount, bucket, raw):
+    for key in ["a/b/c.txt", "a/d", "top", "marker/"]:
+        raw.put_object(Bucket=bucket, Key=key, Body=b"12345")
+    assert await names(mount, bucket) == ["a", "marker", "top"]
+    assert await names(mount, f"{bucket}/a") == ["b", "d"]
+    mount._listings.clear()  # lookups without a cached parent listing
+    assert (await mount.lookup(f"{bucket}/a/b")).kind == DIR
+    assert (await mount.lookup(f"{bucket}/marker")).kind == DIR
+    attr = await mount.lookup(f"{bucket}/a/b/c.txt")
+    assert (attr.kind, attr.size) == (FILE, 5)
+    assert await errno_of(mount.lookup(f"{bucket}/a/nope")) == errno.ENOENT
+    assert await errno_of(names(mount, f"{bucket}/nope")) == errno.ENOENT
+    assert await errno_of(names(mount, f"{bucket}/top")) == errno.ENOTDIR
+    assert await names(mount, f"{bucket}/marker") == []
+
+
+async def test_listing_20000_keys_and_lookups_from_cache(mount, many_keys, monkeypatch):
+    bucket, keys = many_keys
+    listed = [(n, a) async for n, a in mount.listdir(f"{bucket}/many")]
+    assert len(listed) == len(keys) + 1
+    assert ("sub", DIR) in [(n, a.kind) for n, a in listed]
+
+    async def no_requests(*args, **kwargs):
+        raise AssertionError("lookup went to the server")
+    monkeypatch.setattr(mount.backend, "head", no_requests)
+    monkeypatch.setattr(mount.backend, "first_keys", no_requests)
+    assert (await mount.lookup(f"{bucket}/many/019999")).kind == FILE
+    assert await errno_of(mount.lookup(f"{bucket}/many/020000")) == errno.ENOENT
+
+
+async def test_write_read_and_cache_invalidated_by_own_write(mount, bucket, tmp_path):
+    assert await names(mount, bucket) == []  # cached empty listing
+    data = pattern_bytes(300_000)
+    attr = await write_file(mount, tmp_path, f"{bucket}/dir/new.bin", data)
+    assert attr.size == len(data)
+    assert await names(mount, bucket) == ["dir"]  # within the TTL, yet fresh
+    assert await names(mount, f"{bucket}/dir") == ["new.bin"]
+    assert await read_file(mount, f"{bucket}/dir/new.bin") == data
+
+
+async def test_overwrite_append_and_random_write_via_spool(mount, bucket, raw, tmp_path):
+    original = pattern_bytes(3 * MiB + 7)
+    raw.put_object(Bucket=bucket, Key="f", Body=original)
+    spool = await Spool.create(tmp_path / "spool")
+    writer = await mount.open_write(f"{bucket}/f", spool, truncate=False)
+    assert writer.existed
+    await mount.fill_spool(writer)  # copy-in through the prefetcher
+    assert await spool.size() == len(original)
+    await spool.write(len(original), b"APPENDED")  # append
+    await spool.write(MiB, b"RANDOM")  # random write in the middle
+    await mount.commit(writer)
+    await spool.close()
+    expect = bytearray(original + b"APPENDED")
+    expect[MiB:MiB + 6] = b"RANDOM"
+    assert raw.get_object(Bucket=bucket, Key="f")["Body"].read() == bytes(expect)
+    # plain overwrite (O_TRUNC): no copy-in
+    await write_file(mount, tmp_path, f"{bucket}/f", b"short", create=False)
+    assert await read_file(mount, f"{bucket}/f") == b"short"
+
+
+async def test_multipart_commit_through_mount(mount, bucket, raw, tmp_path):
+    data = os.urandom(17 * MiB)
+    await write_file(mount, tmp_path, f"{bucket}/big.bin", data)
+    got = raw.get_object(Bucket=bucket, Key="big.bin")
+    assert got["ETag"].strip('"').endswith("-3")
+    assert hashlib.sha256(got["Body"].read()).digest() == hashlib.sha256(data).digest()
+
+
+async def test_sequential_read_64mib_flat_memory(mount, bucket, raw):
+    size = 64 * MiB
+    data = os.urandom(size)
+    raw.put_object(Bucket=bucket, Key="seq", Body=data)
+    expect = hashlib.sha256(data).digest()
+    del data
+    reader = await mount.open_read(f"{bucket}/seq")
+    info = await mount._head(f"{bucket}/seq")
+    # the same prefetcher with an 8 MiB window: memory stays flat whatever the object size
+    reader.prefetcher = Prefetcher(reader.prefetcher.fetch, info.size, max_window=8 * MiB)
+    tracemalloc.start()
+    try:
+        digest, off = hashlib.sha256(), 0
+        while chunk := await reader.read(off, 128 * 1024):
+            digest.update(chunk)
+            off += len(chunk)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert off == size and digest.digest() == expect
+    p = reader.prefetcher
+    assert p.peak_buffered <= 8 * MiB + 2 * 2 * MiB + KEEP_BEHIND
+    assert peak < 40 * MiB, peak  # far below the 64 MiB object
+    assert p.requests >= 8 and p.fetched == size
+    await reader.close()
+
+
+async def test_default_reader_keeps_requests_in_flight(mount, bucket, raw):
+    data = pattern_bytes(24 * MiB)
+    raw.put_object(Bucket=bucket, Key="s", Body=data)
+    got = await read_file(mount, f"{bucket}/s")
+    assert got == data
+
+
+async def test_random_reads_through_mount(mount, bucket, raw):
+    data = pattern_bytes(5 * MiB)
+    raw.put_object(Bucket=bucket, Key="r", Body=data)
+    reader = await mount.open_read(f"{bucket}/r")
+    for off in (4 * MiB, 17, 2 * MiB + 3):
+        assert await reader.read(off, 1000) == data[off:off + 1000]
+    assert reader.prefetcher.fetched == 3000
+    await reader.close()
+
+
+async def test_unlink(mount, bucket, raw):
+    raw.put_object(Bucket=bucket, Key="d/x", Body=b"1")
+    assert await names(mount, f"{bucket}/d") == ["x"]
+    await mount.unlink(f"{bucket}/d/x")
+    assert await errno_of(mount.lookup(f"{bucket}/d/x")) == errno.ENOENT
+    assert await errno_of(mount.unlink(f"{bucket}/d/x")) == errno.ENOENT
+    raw.put_object(Bucket=bucket, Key="e/y", Body=b"1")
+    assert await errno_of(mount.unlink(f"{bucket}/e")) == errno.EISDIR
+    # whatever the server keeps of an emptied prefix, listing and lookup agree
+    listed = dict([(n, a.kind) async for n, a in mount.listdir(bucket)])
+    mount._listings.clear()
+    for name, kind in listed.items():
+        assert (await mount.lookup(f"{bucket}/{name}")).kind == kind
+        assert await names(mount, f"{bucket}/{name}") in ([], ["y"])
+
+
+async def test_mkdir_rmdir_and_enotempty(mount, bucket, raw, tmp_path):
+    await mount.mkdir(f"{bucket}/newdir")
+    assert raw.head_object(Bucket=bucket, Key="newdir/")["ContentLength"] == 0
+    assert (await mount.lookup(f"{bucket}/newdir")).kind == DIR
+    assert await errno_of(mount.mkdir(f"{bucket}/newdir")) == errno.EEXIST
+    assert await errno_of(mount.mkdir(f"{bucket}/missing/sub")) == errno.ENOENT
+    await mount.mkdir(f"{bucket}/newdir/inner")
+    await write_file(mount, tmp_path, f"{bucket}/newdir/file", b"x")
+    assert await names(mount, f"{bucket}/newdir") == ["file", "inner"]
+    assert await errno_of(mount.rmdir(f"{bucket}/newdir")) == errno.ENOTEMPTY
+    assert await errno_of(mount.rmdir(f"{bucket}/newdir/file")) == errno.ENOTDIR
+    await mount.rmdir(f"{bucket}/newdir/inner")
+    await mount.unlink(f"{bucket}/newdir/file")
+    await mount.rmdir(f"{bucket}/newdir")
+    assert raw.list_objects_v2(Bucket=bucket).get("Contents", []) == []
+    assert await errno_of(mount.lookup(f"{bucket}/newdir")) == errno.ENOENT
+
+
+async def test_mkdir_and_rmdir_of_a_bucket(mount, raw):
+    name = f"mk-{os.getpid()}"
+    await mount.mkdir(name)
+    assert name in await names(mount, "")
+    raw.put_object(Bucket=name, Key="k", Body=b"")
+    assert await errno_of(mount.rmdir(name)) == errno.ENOTEMPTY
+    raw.delete_object(Bucket=name, Key="k")
+    await mount.rmdir(name)
+    assert name not in await names(mount, "")
+
+
+async def test_rename_file(mount, bucket, raw):
+    raw.put_object(Bucket=bucket, Key="a/src.txt", Body=b"content", Metadata={"m": "1"})
+    raw.put_object(Bucket=bucket, Key="b/", Body=b"")
+    await mount.rename(f"{bucket}/a/src.txt", f"{bucket}/b/dst.txt")
+    assert await errno_of(mount.lookup(f"{bucket}/a/src.txt")) == errno.ENOENT
+    got = raw.get_object(Bucket=bucket, Key="b/dst.txt")
+    assert got["Body"].read() == b"content" and got["Metadata"] == {"m": "1"}
+    assert await names(mount, f"{bucket}/b") == ["dst.txt"]
+    assert await errno_of(mount.rename(f"{bucket}/b/dst.txt", f"{bucket}/zz/x")) == \
+        errno.ENOENT
+    raw.put_object(Bucket=bucket, Key="c/", Body=b"")
+    assert await errno_of(mount.rename(f"{bucket}/b/dst.txt", f"{bucket}/c")) == errno.EISDIR
+    assert await errno_of(mount.rename(bucket, "other")) == errno.EPERM
+
+
+async def test_rename_dir_per_key_with_progress(mount, bucket, raw, caplog, monkeypatch):
+    import mcpfs.mounts.s3 as s3mod
+    monkeypatch.setattr(s3mod, "PROGRESS_EVERY", 10)
+    caplog.set_level(logging.INFO, logger="mcpfs")
+    keys = [f"src/{i:03d}" for i in range(40)] + ["src/deep/x", "src/"]
+    for k in keys:
+        raw.put_object(Bucket=bucket, Key=k, Body=k.encode())
+    raw.put_object(Bucket=bucket, Key="full/keep", Body=b"")
+    assert await errno_of(mount.rename(f"{bucket}/src", f"{bucket}/full")) == errno.ENOTEMPTY
+    assert await errno_of(mount.rename(f"{bucket}/src", f"{bucket}/src/deep")) == errno.EINVAL
+    await mount.rename(f"{bucket}/src", f"{bucket}/dst")
+    left = [o["Key"] for o in raw.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert sorted(left) == sorted(["dst/" + k[4:] for k in keys] + ["full/keep"])
+    assert raw.get_object(Bucket=bucket, Key="dst/deep/x")["Body"].read() == b"src/deep/x"
+    assert await names(mount, bucket) == ["dst", "full"]
+    assert "10 keys copied" in caplog.text and "42 keys in" in caplog.text
+
+
+async def test_xattrs(mount, bucket, raw):
+    raw.put_object(Bucket=bucket, Key="x.csv", Body=b"a,b\n", ContentType="text/csv",
+                   Metadata={"owner": "data-team", "ipfs-cid": "bafyfake"})
+    path = f"{bucket}/x.csv"
+    names_ = await mount.listxattr(path)
+    for n in ("user.mcpfs.etag", "user.mcpfs.storage_class", "user.mcpfs.content_type",
+              "user.mcpfs.backend", "user.s3.meta.owner", "user.s3.meta.ipfs-cid"):
+        assert n in names_
+    assert await mount.getxattr(path, "user.mcpfs.etag") == \
+        hashlib.md5(b"a,b\n").hexdigest().encode()
+    assert await mount.getxattr(path, "user.mcpfs.content_type") == b"text/csv"
+    assert await mount.getxattr(path, "user.mcpfs.storage_class") == b"STANDARD"
+    assert await mount.getxattr(path, "user.mcpfs.backend") == b"s3"
+    assert await mount.getxattr(path, "user.s3.meta.owner") == b"data-team"
+    assert await errno_of(mount.getxattr(path, "user.mcpfs.nope")) == errno.ENODATA
+    assert await mount.listxattr(bucket) == ["user.mcpfs.backend"]
+
+
+async def test_new_file_loses_if_none_match_race(mount, bucket, raw, tmp_path):
+    spool = await Spool.create(tmp_path / "spool")
+    writer = await mount.open_write(f"{bucket}/race", spool, truncate=True, create=True)
+    await spool.write(0, b"mine")
+    raw.put_object(Bucket=bucket, Key="race", Body=b"theirs")  # a concurrent creator
+    assert await errno_of(mount.commit(writer)) == errno.EEXIST
+    await spool.close()
+    assert raw.get_object(Bucket=bucket, Key="race")["Body"].read() == b"theirs"
+
+
+async def test_wrong_credentials_mount_is_eacces(s3_server, caplog):
+    wrong = "wrong-secret-value-zzzz"
+    m = S3Mount(make_backend(s3_server, secret=wrong, max_attempts=1))
+    assert await errno_of(names(m, "")) == errno.EACCES
+    assert await errno_of(m.lookup("some-bucket")) == errno.EACCES
+    assert wrong not in caplog.text and SECRET_KEY not in caplog.text
+    assert len([r for r in caplog.records if r.name.startswith("mcpfs")
+                and r.levelno >= logging.WARNING]) == 1
+
+
+async def test_open_write_checks(mount, bucket, raw, tmp_path):
+    spool = await Spool.create(tmp_path / "spool")
+    raw.put_object(Bucket=bucket, Key="d/f", Body=b"")
+    assert await errno_of(mount.open_write("", spool, True)) == errno.EPERM
+    assert await errno_of(mount.open_write(bucket, spool, True)) == errno.EISDIR
+    assert await errno_of(mount.open_write(f"{bucket}/d", spool, True)) == errno.EISDIR
+    assert await errno_of(mount.open_write(f"{bucket}/no/f", spool, True)) == errno.ENOENT
+    assert await errno_of(mount.open_write(f"{bucket}/d/f/g", spool, True)) == errno.ENOTDIR
+    await spool.close()
