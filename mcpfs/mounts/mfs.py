@@ -5,8 +5,20 @@ reader: an open file keeps reading the CID it resolved at open (close-to-open). 
 through the :class:`~mcpfs.backends.ipfs.mfs.MFS` methods, each of which links the new DAG
 and flushes the root (blocks synced, root file replaced atomically) before returning.
 
-``commit`` imports the whole spool file with the MFS import params (``mfs.write(...,
-truncate=True)``), so a file's CID equals ``mcpfs add -n`` of the same bytes with those params.
+``commit`` makes the written bytes the file's content with the MFS import params, so a
+file's CID equals ``mcpfs add -n`` of the same bytes with those params, by one of three
+routes: a file written purely sequentially from offset 0 past the memory spool was imported
+as it arrived (:class:`StreamImport`, started by vfs through :meth:`MfsMount.start_stream`)
+and is linked with ``MFS.link`` (no re-import); a small file still in its memory spool is
+imported from memory; anything else (random writes, truncates, an import that failed)
+imports the spool file (``mfs.write(..., truncate=True)``).
+
+A StreamImport runs ``import_chunks`` in its own thread (files can stay open for any time,
+so it does not occupy a pool worker) holding ``gc_lock.writing()`` until it finishes or is
+abandoned, so a GC cannot remove blocks it has written or deduplicated against; a file held
+open for long therefore delays ``repo gc``. It takes pieces from a bounded queue
+(``STREAM_QUEUE`` pieces): ``feed`` blocks when the importer is behind (back-pressure on
+the writer). Abandoned or failed imports leave unreferenced blocks for the next GC.
 
 POSIX rename is built from MFS's kubo-style ``mv`` (which moves *into* an existing
 directory): an existing empty target directory is removed first (ENOTEMPTY if it has
@@ -23,17 +35,96 @@ after it. Reader work runs in threads under ``limiter``.
 from __future__ import annotations
 
 import errno
-from collections.abc import AsyncIterator
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import nullcontext
 from typing import Any
 
 import trio
 
 from ..backends.ipfs.cid import CID
+from ..backends.ipfs.importer import Imported
 from ..errors import McpfsError
 from .base import DIR, FILE, Attr, Capabilities, Mount, StatFS, Writer, split, statfs_of
 from .ipfs import CidReader, Listings, attr_of, block_errors, ipfs_call
 
 THREADS = 4  # concurrent reader calls for /mfs (MFS mutations have their own limiter)
+STREAM_QUEUE = 32  # pieces (FUSE writes, <= 128 KiB each) queued ahead of a streaming import
+_EOF = object()
+_ABORT = object()
+
+
+class _Abandoned(Exception):
+    pass
+
+
+class StreamImport:
+    """Import of a file's bytes as they are written; see the module docstring.
+    ``feed``/``finish`` are blocking (worker threads); ``abandon`` never blocks."""
+
+    def __init__(self, mfs: Any) -> None:
+        self.mfs = mfs
+        self._queue: queue.Queue = queue.Queue(STREAM_QUEUE)
+        self._done = threading.Event()
+        self._result: Imported | None = None
+        self._error: BaseException | None = None
+        self._aborted = False
+        self.fed = 0
+        self._thread = threading.Thread(target=self._run, name="mfs-stream-import",
+                                        daemon=True)
+        self._thread.start()
+
+    def _pieces(self) -> Iterator[bytes]:
+        while True:
+            item = self._queue.get()
+            if item is _EOF:
+                return
+            if item is _ABORT:
+                raise _Abandoned
+            yield item
+
+    def _run(self) -> None:
+        gc_lock = getattr(self.mfs, "_gc_lock", None)
+        try:
+            with gc_lock.writing() if gc_lock is not None else nullcontext():
+                self._result = self.mfs.tree.import_pieces(self._pieces())
+        except BaseException as exc:  # noqa: BLE001 - reported by finish()
+            self._error = exc
+            while not self._aborted:  # unblock a feeder until it learns of the failure
+                try:
+                    self._queue.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+        finally:
+            self._done.set()
+
+    def feed(self, data: bytes) -> None:
+        """Queue the next bytes (blocks while the queue is full and the import runs)."""
+        if self._error is not None or self._aborted:
+            return
+        self.fed += len(data)
+        self._queue.put(bytes(data))
+
+    def finish(self) -> Imported | None:
+        """Wait for the DAG of everything fed; None when the import failed."""
+        self._queue.put(_EOF)
+        self._done.wait()
+        if self._error is not None:
+            log.warning("streaming import failed (falling back to the spool): %s",
+                        self._error)
+            return None
+        return self._result
+
+    def abandon(self) -> None:
+        self._aborted = True
+        try:
+            self._queue.put_nowait(_ABORT)
+        except queue.Full:  # the importer is busy: it drains the queue, then sees the flag
+            threading.Thread(target=self._queue.put, args=(_ABORT,), daemon=True).start()
+
+log = logging.getLogger("mcpfs.mounts.mfs")
 MFS_TIMEOUT = 1.0  # kernel attr/entry cache lifetime: MFS can change under us (CLI, socket)
 
 
@@ -73,6 +164,7 @@ class MfsMount(Mount):
     name = "mfs"
     capabilities = Capabilities(writable=True, rename=True, random_write=True, symlinks=True,
                                 attr_timeout=MFS_TIMEOUT, entry_timeout=MFS_TIMEOUT)
+    memory_commit = True  # vfs may hand commit() a spool still in memory
 
     def __init__(self, repo: Any, limiter: trio.CapacityLimiter | None = None) -> None:
         """``repo``: a backends.ipfs.node.Repo; its ``mfs`` is opened here (reads the root
@@ -93,19 +185,55 @@ class MfsMount(Mount):
             if self.mfs.tree.kind(cid) != "directory":
                 raise McpfsError(f"/mfs/{'/'.join(segs[:i])}: not a directory",
                                  errno=errno.ENOTDIR)
-            child = self.listings.child(cid, name)
+            child = self._child(cid, name)
             if child is None:
                 raise McpfsError(f"/mfs/{path}: no such file", errno=errno.ENOENT)
             cid = child
         return cid
 
+    def _child(self, cid: CID, name: str) -> CID | None:
+        """MFS's decoded directory when cached (a directory MFS just wrote: no decoding of
+        its new block), else the listing cache, else the reader."""
+        state = self.mfs.tree.dirs.get(cid)
+        if state is not None:
+            entry = state.get(name)
+            return entry[0] if entry is not None else None
+        return self.listings.child(cid, name)
+
+    def _attr(self, cid: CID) -> Attr:
+        state = self.mfs.tree.dirs.get(cid)
+        if state is not None:  # a directory: its Attr without decoding its block
+            mtime = state.mtime
+            return Attr(DIR, 0, None if state.mode is None else state.mode & 0o777,
+                        **({"mtime_ns": mtime[0] * 10**9 + (mtime[1] or 0)} if mtime else {}),
+                        cid=str(cid))
+        return attr_of(self.reader.stat(cid))
+
     async def resolve(self, path: str) -> tuple[CID, Attr]:
         def work() -> tuple[CID, Attr]:
             cid = self._resolve_sync(path)
-            return cid, attr_of(self.reader.stat(cid))
+            return cid, self._attr(cid)
         return await ipfs_call(self.limiter, work, f"/mfs/{path}")
 
+    def _cached(self, path: str) -> Attr | None:
+        """From MFS's decoded directories alone (no I/O, so on the trio thread): the Attr of
+        a directory, or ENOENT for a missing name (the lookup before every create, the
+        getattr of the parent a create invalidated); None when that needs the reader."""
+        cid = self.mfs.root()
+        for name in split(path):
+            state = self.mfs.tree.dirs.get(cid)
+            if state is None:
+                return None
+            entry = state.get(name)
+            if entry is None:
+                raise McpfsError(f"/mfs/{path}: no such file", errno=errno.ENOENT)
+            cid = entry[0]
+        return self._attr(cid) if cid in self.mfs.tree.dirs else None
+
     async def lookup(self, path: str) -> Attr:
+        attr = self._cached(path)
+        if attr is not None:
+            return attr
         return (await self.resolve(path))[1]
 
     async def listdir(self, path: str) -> AsyncIterator[tuple[str, Attr]]:
@@ -122,6 +250,16 @@ class MfsMount(Mount):
         if attr.kind != FILE:
             raise McpfsError(f"/mfs/{path}: is a directory", errno=errno.EISDIR)
         return CidReader(self.reader, cid, self.limiter)
+
+    async def aclose(self) -> None:
+        """Unmount: make the MFS root durable (blocks fsynced, root file synced)."""
+        with block_errors("sync /mfs"):
+            await self.mfs.flush()
+
+    async def sync(self) -> None:
+        """fsync(2) of a file: make the committed MFS root durable now."""
+        with block_errors("sync /mfs"):
+            await self.mfs.flush()
 
     async def statfs(self) -> StatFS:
         return await trio.to_thread.run_sync(statfs_of, self.repo.root, limiter=self.limiter)
@@ -140,7 +278,7 @@ class MfsMount(Mount):
 
         def probe() -> Attr | None:  # one hop: the target, else its parent must be a dir
             try:
-                return attr_of(self.reader.stat(self._resolve_sync(path)))
+                return self._attr(self._resolve_sync(path))
             except McpfsError as exc:
                 if exc.errno != errno.ENOENT:
                     raise
@@ -155,16 +293,33 @@ class MfsMount(Mount):
             raise McpfsError(f"/mfs/{path}: is a directory", errno=errno.EISDIR)
         return Writer(path, spool, existed=True, extra={"size": attr.size})
 
+    def start_stream(self, writer: Writer) -> StreamImport:
+        """A streaming import for a file being written sequentially from offset 0."""
+        return StreamImport(self.mfs)
+
     async def commit(self, writer: Writer) -> Attr:
-        """Import the spool as the file's new content and flush the MFS root. On failure
-        MFS is unchanged (its mutations are all-or-nothing) and the error propagates. The
-        spool file is opened and read inside MFS's worker thread (no extra hops)."""
-        source = SpoolSource(writer.spool.path)
-        try:
-            with block_errors(f"commit /mfs/{writer.path}"):
-                await self.mfs.write(mfs_path(writer.path), source, create=True, truncate=True)
-        finally:
-            source.close()
+        """Make the written bytes the file's content (see the module docstring for the
+        three routes) and commit the MFS root. On failure MFS is unchanged (its mutations
+        are all-or-nothing) and the error propagates."""
+        path = mfs_path(writer.path)
+        stream: StreamImport | None = writer.extra.pop("stream", None)
+        with block_errors(f"commit /mfs/{writer.path}"):
+            if stream is not None:
+                imported = await trio.to_thread.run_sync(stream.finish)
+                if imported is not None:
+                    await self.mfs.link(path, imported.cid, imported.tsize)
+                    log.debug("commit %s: linked the streamed import of %s", imported.cid, path)
+                    return Attr(FILE, imported.size)
+            spool = writer.spool
+            if getattr(spool, "in_memory", False):
+                data = spool.getvalue()
+                await self.mfs.write(path, data, create=True, truncate=True)
+                return Attr(FILE, len(data))
+            source = SpoolSource(spool.path)
+            try:
+                await self.mfs.write(path, source, create=True, truncate=True)
+            finally:
+                source.close()
         return Attr(FILE, source.size)
 
     async def unlink(self, path: str) -> None:

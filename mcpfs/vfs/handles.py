@@ -10,6 +10,17 @@ write or truncate that needs it; a truncate to 0 (or O_TRUNC, or a new file) ski
 :meth:`OpenFile.commit` hands the spool to the Mount (after a journal row says so) and is
 all-or-nothing on the backend; on failure the row is marked failed and the spool is kept.
 
+Streaming: while every write extends a file that started empty (a new file, O_TRUNC, a
+truncate to 0) and the Mount offers ``start_stream(writer)`` (/mfs), the bytes also feed an
+import running as they arrive: started once the file outgrows the memory spool
+(``spool.MEMORY_MAX``), fed in the same worker-thread hop as the spool write (the feed
+blocks when the importer is behind: back-pressure), and handed to the Mount's ``commit``
+in ``writer.extra["stream"]`` when the file is still purely sequential. Any other write or
+truncate abandons it (``stream.abandon()``) and the commit imports the spool as before.
+A memory spool is committed from memory when the Mount says ``memory_commit`` (the journal
+row then stays ``open``: nothing on disk could be re-committed after a crash, and close()
+has not returned); other Mounts get the spool written out first.
+
 Journal rows: ``open`` from creation, ``committing`` from the start of a commit until the
 next change (or the final close, which removes the row), ``failed`` after a failed commit.
 
@@ -33,7 +44,7 @@ from ..errors import McpfsError
 from ..mounts.base import FILE, Attr, Mount, Reader, Writer
 from .inodes import Node
 from .journal import COMMITTING, FAILED, OPEN, Journal
-from .spool import Spool
+from .spool import MEMORY_MAX, Spool
 from .spool import limiter as spool_limiter
 
 log = logging.getLogger("mcpfs.vfs")
@@ -56,6 +67,14 @@ class OpenFile:
         self.journal = journal
         self.journal_id = journal_id
         self.row_state = OPEN  # the journal row's state as last written
+        self.sequential = filled and size == 0  # every write so far appended to empty
+        self.stream: Any = None  # the Mount's streaming import, while sequential
+
+    def _abandon_stream(self) -> None:
+        self.sequential = False
+        if self.stream is not None:
+            self.stream.abandon()
+            self.stream = None
 
     async def _redirty(self) -> None:
         """A change after a commit: the row must say OPEN again (a committing row would be
@@ -86,17 +105,43 @@ class OpenFile:
         async with self.lock:
             await self._fill_locked()
             await self._redirty()
+            if self.sequential and offset != self.size:
+                self._abandon_stream()
             if offset > self.size:  # a hole: make the spool's length the logical size first
                 await self.spool.truncate(self.size)
-            n = await self.spool.write(offset, data)
+            feed = None
+            if self.sequential:
+                if self.stream is None and offset + len(data) > MEMORY_MAX:
+                    await self._start_stream()
+                if self.stream is not None:
+                    feed = self.stream.feed
+            n = await self.spool.write(offset, data, feed)
             self.size = max(self.size, offset + n)
             self.dirty = True
             return n
+
+    async def _start_stream(self) -> None:
+        """Begin the Mount's streaming import with what the (memory) spool holds."""
+        start = getattr(self.mount, "start_stream", None)
+        if start is None:
+            self.sequential = False
+            return
+        self.stream = start(self.writer)
+        if self.stream is None:
+            self.sequential = False
+            return
+        if self.size:
+            head = await self.spool.read(0, self.size)
+            await trio.to_thread.run_sync(self.stream.feed, head, limiter=spool_limiter())
 
     async def truncate(self, size: int) -> None:
         async with self.lock:
             if size == 0:
                 self.filled = True
+            if size != self.size or not (self.sequential and size == 0):
+                self._abandon_stream()
+            if size == 0 and self.stream is None:
+                self.sequential = True  # empty again: the next writes may stream
             await self._fill_locked()
             await self._redirty()
             await self.spool.truncate(size)
@@ -111,12 +156,19 @@ class OpenFile:
                 return None
             await self._fill_locked()
             self.writer.path = sub_path
-            if self.journal is not None and self.journal_id is not None:
+            memory = self.spool.in_memory and getattr(self.mount, "memory_commit", False)
+            if not memory:
+                await self.spool.materialize()
+            if self.stream is not None:  # still purely sequential: the DAG is being built
+                self.writer.extra["stream"], self.stream = self.stream, None
+                self.sequential = False  # consumed: later appends go through the spool
+            if not memory and self.journal is not None and self.journal_id is not None:
                 await self.journal.set(self.journal_id, COMMITTING, sub_path)
                 self.row_state = COMMITTING
             try:
                 attr = await self.mount.commit(self.writer)
             except BaseException as exc:
+                await self.spool.materialize()  # kept for the journal's retry
                 if self.journal is not None and self.journal_id is not None:
                     with trio.CancelScope(shield=True):
                         await self.journal.set(self.journal_id, FAILED)
@@ -135,6 +187,12 @@ class OpenFile:
         """Close and remove the spool and the journal row (nothing left to commit): one
         worker-thread hop for both."""
         journal, row = self.journal, self.journal_id
+        if self.stream is not None:
+            self.stream.abandon()
+            self.stream = None
+        if self.spool.fd is None and (journal is None or row is None):
+            self.spool.close_sync(delete=True)
+            return
 
         def work() -> None:
             self.spool.close_sync(delete=True)
@@ -144,7 +202,10 @@ class OpenFile:
 
     async def keep(self) -> None:
         """Close the spool but keep it (a failed commit, retried at the next start)."""
-        await self.spool.close(delete=False)
+        if self.stream is not None:
+            self.stream.abandon()
+            self.stream = None
+        await trio.to_thread.run_sync(self.spool.close_sync, False, limiter=spool_limiter())
 
 
 @dataclass(eq=False)

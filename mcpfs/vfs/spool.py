@@ -1,7 +1,11 @@
 """Spool files: the local copy of a file open for writing, in ``<cache>/spool/``.
 
 A :class:`Spool` owns one file descriptor on one spool file (created 0600, exclusive).
-Every I/O call runs in a worker thread under the spool limiter; a full disk raises
+A spool created with ``memory=True`` starts as a byte buffer with no file: small files (the
+common case of many small writes) never touch the disk or a worker thread here; the file is
+created, and the buffer written to it, once the content grows past ``MEMORY_MAX`` or when
+:meth:`materialize` is called (a commit by a Mount that reads ``path``, a kept spool).
+Every file I/O call runs in a worker thread under the spool limiter; a full disk raises
 :class:`~mcpfs.errors.NoSpace` (ENOSPC to the writer) after whatever part of the write fit
 is on disk, other OS errors a McpfsError with the same errno. ``close(delete=True)`` removes
 the file; a spool whose commit failed is closed with ``delete=False`` and stays for the
@@ -17,7 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import trio
@@ -25,6 +29,7 @@ import trio
 from ..errors import McpfsError, NoSpace
 
 SPOOL_THREADS = 8  # concurrent spool I/O calls
+MEMORY_MAX = 256 * 1024  # bytes a memory spool holds before it becomes a file
 _limiter: trio.CapacityLimiter | None = None
 
 
@@ -43,16 +48,26 @@ def _oserror(exc: OSError, what: str) -> McpfsError:
 
 
 class Spool:
-    def __init__(self, path: str | os.PathLike[str], fd: int) -> None:
+    def __init__(self, path: str | os.PathLike[str], fd: int | None,
+                 memory: bytearray | None = None) -> None:
         self.path = str(path)
         self.fd = fd
+        self.mem = memory  # the content while no file exists (memory spool)
         self.closed = False
+
+    @property
+    def in_memory(self) -> bool:
+        return self.mem is not None
 
     # ---------------------------------------------------------------- opening
     @classmethod
-    def create_sync(cls, folder: str | os.PathLike[str]) -> Spool:
-        Path(folder).mkdir(parents=True, exist_ok=True)
+    def create_sync(cls, folder: str | os.PathLike[str], memory: bool = False) -> Spool:
+        """A new spool in ``folder``; with ``memory`` the file is only named (created by
+        :meth:`materialize`)."""
         path = Path(folder) / f"{uuid.uuid4().hex}.spool"
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        if memory:
+            return cls(path, None, bytearray())
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as exc:
@@ -60,7 +75,9 @@ class Spool:
         return cls(path, fd)
 
     @classmethod
-    async def create(cls, folder: str | os.PathLike[str]) -> Spool:
+    async def create(cls, folder: str | os.PathLike[str], memory: bool = False) -> Spool:
+        if memory:
+            return cls.create_sync(folder, memory=True)
         return await trio.to_thread.run_sync(cls.create_sync, folder, limiter=limiter())
 
     @classmethod
@@ -68,10 +85,40 @@ class Spool:
         """Reopen an existing spool (journal recovery)."""
         return cls(path, os.open(path, os.O_RDWR | os.O_CLOEXEC))
 
+    def materialize_sync(self) -> None:
+        """Create the file of a memory spool and write the buffer to it (blocking)."""
+        if self.mem is None:
+            return
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise _oserror(exc, "create spool") from None
+        self.fd = fd
+        data, self.mem = self.mem, None
+        try:
+            self._pwrite(0, data)
+        except BaseException:
+            self.mem = data
+            self.fd = None
+            os.close(fd)
+            os.unlink(self.path)
+            raise
+
+    async def materialize(self) -> None:
+        if self.mem is not None:
+            await trio.to_thread.run_sync(self.materialize_sync, limiter=limiter())
+
+    def getvalue(self) -> bytes:
+        """The content of a memory spool."""
+        assert self.mem is not None
+        return bytes(self.mem)
+
     # ---------------------------------------------------------------- I/O
     def _pwrite(self, offset: int, data: bytes) -> int:
         view = memoryview(data)
         done = 0
+        assert self.fd is not None
         try:
             while done < len(view):
                 done += os.pwrite(self.fd, view[done:], offset + done)
@@ -79,10 +126,33 @@ class Spool:
             raise _oserror(exc, f"spool {self.path}") from None
         return done
 
-    async def write(self, offset: int, data: bytes) -> int:
-        return await trio.to_thread.run_sync(self._pwrite, offset, data, limiter=limiter())
+    def _mem_write(self, offset: int, data: bytes) -> int:
+        mem = self.mem
+        assert mem is not None
+        if offset > len(mem):
+            mem.extend(bytes(offset - len(mem)))
+        mem[offset:offset + len(data)] = data
+        return len(data)
+
+    async def write(self, offset: int, data: bytes,
+                    then: Callable[[bytes], None] | None = None) -> int:
+        """pwrite ``data``; ``then(data)`` runs after it in the same worker thread (a
+        streaming import's feed, which may block for back-pressure)."""
+        if self.mem is not None and offset + len(data) <= MEMORY_MAX and then is None:
+            return self._mem_write(offset, data)
+
+        def work() -> int:
+            self.materialize_sync()
+            n = self._pwrite(offset, data)
+            if then is not None:
+                then(data)
+            return n
+        return await trio.to_thread.run_sync(work, limiter=limiter())
 
     async def read(self, offset: int, size: int) -> bytes:
+        if self.mem is not None:
+            return bytes(self.mem[offset:offset + size])
+
         def work() -> bytes:
             try:
                 return os.pread(self.fd, size, offset)
@@ -91,7 +161,15 @@ class Spool:
         return await trio.to_thread.run_sync(work, limiter=limiter())
 
     async def truncate(self, size: int) -> None:
+        if self.mem is not None and size <= MEMORY_MAX:
+            if size < len(self.mem):
+                del self.mem[size:]
+            else:
+                self.mem.extend(bytes(size - len(self.mem)))
+            return
+
         def work() -> None:
+            self.materialize_sync()
             try:
                 os.ftruncate(self.fd, size)
             except OSError as exc:
@@ -99,6 +177,8 @@ class Spool:
         await trio.to_thread.run_sync(work, limiter=limiter())
 
     async def size(self) -> int:
+        if self.mem is not None:
+            return len(self.mem)
         return await trio.to_thread.run_sync(lambda: os.fstat(self.fd).st_size,
                                              limiter=limiter())
 
@@ -110,9 +190,14 @@ class Spool:
         return offset
 
     def close_sync(self, delete: bool = True) -> None:
+        """Close; ``delete`` removes the file (a memory spool kept is written out first)."""
         if self.closed:
             return
+        if not delete:
+            self.materialize_sync()
         self.closed = True
+        if self.fd is None:
+            return
         os.close(self.fd)
         if delete:
             try:
@@ -121,6 +206,9 @@ class Spool:
                 pass
 
     async def close(self, delete: bool = True) -> None:
+        if self.fd is None and delete:
+            self.closed = True
+            return
         await trio.to_thread.run_sync(self.close_sync, delete, limiter=limiter())
 
 

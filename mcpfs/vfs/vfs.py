@@ -31,7 +31,7 @@ from pathlib import Path
 import trio
 
 from ..errors import McpfsError, NotFound, ReadOnly
-from ..mounts.base import FILE, XATTR_PREFIX, Attr, Mount, StatFS, Writer
+from ..mounts.base import FILE, Attr, Mount, StatFS, Writer
 from ..mounts.root import RootMount
 from .handles import DirHandle, FileHandle, HandleTable, OpenFile
 from .inodes import InodeTable, Node, child_path, parent_of
@@ -255,7 +255,8 @@ class VFS:
         journal = self.journal
 
         def make() -> tuple[Spool, int | None]:  # one worker-thread hop for both
-            spool = Spool.create_sync(self.spool_dir)
+            spool = Spool.create_sync(self.spool_dir,  # a memory spool where the mount can
+                                      memory=getattr(mount, "memory_commit", False))
             try:
                 return spool, journal.add_sync(mount.name, sub, spool.path) if journal else None
             except BaseException:
@@ -358,6 +359,9 @@ class VFS:
         handle: FileHandle = self.handles.get(fh)
         if handle.open_file is not None and handle.open_file.dirty:
             await self._commit(handle.open_file)
+        sync = getattr(handle.mount, "sync", None)  # /mfs: make the committed root durable
+        if sync is not None and handle.writable:
+            await sync()
 
     async def release(self, fh: int) -> None:
         handle: FileHandle = self.handles.pop(fh)
@@ -378,7 +382,7 @@ class VFS:
 
     # ---------------------------------------------------------------- xattrs, statfs
     async def getxattr(self, ino: int, name: str) -> bytes:
-        if not name.startswith(XATTR_PREFIX):  # ls -l asks for ACLs and labels per file
+        if not name.startswith("user."):  # ls -l asks for ACLs and labels per file
             raise McpfsError(f"no attribute {name}", errno=errno.ENODATA)
         node = self.inodes.get(ino)
         mount, sub = self.route(node.path)

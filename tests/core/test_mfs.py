@@ -430,3 +430,52 @@ async def test_gc_lock_holds_gc_off_during_a_write(store, root_file):
         release.set()
     assert await fs.read("/f") == b"firstsecond"
     assert len(collected) == 1
+
+
+@pytest.mark.parametrize("params", [
+    ImportParams(hamt_threshold=600, hamt_fanout=4),  # deep shards, collisions
+    ImportParams(hamt_threshold=900, hamt_fanout=16, hamt_estimation="block", cid_version=1),
+    ImportParams(hamt_threshold=0),  # never sharded
+])
+def test_incremental_directories_equal_build_directory(params):
+    """Random inserts, replaces and removes through the cached, incremental directory
+    states give at every step the CID build_directory gives for the same entries
+    (both ways across the HAMT switch), with no directory ever decoded again."""
+    from mcpfs.backends.ipfs.mfs_dirs import DirState
+    rng = random.Random(5)
+    mem = MemoryBlockstore()
+    put = lambda b: _put_with(mem, params, b)  # noqa: E731
+    files = [import_bytes(mem, rand(rng.randrange(0, 50), i), params) for i in range(8)]
+    state = DirState.of(())
+    model: dict = {}
+    for step in range(400):
+        name = f"n{rng.randrange(60)}" + "x" * rng.randrange(3)
+        if name in model and rng.random() < 0.45:
+            del model[name]
+            change = {name: None}
+        else:
+            f = rng.choice(files)
+            model[name] = (f.cid, f.tsize)
+            change = {name: (f.cid, f.tsize)}
+        state = state.apply(change, params)
+        got = state.encode(params, put)
+        want = build_directory([(n, c, t) for n, (c, t) in model.items()], params,
+                               lambda b: _put_with(MemoryBlockstore(), params, b))
+        assert (got.cid, got.tsize, got.sharded) == (want.cid, want.tsize, want.sharded), step
+
+
+async def test_directory_cache_serves_updates_without_decoding(store, root_file, fs):
+    await fs.mkdir("/d")
+    for i in range(30):
+        await fs.write(f"/d/f{i}", b"x", create=True, flush=False)
+    calls = []
+    real = fs.reader.unixfs_node
+    fs.reader.unixfs_node = lambda cid: calls.append(cid) or real(cid)
+    await fs.write("/d/new", b"y", create=True, flush=False)
+    d = fs.tree.resolve(fs.root(), "/d")
+    assert fs.tree.child(d, "new") is not None and fs.tree.kind(d) == "directory"
+    assert all(fs.tree.kind(c) != "directory" for c in calls)  # no directory decoded
+    fresh = open_mfs(store, root_file.with_name("other"))
+    assert str(fresh.tree.resolve(fs.root(), "/d")) == str(d)
+    assert sorted(e["Name"] for e in await fs.ls("/d")) == sorted(
+        [f"f{i}" for i in range(30)] + ["new"])

@@ -11,6 +11,7 @@ import random
 import pytest
 
 from mcpfs.backends.ipfs.node import Repo
+from mcpfs.backends.ipfs.pins import walk_dag
 from mcpfs.config import paths
 from tests.conftest import pattern_bytes
 
@@ -149,3 +150,49 @@ def test_python_file_io(mnt):
         open(mnt / "mfs", "w")
     with pytest.raises(FileNotFoundError):
         open(mnt / "mfs" / "no" / "such", "w")
+
+
+def test_cp_of_a_large_file_is_imported_as_it_arrives(daemon, tmp_path):
+    """cp writes front to back: the DAG is built while the bytes arrive and linked at
+    close (no re-import of the spool); the CID equals `mcpfs add -n`."""
+    mnt = daemon.start({"MCPFS_LOG": "DEBUG"})
+    src = tmp_path / "large.bin"
+    data = pattern_bytes(5_000_000, 17)
+    src.write_bytes(data)
+    run("cp", str(src), str(mnt / "mfs" / "large.bin"))
+    cid = os.getxattr(mnt / "mfs" / "large.bin", "user.mcpfs.cid").decode()
+    assert cid == mcpfs("add", "-n", "-Q", str(src)).stdout.strip()
+    assert "linked the streamed import of /large.bin" in daemon.log_text()
+    assert (mnt / "mfs" / "large.bin").read_bytes() == data
+    with open(mnt / "mfs" / "large.bin", "r+b") as fh:  # random write: spool import
+        fh.seek(4_000_000)
+        fh.write(b"patched")
+    patched = data[:4_000_000] + b"patched" + data[4_000_007:]
+    assert (mnt / "mfs" / "large.bin").read_bytes() == patched
+    src.write_bytes(patched)
+    assert os.getxattr(mnt / "mfs" / "large.bin", "user.mcpfs.cid").decode() == \
+        mcpfs("add", "-n", "-Q", str(src)).stdout.strip()
+
+
+def test_many_small_files_committed_without_fsync_survive_kill_9(daemon):
+    """A commit records its root without fsync (the flusher syncs every ~1 s): a kill -9
+    right after close() keeps every closed file; a clean unmount leaves the synced root
+    file naming the last root."""
+    mnt = daemon.start()
+    d = mnt / "mfs" / "many"
+    d.mkdir()
+    for i in range(200):
+        (d / f"f{i:03d}").write_bytes(b"%d" % i)
+    daemon.kill9()
+    repo = Repo(paths().repo_dir)
+    names = [e["Name"] for e in repo.mfs.tree.ls(repo.mfs.root(), "/many")]
+    assert names == [f"f{i:03d}" for i in range(200)]
+    assert len(list(walk_dag(repo.store, repo.mfs.root()))) == 202  # root, dir, 200 files
+    mnt = daemon.start()
+    assert len(os.listdir(mnt / "mfs" / "many")) == 200
+    (mnt / "mfs" / "last").write_bytes(b"last")
+    daemon.stop()  # unmount: the flusher's final sync
+    repo = Repo(paths().repo_dir)
+    synced = repo.mfs.records.read_synced()
+    assert synced == repo.mfs.root() and repo.mfs.tree.lookup(synced, ["last"]) is not None
+    assert not repo.mfs.records.log_path.exists()

@@ -163,6 +163,7 @@ async def test_journal_completes_an_interrupted_commit(drv, journal):
     fh, _ = await drv.vfs.create(await drv.ino("mfs"), "crash", os.O_WRONLY | os.O_CREAT)
     await drv.vfs.write(fh, 0, b"survives")
     of = drv.vfs.open_files[(await drv.ino("mfs/crash"))]
+    await of.spool.materialize()  # a row is "committing" only with its spool on disk
     await journal.set(of.journal_id, COMMITTING, "crash")
     # ...and one that was still being written: discarded.
     fh2, _ = await drv.vfs.create(await drv.ino("mfs"), "half", os.O_WRONLY | os.O_CREAT)
@@ -213,3 +214,75 @@ async def test_every_mfs_entry_has_a_cid(drv):
         assert got.decode() == (await drv.repo.mfs.stat(mfs_path))["Hash"]
     assert await drv.errno_of(drv.vfs.getxattr(await drv.ino(""), "user.mcpfs.cid")) \
         == errno.ENODATA
+
+
+async def _write_tracking(drv, path: str, writes):
+    """create ``path``, apply ``writes`` ((offset, bytes) or ("truncate", size)), close;
+    return (MFS methods the commit used, whether a stream was running before close)."""
+    used = []
+    mfs = drv.repo.mfs
+    for name in ("link", "write"):
+        real = getattr(mfs, name)
+
+        async def spy(*a, _real=real, _name=name, **k):
+            used.append(_name)
+            return await _real(*a, **k)
+        setattr(mfs, name, spy)  # instance attributes over the methods, removed below
+    parent, name = await drv.parent(path)
+    fh, entry = await drv.vfs.create(parent, name, os.O_WRONLY | os.O_CREAT)
+    of = drv.vfs.open_files[entry.ino]
+    for op in writes:
+        if op[0] == "truncate":
+            await drv.vfs.setattr(entry.ino, size=op[1], fh=fh)
+        else:
+            await drv.vfs.write(fh, op[0], op[1])
+    streaming = of.stream is not None
+    await drv.vfs.flush(fh)
+    await drv.vfs.release(fh)
+    del mfs.link, mfs.write
+    return used, streaming
+
+
+async def test_sequential_writes_are_imported_as_they_arrive(drv):
+    """A file written front to back is chunked and hashed while it is written, and the
+    commit links the finished DAG (no re-import); the CID equals `mcpfs add -n`."""
+    data = pattern_bytes(3_000_000, 21)
+    piece = 128 * 1024
+    used, streaming = await _write_tracking(
+        drv, "mfs/streamed.bin", [(i, data[i:i + piece]) for i in range(0, len(data), piece)])
+    assert streaming and used == ["link"]
+    assert (await drv.repo.mfs.stat("/streamed.bin"))["Hash"] == only_hash(data)
+    assert await drv.cat("mfs/streamed.bin") == data
+    assert not list((paths().cache_dir / "spool").iterdir())
+
+
+async def test_non_sequential_writes_fall_back_to_the_spool(drv):
+    data = bytearray(pattern_bytes(1_500_000, 22))
+    piece = 100_000
+    writes = [(i, bytes(data[i:i + piece])) for i in range(0, 1_200_000, piece)]
+    writes.append((1_200_000, bytes(data[1_200_000:])))
+    writes.append((10, b"REWRITTEN"))  # a write behind the end abandons the stream
+    data[10:19] = b"REWRITTEN"
+    used, streaming = await _write_tracking(drv, "mfs/rand.bin", writes)
+    assert not streaming and used == ["write"]
+    assert (await drv.repo.mfs.stat("/rand.bin"))["Hash"] == only_hash(bytes(data))
+    # a truncate in the middle of a sequential file abandons it as well
+    writes = [(0, bytes(600_000)), ("truncate", 300_000), (300_000, b"tail")]
+    used, streaming = await _write_tracking(drv, "mfs/trunc.bin", writes)
+    assert not streaming and used == ["write"]
+    assert (await drv.repo.mfs.stat("/trunc.bin"))["Hash"] == only_hash(bytes(300_000) + b"tail")
+    # small files never start a stream: imported from the memory spool
+    used, streaming = await _write_tracking(drv, "mfs/small", [(0, b"tiny")])
+    assert not streaming and used == ["write"]
+    assert (await drv.repo.mfs.stat("/small"))["Hash"] == only_hash(b"tiny")
+
+
+async def test_abandoned_stream_and_unlinked_file_leave_nothing(drv):
+    fh, entry = await drv.vfs.create(await drv.ino("mfs"), "gone", os.O_WRONLY | os.O_CREAT)
+    await drv.vfs.write(fh, 0, pattern_bytes(700_000, 1))
+    assert drv.vfs.open_files[entry.ino].stream is not None
+    await drv.vfs.unlink(await drv.ino("mfs"), "gone")
+    await drv.vfs.flush(fh)
+    await drv.vfs.release(fh)
+    assert not await drv.repo.mfs.exists("/gone")
+    assert not list((paths().cache_dir / "spool").iterdir())

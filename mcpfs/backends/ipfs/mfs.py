@@ -1,21 +1,42 @@
 """kubo's Mutable File System (``ipfs files``) over our blockstore, for trio.
 
-``MFS`` holds one root CID in memory and persists it in ``root_file`` (the CID as text).
-The root file changes only in :meth:`MFS.flush`: blockstore ``sync()`` first, then a
-temporary file, fsync, rename, fsync of the folder. A crash at any point therefore leaves the
-last flushed root, whose blocks were all synced before it was recorded. Mutations flush by
-default (kubo's ``--flush=true``); with ``flush=False`` the change lives in memory until the
-next flush and is lost by a crash.
+``MFS`` holds one root CID in memory and records it through :mod:`mfs_root` (a synced
+root file plus an append-only log of committed roots). Durability has two levels:
 
-Path operations themselves live in :mod:`mfs_tree` (pure functions root -> new root).
+- **committed**: every mutation (with ``flush=True``, kubo's default) writes its blocks,
+  then appends the new root to ``<root_file>.log`` (one ``write(2)``, no fsync). A
+  ``kill -9`` at any point leaves the last committed root, and every block it references
+  was written before it was recorded (the kernel keeps written data).
+- **synced**: :meth:`MFS.sync` fsyncs every block written so far (``store.sync()``) and
+  *then* writes the root it captured before that to ``root_file`` (temp file, fsync, rename,
+  fsync of the folder). ``root_file`` therefore never names a block that was not synced
+  first, and it survives a power loss.
+
+Without a flusher every commit is also synced (CLI processes, tests: kubo's behaviour).
+While :meth:`run_flusher` runs (the daemon starts it in its nursery), commits are only
+committed, and the flusher syncs at most every ``FLUSH_INTERVAL`` seconds when something
+changed; :meth:`flush` (``mcpfs files flush``; fsync(2) of a file through the mount;
+unmount) and the flusher's own exit (unmount, SIGTERM) sync at once.
+
+Loading takes the last log record if it was written in the current boot (a process crash:
+the page cache that holds its unsynced blocks survived), else the synced root: after
+``kill -9`` the last committed root is back, after a power cut the last synced one (at most
+about one flush interval old).
+
+With ``flush=False`` a change lives in memory only until the next flush and a crash loses
+it. Path operations themselves live in :mod:`mfs_tree` (pure functions root -> new root).
 File CIDs: a written file is re-imported with the MFS params, so its CID equals
 ``ipfs add`` of the same bytes with those params (our documented choice; kubo's DagModifier
-may produce a different DAG for the same bytes).
+may produce a different DAG for the same bytes). :meth:`link` puts an already imported DAG
+(a streamed import) at a path in one step.
 
 Concurrency and lock order:
 
-1. ``MFS._lock`` (trio.Lock) serializes mutations and flushes; reads take no lock and work
-   on a snapshot of the root (CIDs are immutable).
+1. ``MFS._lock`` (trio.Lock) serializes mutations; reads take no lock and work on a
+   snapshot of the root (CIDs are immutable). Syncs run without ``_lock`` (a sync never holds
+   up mutations: it captures a committed root, whose blocks were all written before it
+   was committed); ``_sync_mutex`` (threading.Lock, in the worker thread) makes each
+   ``store.sync()`` + record one step, and a record never goes back to an older root.
 2. inside the worker thread, ``gc_lock.writing()`` (gc.GCLock, optional) for the whole
    mutation, so a GC never runs between "blocks written" and "root linked".
 3. the blockstore's and reader's own internal locks (leaves).
@@ -23,14 +44,16 @@ Concurrency and lock order:
 All blocking work (hashing, block I/O, fsync) runs in ``trio.to_thread.run_sync`` under one
 CapacityLimiter. A mutation's thread is not abandoned on cancellation: it completes (or
 fails) before the cancellation is delivered, and ``_root`` is assigned inside the thread,
-so a mutation is all-or-nothing. GC must keep :meth:`pending_roots` (the in-memory root and
-the last flushed one).
+so a mutation is all-or-nothing. GC must keep :meth:`pending_roots` (the in-memory root,
+the committed one and the synced one).
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -44,14 +67,17 @@ from .cid import CID
 from .gc import GCLock
 from .importer import ImportParams
 from .mfs_tree import READ_PIECE, Tree, split_path
-from .pins import atomic_write
+from .mfs_root import RootFiles
 from .reader import UnixFSReader
+
+log = logging.getLogger("mcpfs.mfs")
 
 # kubo's MFS defaults: CIDv0, size-262144 chunks, dag-pb leaves, balanced layout.
 MFS_PARAMS: Final = ImportParams()
 EMPTY_DIR_V0: Final = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
 THREADS: Final = 4  # worker threads for MFS block work (reads and the one mutation)
 SOURCE_PIECE: Final = 256 * 1024  # bytes pulled per read() from a file-like write source
+FLUSH_INTERVAL: Final = 1.0  # seconds between background syncs while run_flusher runs
 
 
 def _source_iter(data: Any, piece: int = SOURCE_PIECE) -> Iterator[bytes]:
@@ -106,17 +132,18 @@ class MFS:
         self._gc_lock = gc_lock
         self._lock = trio.Lock()
         self._limiter = limiter or trio.CapacityLimiter(THREADS)
-        if self.root_file.exists():
-            try:
-                root = CID.decode(self.root_file.read_text().strip())
-            except InvalidInput as exc:
-                raise McpfsError(f"{self.root_file}: invalid MFS root: {exc}") from None
-            if not store.has(root):
-                raise BlockNotFound(f"MFS root {root} is missing from the blockstore")
-        else:
+        self.records = RootFiles(self.root_file)
+        self.deferred = False  # True while run_flusher runs: commits are not fsynced
+        root, synced = self.records.load(store.has)
+        if root is not None and not store.has(root):
+            raise BlockNotFound(f"MFS root {root} is missing from the blockstore")
+        if root is None:
             root = self.tree.empty_dir().cid
         self._root = root
-        self._flushed = root
+        self._flushed = root  # last committed root
+        self._synced = synced if synced is not None and store.has(synced) else root
+        self._seq = self._flushed_seq = self._synced_seq = 0  # commit numbers
+        self._sync_mutex = threading.Lock()  # one store.sync() + record at a time
 
     @classmethod
     async def open(cls, *args: Any, **kwargs: Any) -> MFS:
@@ -131,16 +158,35 @@ class MFS:
     def flushed_root(self) -> CID:
         return self._flushed
 
-    def pending_roots(self) -> list[CID]:
-        """Every root GC must keep for MFS: the in-memory one and the last flushed one."""
-        return list(dict.fromkeys([self._root, self._flushed]))
+    def synced_root(self) -> CID:
+        return self._synced
 
-    def _flush_sync(self) -> None:
-        """Persist ``_root``: sync blocks, then atomically replace the root file."""
+    def pending_roots(self) -> list[CID]:
+        """Every root GC must keep for MFS: in-memory, last committed, last synced."""
+        return list(dict.fromkeys([self._root, self._flushed, self._synced]))
+
+    def _commit_sync(self) -> None:
+        """Record ``_root`` as committed (under ``_lock``): synced at once unless a
+        flusher runs, else appended to the root log without fsync."""
         root = self._root
-        self.store.sync()
-        atomic_write(self.root_file, f"{root}\n".encode())
-        self._flushed = root
+        self._seq += 1
+        if self.deferred:
+            self.records.append(root)
+        else:
+            self._sync_now(root, self._seq)
+            self.records.drop_log()
+        self._flushed, self._flushed_seq = root, self._seq
+
+    def _sync_now(self, root: CID, seq: int) -> None:
+        """fsync every block written so far, then record ``root`` (committed as number
+        ``seq`` before this call, so all its blocks were written) as the synced root,
+        unless a later one is recorded already."""
+        with self._sync_mutex:
+            self.store.sync()
+            if seq < self._synced_seq:
+                return
+            self.records.write_synced(root)
+            self._synced, self._synced_seq = root, seq
 
     # ---------------------------------------------------------------- runners
     async def _run(self, fn: Callable[[], Any]) -> Any:
@@ -154,7 +200,7 @@ class MFS:
                     new_root = op(self._root)
                     self._root = new_root
                     if flush:
-                        self._flush_sync()
+                        self._commit_sync()
                     return new_root
             return await self._run(work)
 
@@ -192,13 +238,54 @@ class MFS:
     async def symlink(self, path: str, target: str, flush: bool = True) -> None:
         await self._mutate(lambda r: self.tree.symlink(r, path, target), flush)
 
+    async def link(self, path: str, cid: CID, tsize: int, parents: bool = False,
+                   flush: bool = True) -> None:
+        """Make the already imported file DAG ``cid`` (cumulative size ``tsize``) the file
+        at ``path``, replacing a file there: one step, no bytes read. EISDIR on a
+        directory, ENOENT/ENOTDIR for a bad parent (unless ``parents``)."""
+        await self._mutate(lambda r: self.tree.link(r, path, cid, tsize, parents), flush)
+
     async def flush(self, path: str = "/") -> CID:
-        """Persist the current root (see module docstring); return the CID at ``path``."""
+        """Commit and sync the current root (see module docstring); the CID at ``path``."""
         async with self._lock:
-            def work() -> CID:
-                self._flush_sync()
-                return self.tree.resolve(self._root, path)
-            return await self._run(work)
+            if self._root != self._flushed:
+                await self._run(self._commit_sync)
+            root, seq = self._flushed, self._flushed_seq
+        await self._sync(root, seq)
+        return await self._run(lambda: self.tree.resolve(root, path))
+
+    async def sync(self) -> None:
+        """Make the last committed root durable (no-op when it is). Runs beside
+        mutations: a committed root's blocks were all written before it was committed."""
+        await self._sync(self._flushed, self._flushed_seq)
+
+    async def _sync(self, root: CID, seq: int) -> None:
+        if seq <= self._synced_seq and root == self._synced:
+            return
+        await self._run(lambda: self._sync_now(root, seq))
+
+    async def run_flusher(self, interval: float = FLUSH_INTERVAL, *,
+                          task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Defer syncs while this runs (see the module docstring): sync every ``interval``
+        seconds when the committed root changed, and once more when cancelled."""
+        self.deferred = True
+        task_status.started()
+        try:
+            while True:
+                await trio.sleep(interval)
+                if self._flushed != self._synced:
+                    try:
+                        await self.sync()
+                    except McpfsError as exc:
+                        log.error("MFS background sync failed: %s", exc)
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    async with self._lock:
+                        self.deferred = False
+                        await self._run(self._commit_sync)  # syncs, drops the log
+                except McpfsError as exc:
+                    log.error("MFS final sync failed: %s", exc)
 
     # ---------------------------------------------------------------- reads (no lock)
     async def stat(self, path: str) -> dict:

@@ -2,12 +2,16 @@
 
 Every operation takes the current root CID and returns the new one; nothing is mutated in
 place, so a failing operation leaves no trace except unreferenced blocks (which the next GC
-removes). A change to ``/a/b/c`` lists ``/a/b``, edits its entries and rebuilds it with
-:func:`directory.build_directory` (plain or HAMT, switching both ways as boxo does), then
-rebuilds ``/a`` and ``/`` with the new child link: O(entries on the path) per change. There
-is no directory cache; the reader's node LRU makes repeated lookups cheap.
+removes). A change to ``/a/b/c`` edits the entries of ``/a/b`` and encodes it again (plain
+or HAMT, switching both ways as boxo does), then ``/a`` and ``/`` with the new child
+link. Directories are kept decoded in a
+:class:`mfs_dirs.DirCache` by CID (each change publishes the new versions), and only the
+changed entries are encoded again (a HAMT only along the changed shard path), so a change
+costs one C-level copy of each directory's entry dict on the path and no decoding; the
+resulting CIDs are those of :func:`directory.build_directory` on the same entries.
 
-Files written through MFS are re-imported with the MFS params: old prefix + zero fill + new
+Files written through MFS are re-imported with the MFS params (a file of one chunk without
+the importer's write-behind threads): old prefix + zero fill + new
 data + old suffix are streamed as fixed-size chunks into the importer, so a file's CID equals
 ``ipfs add`` of the same bytes with the same params, and memory stays at about one chunk.
 
@@ -15,12 +19,14 @@ Errors (all :class:`McpfsError` subclasses): NotFound (ENOENT) "<path>: file doe
 AlreadyExists (EEXIST), NotADirectory (ENOTDIR), IsADirectory (EISDIR), DirectoryNotEmpty
 (ENOTEMPTY), InvalidInput for bad paths; BlockNotFound/CorruptBlock from the store.
 
-Concurrency: no state besides the store and reader (both thread-safe); the caller (mfs.py)
-serializes mutations. Blocking: runs in worker threads only.
+Concurrency: no state besides the store, the reader and the directory cache (all
+thread-safe; cached states are immutable); the caller (mfs.py) serializes mutations.
+Blocking: runs in worker threads only.
 """
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 from collections.abc import Callable, Iterable, Iterator
 from typing import Final
@@ -31,7 +37,9 @@ from . import dagpb, unixfs
 from .blockstore import Blockstore
 from .cid import CID, DAG_PB, RAW
 from .directory import build_directory, check_name
+from . import importer
 from .importer import Imported, ImportParams, import_chunks
+from .mfs_dirs import DirCache, DirState
 from .reader import UnixFSReader, split_ipfs_path
 
 READ_PIECE: Final = 1 << 20  # bytes read from the old file per step when re-importing
@@ -77,13 +85,40 @@ def rechunk(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
         yield bytes(buf)
 
 
+class _Edit:
+    """The mapping a ``mutate`` callback edits: reads see the directory plus the changes
+    made so far; ``changes`` is name -> (cid, tsize), or None for a removed entry."""
+
+    def __init__(self, state: DirState) -> None:
+        self.state = state
+        self.changes: dict[str, tuple[CID, int] | None] = {}
+
+    def get(self, name: str) -> tuple[CID, int] | None:
+        if name in self.changes:
+            return self.changes[name]
+        return self.state.get(name)
+
+    def __contains__(self, name: str) -> bool:
+        return self.get(name) is not None
+
+    def __setitem__(self, name: str, value: tuple[CID, int]) -> None:
+        self.changes[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self.changes[name] = None
+
+
 class Tree:
     """Path operations over one store; see the module docstring."""
 
-    def __init__(self, store: Blockstore, reader: UnixFSReader, params: ImportParams) -> None:
+    def __init__(self, store: Blockstore, reader: UnixFSReader, params: ImportParams,
+                 dirs: DirCache | None = None) -> None:
         self.store = store
         self.reader = reader
         self.params = params
+        self.dirs = dirs or DirCache()
 
     # ---------------------------------------------------------------- nodes
     def put_node(self, block: bytes) -> CID:
@@ -98,19 +133,41 @@ class Tree:
         """"directory", "file" or "symlink" (raw blocks and other codecs count as files)."""
         if cid.codec != DAG_PB:
             return "file"
+        if cid in self.dirs:
+            return "directory"
         _, fsdata = self.reader.unixfs_node(cid)
         if fsdata.is_dir:
             return "directory"
         return "symlink" if fsdata.type == unixfs.SYMLINK else "file"
 
-    def read_dir(self, cid: CID, where: str) -> tuple[Entries, int | None, tuple | None]:
-        """(entries, mode, mtime) of the directory ``cid``; NotADirectory when it is not."""
+    def dir_state(self, cid: CID, where: str) -> DirState:
+        """The decoded directory ``cid`` (from the cache, else decoded once and cached);
+        NotADirectory when it is not a directory."""
+        state = self.dirs.get(cid)
+        if state is not None:
+            return state
         if self.kind(cid) != "directory":
             raise NotADirectory(f"{where}: not a directory")
         _, fsdata = self.reader.unixfs_node(cid)
-        entries = {link.name or "": (link.cid, link.tsize or 0)
-                   for link in self.reader.list_dir(cid)}
-        return entries, fsdata.mode, fsdata.mtime
+        state = DirState.of(((link.name or "", link.cid, link.tsize or 0)
+                             for link in self.reader.list_dir(cid)), fsdata.mode, fsdata.mtime)
+        self.dirs.put(cid, state)
+        return state
+
+    def read_dir(self, cid: CID, where: str) -> tuple[Entries, int | None, tuple | None]:
+        """(entries, mode, mtime) of the directory ``cid``; NotADirectory when it is not."""
+        state = self.dir_state(cid, where)
+        return ({name: (item[0], item[1]) for name, item in state.entries.items()},
+                state.mode, state.mtime)
+
+    def child(self, cid: CID, name: str) -> CID | None:
+        """The CID named ``name`` in directory ``cid`` (cached state, else the reader)."""
+        state = self.dirs.get(cid)
+        if state is not None:
+            entry = state.entries.get(name)
+            return entry[0] if entry is not None else None
+        link = self.reader.find(cid, name)
+        return link.cid if link is not None else None
 
     def lookup(self, root: CID, segs: list[str], missing_ok: bool = False) -> CID | None:
         """The CID at ``segs``; NotFound (or None with ``missing_ok``) when a segment is
@@ -119,12 +176,12 @@ class Tree:
         for i, name in enumerate(segs):
             if self.kind(cid) != "directory":
                 raise NotADirectory(f"{join(segs[:i])}: not a directory")
-            link = self.reader.find(cid, name)
-            if link is None:
+            child = self.child(cid, name)
+            if child is None:
                 if missing_ok:
                     return None
                 raise NotFound(f"{join(segs[:i + 1])}: file does not exist")
-            cid = link.cid
+            cid = child
         return cid
 
     def resolve(self, root: CID, path: str) -> CID:
@@ -132,40 +189,45 @@ class Tree:
         assert cid is not None
         return cid
 
-    def update(self, root: CID, dir_segs: list[str], mutate: Callable[[Entries], bool],
+    def update(self, root: CID, dir_segs: list[str], mutate: Callable[[_Edit], bool],
                parents: bool = False) -> CID:
         """Apply ``mutate`` to the entries of directory ``dir_segs`` and rebuild up to the root.
 
-        ``mutate`` edits the dict in place and returns False for "no change" (root returned
-        as is). Missing directories on the way raise NotFound, or are created empty with
-        ``parents``.
+        ``mutate`` edits the mapping it is given and returns False for "no change" (root
+        returned as is). Missing directories on the way raise NotFound, or are created
+        empty with ``parents``. Only the changed entries are encoded; each directory on the
+        path is published in the directory cache under its new CID.
         """
-        chain: list[tuple[Entries, int | None, tuple | None]] = []
+        chain: list[tuple[CID | None, DirState]] = []
         cur: CID | None = root
         for depth in range(len(dir_segs) + 1):
             where = join(dir_segs[:depth])
-            chain.append(({}, None, None) if cur is None else self.read_dir(cur, where))
+            chain.append((cur, DirState.of(()) if cur is None else self.dir_state(cur, where)))
             if depth == len(dir_segs):
                 break
-            entry = chain[-1][0].get(dir_segs[depth])
+            entry = chain[-1][1].get(dir_segs[depth])
             if entry is None and not parents:
                 raise NotFound(f"{join(dir_segs[:depth + 1])}: file does not exist")
             cur = entry[0] if entry is not None else None
-        if not mutate(chain[-1][0]):
+        edit = _Edit(chain[-1][1])
+        if not mutate(edit):
             return root
-        child: Imported | None = None
+        changes = edit.changes
+        built: list[tuple[CID, DirState, CID | None]] = []
         for depth in range(len(dir_segs), -1, -1):
-            entries, mode, mtime = chain[depth]
-            if child is not None:
-                entries[dir_segs[depth]] = (child.cid, child.tsize)
-            items = [(name, cid, tsize) for name, (cid, tsize) in entries.items()]
-            child = build_directory(items, self.params, self.put_node, mode, mtime)
-        assert child is not None
-        return child.cid
+            old_cid, state = chain[depth]
+            new_state = state.apply(changes, self.params)
+            child = new_state.encode(self.params, self.put_node)
+            built.append((child.cid, new_state, old_cid))
+            if depth:
+                changes = {dir_segs[depth - 1]: (child.cid, child.tsize)}
+        for cid, state, old_cid in built:  # published only once every block is written
+            self.dirs.put(cid, state, replaces=old_cid)
+        return built[-1][0]
 
     def _add(self, root: CID, segs: list[str], cid: CID, tsize: int, parents: bool = False,
              replace: bool = False) -> CID:
-        def mutate(entries: Entries) -> bool:
+        def mutate(entries: _Edit) -> bool:
             if segs[-1] in entries and not replace:
                 raise AlreadyExists(f"{join(segs)}: file already exists")
             entries[segs[-1]] = (cid, tsize)
@@ -242,15 +304,11 @@ class Tree:
         empty = self.empty_dir()
         return self._add(root, segs, empty.cid, empty.tsize, parents)
 
-    def write(self, root: CID, path: str, source: Iterable[bytes], offset: int = 0,
-              create: bool = False, truncate: bool = False, parents: bool = False,
-              count: int | None = None) -> CID:
-        """Write ``source`` at ``offset`` of the file (see module docstring); new root."""
-        segs = split_path(path)
+    def _file_target(self, root: CID, segs: list[str], path: str, parents: bool
+                     ) -> CID | None:
+        """The current file at ``segs`` (None if absent); errors for a bad target/parent."""
         if not segs:
             raise IsADirectory("/: is a directory")
-        if offset < 0 or (count is not None and count < 0):
-            raise InvalidInput("offset and count must not be negative")
         if parents:
             old = self.lookup(root, segs, missing_ok=True)
         else:
@@ -258,20 +316,48 @@ class Tree:
             assert parent is not None
             if self.kind(parent) != "directory":
                 raise NotADirectory(f"{join(segs[:-1])}: not a directory")
-            old = self.lookup(parent, segs[-1:], missing_ok=True)
-        if old is None and not create:
-            raise NotFound(f"{path}: file does not exist")
+            old = self.child(parent, segs[-1])
         if old is not None:
             kind = self.kind(old)
             if kind == "directory":
                 raise IsADirectory(f"{path}: is a directory")
             if kind != "file":
                 raise InvalidInput(f"{path}: not a regular file")
+        return old
+
+    def link(self, root: CID, path: str, cid: CID, tsize: int, parents: bool = False) -> CID:
+        """Put the imported file DAG ``cid`` at ``path`` (replacing a file); new root."""
+        segs = split_path(path)
+        self._file_target(root, segs, path, parents)
+        return self._add(root, segs, cid, tsize, parents, replace=True)
+
+    def write(self, root: CID, path: str, source: Iterable[bytes], offset: int = 0,
+              create: bool = False, truncate: bool = False, parents: bool = False,
+              count: int | None = None) -> CID:
+        """Write ``source`` at ``offset`` of the file (see module docstring); new root."""
+        segs = split_path(path)
+        if offset < 0 or (count is not None and count < 0):
+            raise InvalidInput("offset and count must not be negative")
+        old = self._file_target(root, segs, path, parents)
+        if old is None and not create:
+            raise NotFound(f"{path}: file does not exist")
         if old is not None and truncate:
             old = None
         pieces = self._compose(old, offset, source, count)
-        new = import_chunks(self.store, rechunk(pieces, self.params.chunk_size), self.params)
+        new = self.import_pieces(pieces)
         return self._add(root, segs, new.cid, new.tsize, parents, replace=True)
+
+    def import_pieces(self, pieces: Iterable[bytes]) -> Imported:
+        """Import a file's bytes with the MFS params; a file of at most one chunk is
+        written here, without the importer's write-behind threads (same DAG)."""
+        chunks = rechunk(pieces, self.params.chunk_size)
+        first = next(chunks, None)
+        second = next(chunks, None) if first is not None else None
+        if second is None:  # one leaf (or the empty file): the layout's one-node DAG
+            db = importer.DagBuilder(self.store, self.params, iter([first] if first else []))
+            layout = importer._trickle if self.params.layout == "trickle" else importer._balanced
+            return layout(db)
+        return import_chunks(self.store, itertools.chain([first, second], chunks), self.params)
 
     def _compose(self, old: CID | None, offset: int, source: Iterable[bytes],
                  count: int | None) -> Iterator[bytes]:
@@ -303,7 +389,7 @@ class Tree:
         if not segs:
             raise InvalidInput("cannot delete root")
 
-        def mutate(entries: Entries) -> bool:
+        def mutate(entries: _Edit) -> bool:
             entry = entries.get(segs[-1])
             if entry is None:
                 raise NotFound(f"{path}: file does not exist")
@@ -319,13 +405,13 @@ class Tree:
         if not segs:
             raise InvalidInput("cannot delete root")
 
-        def mutate(entries: Entries) -> bool:
+        def mutate(entries: _Edit) -> bool:
             entry = entries.get(segs[-1])
             if entry is None:
                 raise NotFound(f"{path}: file does not exist")
             if self.kind(entry[0]) != "directory":
                 raise NotADirectory(f"{path}: not a directory")
-            if next(iter(self.reader.list_dir(entry[0])), None) is not None:
+            if len(self.dir_state(entry[0], path)):
                 raise DirectoryNotEmpty(f"{path}: directory not empty")
             del entries[segs[-1]]
             return True
@@ -337,10 +423,12 @@ class Tree:
         s, d = split_path(src), split_path(dst)
         if not s:
             raise InvalidInput("cannot move root")
-        entries, _, _ = self.read_dir(self.lookup(root, s[:-1]), join(s[:-1]))  # type: ignore[arg-type]
-        if s[-1] not in entries:
+        parent = self.lookup(root, s[:-1])
+        assert parent is not None
+        entry = self.dir_state(parent, join(s[:-1])).get(s[-1])
+        if entry is None:
             raise NotFound(f"{src}: file does not exist")
-        cid, tsize = entries[s[-1]]
+        cid, tsize = entry
         if d == s:
             return root
         existing = self.lookup(root, d, missing_ok=True)
