@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+# One SeaweedFS per session for tests/s3/ and tests/fuse/ (fixtures registered here so both
+# directories share the session-scoped server and its 20,000-key bucket).
+from tests.s3_server import bucket, many_keys, raw, s3_server  # noqa: F401,E402
+
 
 def pattern_bytes(size: int, seed: int = 0) -> bytes:
     """bytes((i + seed) % 251 for i in range(size)), fast (the vectors' input generator)."""

@@ -19,7 +19,17 @@ Resources: one boto3 client (thread-safe, a urllib3 pool of ``threads`` connecti
 by all calls; every call runs in ``trio.to_thread.run_sync`` under one CapacityLimiter
 (``limiter``), so at most ``threads`` requests are in flight. A multipart upload holds at
 most ``part_concurrency`` parts in memory; it is aborted (shielded from cancellation) on any
-failure or cancellation, so no partial object ever becomes visible.
+failure or cancellation, so no partial object ever becomes visible. While it runs, its id
+is kept in a small JSON file beside the spool (``<spool>.s3upload``); a process killed
+mid-upload leaves that file, and the retried commit (journal recovery at the next start)
+resumes the same upload: parts already on the server whose size and MD5 match are kept.
+An upload whose id never reached that file (killed between CreateMultipartUpload and the
+write) stays on the server until a lifecycle rule removes it; it is never completed.
+
+Endpoint and region: boto3's chain (``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``,
+``AWS_DEFAULT_REGION``, ~/.aws) unless the section sets them; ``AWS_REGION`` is used when
+nothing else names a region. With ``addressing_style = "auto"`` an endpoint that is not
+AWS's gets path-style requests (what MinIO, SeaweedFS and Ceph serve by default).
 
 Limits: CopyObject is a single request, so a rename of an object above 5 GiB raises EXDEV
 (``mv`` then falls back to copy + delete through the mount); multipart copy is not built.
@@ -28,8 +38,11 @@ Limits: CopyObject is a single request, so a rename of an object above 5 GiB rai
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import logging
 import os
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
@@ -48,6 +61,7 @@ MiB: Final = 1 << 20
 MAX_COPY_SIZE: Final = 5 * 1024 * MiB  # CopyObject's single-request limit
 MAX_PARTS: Final = 10_000  # S3's limit on parts per multipart upload
 DELETE_BATCH: Final = 1000  # keys per DeleteObjects request (S3's limit)
+UPLOAD_SUFFIX: Final = ".s3upload"  # beside a spool: its multipart upload in flight (JSON)
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NotFound", "404", "NoSuchUpload",
               "InvalidBucketName"}
@@ -198,13 +212,24 @@ class S3Backend:
         self.config = config or S3Config()
         cfg = self.config
         session = session or boto3.session.Session(profile_name=cfg.profile)
-        self.client = session.client(
-            "s3", endpoint_url=cfg.endpoint_url, region_name=cfg.region,
-            config=botocore.config.Config(
-                retries={"mode": cfg.retry_mode, "total_max_attempts": cfg.max_attempts},
-                s3={"addressing_style": cfg.addressing_style},
-                max_pool_connections=max(cfg.threads, 10),
-                connect_timeout=10, read_timeout=60))
+        # boto3 reads AWS_DEFAULT_REGION; AWS_REGION (the other SDKs' and Lambda's name) is
+        # used when neither the section nor boto3's chain names a region
+        region = cfg.region or (None if session.region_name else os.environ.get("AWS_REGION"))
+
+        def make(style: str) -> Any:
+            return session.client(
+                "s3", endpoint_url=cfg.endpoint_url, region_name=region,
+                config=botocore.config.Config(
+                    retries={"mode": cfg.retry_mode, "total_max_attempts": cfg.max_attempts},
+                    s3={"addressing_style": style},
+                    max_pool_connections=max(cfg.threads, 10),
+                    connect_timeout=10, read_timeout=60))
+        self.client = make(cfg.addressing_style)
+        endpoint = self.client.meta.endpoint_url or ""
+        if cfg.addressing_style == "auto" and not _is_aws(endpoint):
+            # an endpoint from AWS_ENDPOINT_URL or ~/.aws (MinIO, SeaweedFS, Ceph...): these
+            # serve path-style requests, rarely bucket.<host> names (rclone does the same)
+            self.client = make("path")
         self.limiter = limiter or trio.CapacityLimiter(cfg.threads)
         self._denied = _Denied()
         self._inm_ok = cfg.if_none_match
@@ -375,14 +400,25 @@ class S3Backend:
 
     async def _multipart(self, bucket: str, key: str, path: str, size: int,
                          if_none_match: bool, content_type: str | None) -> ObjectInfo:
+        """Upload ``path`` in parts. The upload id is kept beside the file
+        (``path + UPLOAD_SUFFIX``) while it is in flight, so a commit retried after a crash
+        (journal recovery) resumes it: parts already on the server whose size and MD5 match
+        are kept, the rest are sent, then the upload is completed."""
         what = f"upload s3://{bucket}/{key}"
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
-        if content_type:
-            kwargs["ContentType"] = content_type
-        upload_id = (await self.call(lambda: self.client.create_multipart_upload(**kwargs),
-                                     what))["UploadId"]
         part = self.part_size_for(size)
+        marker = path + UPLOAD_SUFFIX
         etags: dict[int, str] = {}
+        upload_id = await self._resume(marker, bucket, key, size, part, etags)
+        if upload_id is None:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+            if content_type:
+                kwargs["ContentType"] = content_type
+            upload_id = (await self.call(
+                lambda: self.client.create_multipart_upload(**kwargs), what))["UploadId"]
+            await trio.to_thread.run_sync(_write_marker, marker, {
+                "bucket": bucket, "key": key, "upload_id": upload_id, "size": size,
+                "part_size": part})
+        kept = len(etags)
         parts = trio.CapacityLimiter(self.config.part_concurrency)
 
         async def one(number: int, offset: int) -> None:
@@ -395,7 +431,8 @@ class S3Backend:
             try:
                 async with trio.open_nursery() as nursery:
                     for i, offset in enumerate(range(0, size, part)):
-                        nursery.start_soon(one, i + 1, offset)
+                        if i + 1 not in etags:
+                            nursery.start_soon(one, i + 1, offset)
             except BaseExceptionGroup as group:
                 raise first_error(group) from None
 
@@ -408,15 +445,67 @@ class S3Backend:
             resp = await self._conditional(complete, if_none_match, what)
         except BaseException:
             with trio.CancelScope(shield=True):
-                try:
-                    await self.call(lambda: self.client.abort_multipart_upload(
-                        Bucket=bucket, Key=key, UploadId=upload_id), f"abort {what}")
-                except McpfsError as exc:
-                    log.error("%s: abort failed (%s); the upload %s stays until a "
-                              "lifecycle rule removes it", what, exc, upload_id)
+                await self._abort(bucket, key, upload_id, what)
+                await trio.to_thread.run_sync(_remove, marker)
             raise
-        log.info("%s: %d parts of %d MiB", what, len(etags), part // MiB)
+        await trio.to_thread.run_sync(_remove, marker)
+        log.info("%s: %d parts of %d MiB%s", what, len(etags), part // MiB,
+                 f" ({kept} resumed)" if kept else "")
         return ObjectInfo(key, size, 0, resp.get("ETag"), resp.get("VersionId"))
+
+    async def _abort(self, bucket: str, key: str, upload_id: str, what: str) -> None:
+        try:
+            await self.call(lambda: self.client.abort_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id), f"abort {what}")
+        except McpfsError as exc:
+            if exc.errno != errno.ENOENT:
+                log.error("%s: abort failed (%s); the upload %s stays until a lifecycle "
+                          "rule removes it", what, exc, upload_id)
+
+    async def _resume(self, marker: str, bucket: str, key: str, size: int, part: int,
+                      etags: dict[int, str]) -> str | None:
+        """The upload id recorded in ``marker`` if it is still open for the same object and
+        layout, with the parts to keep put in ``etags``; else None (a stale upload is
+        aborted, the marker removed)."""
+        state = await trio.to_thread.run_sync(_read_marker, marker)
+        if state is None:
+            return None
+        upload_id = state.get("upload_id", "")
+        what = f"upload s3://{bucket}/{key}"
+        if (state.get("bucket"), state.get("key"), state.get("size"),
+                state.get("part_size")) != (bucket, key, size, part):
+            if state.get("bucket") and state.get("key") and upload_id:
+                await self._abort(state["bucket"], state["key"], upload_id, what)
+            await trio.to_thread.run_sync(_remove, marker)
+            return None
+
+        def listed() -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            pages = self.client.get_paginator("list_parts").paginate(
+                Bucket=bucket, Key=key, UploadId=upload_id)
+            for page in pages:
+                out.extend(page.get("Parts", []))
+            return out
+        try:
+            found = await self.call(listed, f"list parts of {what}")
+        except McpfsError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            await trio.to_thread.run_sync(_remove, marker)  # completed or aborted meanwhile
+            return None
+        path = marker[:-len(UPLOAD_SUFFIX)]
+        for p in found:
+            number, etag = p.get("PartNumber", 0), str(p.get("ETag", ""))
+            offset = (number - 1) * part
+            length = min(part, size - offset)
+            if not 0 <= offset < size or p.get("Size") != length:
+                continue
+            digest = await trio.to_thread.run_sync(_md5_range, path, offset, length)
+            if etag.strip('"') == digest:
+                etags[number] = etag
+        log.info("%s: resuming upload, %d of %d parts already on the server", what,
+                 len(etags), -(-size // part))
+        return upload_id
 
     async def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str,
                    size: int) -> None:
@@ -442,6 +531,47 @@ class S3Backend:
             if resp.get("Errors"):
                 raise McpfsError(f"delete in s3://{bucket}: {len(resp['Errors'])} keys "
                                  f"failed ({resp['Errors'][0].get('Code')})", errno=errno.EIO)
+
+
+def _write_marker(marker: str, state: dict[str, Any]) -> None:
+    tmp = marker + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(state, fh)
+    os.replace(tmp, marker)
+
+
+def _read_marker(marker: str) -> dict[str, Any] | None:
+    try:
+        with open(marker) as fh:
+            state = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _md5_range(path: str, offset: int, length: int) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while length > 0:
+            chunk = fh.read(min(length, MiB))
+            if not chunk:
+                break
+            digest.update(chunk)
+            length -= len(chunk)
+    return digest.hexdigest()
+
+
+def _is_aws(endpoint: str) -> bool:
+    host = urllib.parse.urlsplit(endpoint).hostname or ""
+    return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
 
 
 def _listed(o: dict[str, Any]) -> ObjectInfo:

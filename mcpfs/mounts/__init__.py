@@ -1,22 +1,61 @@
 """One module per subtree of the mount; see base.py for the Mount protocol.
 
 :func:`build_mounts` turns an open repo (and the config) into the subtrees the daemon serves:
-``ipfs`` and ``mfs`` always; other backends join here once configured.
+``ipfs`` and ``mfs`` always; ``s3`` when the config has an ``[s3]`` section or boto3's
+chain finds credentials (env, ``~/.aws``, a profile, an instance role). A subtree that is not
+configured is absent, not broken; one whose credentials are wrong is present and answers
+EACCES (see backends/s3.py).
 """
 
 from __future__ import annotations
 
+import logging
+import urllib.parse
 from typing import Any
 
+from ..errors import McpfsError
 from .base import Attr, Capabilities, Mount
+
+log = logging.getLogger("mcpfs.mounts")
 
 
 def build_mounts(repo: Any, config: Any = None) -> dict[str, Mount]:
-    """The subtrees for ``repo`` (a backends.ipfs.node.Repo); ``config`` is reserved for
-    backend sections ([s3], [hf]...) that add subtrees when present."""
+    """The subtrees for ``repo`` (a backends.ipfs.node.Repo) and ``config`` (a
+    config.Config, or None). Blocking (boto3 reads its config files and looks for
+    credentials): the daemon calls it in a worker thread at startup. A backend section that
+    cannot be used raises McpfsError naming the section."""
     from .ipfs import IpfsMount
     from .mfs import MfsMount
-    return {"ipfs": IpfsMount(repo), "mfs": MfsMount(repo)}
+    mounts: dict[str, Mount] = {"ipfs": IpfsMount(repo), "mfs": MfsMount(repo)}
+    s3 = _s3(config.section("s3") if config is not None else None)
+    if s3 is not None:
+        mounts["s3"] = s3
+    return mounts
+
+
+def _s3(section: dict[str, Any] | None) -> Mount | None:
+    try:
+        from ..backends.s3 import enabled
+    except ImportError:  # boto3 not installed: /s3 is absent
+        if section:
+            raise McpfsError("[s3] is configured but boto3 is not installed") from None
+        return None
+    if not enabled(section):
+        log.debug("/s3: no [s3] section and no credentials found by boto3; not mounted")
+        return None
+    import botocore.exceptions
+
+    from .s3 import build_s3_mount
+    try:
+        mount = build_s3_mount(section)
+    except botocore.exceptions.BotoCoreError as exc:  # e.g. a profile ~/.aws does not have
+        log.error("/s3 not mounted: %s", type(exc).__name__)
+        return None
+    meta = mount.backend.client.meta
+    url = urllib.parse.urlsplit(meta.endpoint_url or "")
+    log.info("/s3: endpoint %s://%s, region %s", url.scheme, url.hostname +
+             (f":{url.port}" if url.port else "") if url.hostname else "?", meta.region_name)
+    return mount
 
 
 __all__ = ["Attr", "Capabilities", "Mount", "build_mounts"]

@@ -2,7 +2,14 @@
 
 A ``committing`` or ``failed`` row whose spool still exists is committed again (its spool is
 complete: a commit only starts after the writer's last close); an ``open`` row, a row whose
-spool is gone or whose subtree is no longer configured is discarded with its spool. A row
+spool is gone or whose subtree is no longer configured is discarded with its spool (and the
+spool's sidecars, ``<spool>.*``).
+
+The retry is a commit with ``existed=True``: the first attempt may have completed on the
+backend before the process died (the row is removed only afterwards), so a conditional
+create (S3's ``If-None-Match: *`` for new files) would fail against our own object. The
+retry writes the same bytes again; a Mount may resume the interrupted transfer instead
+(S3 resumes its multipart upload from the sidecar, backends/s3.py). A row
 that failed ``MAX_ATTEMPTS`` times is given up: its spool is left in place (named in the
 log) and the row removed, so one bad write cannot fail every start.
 
@@ -11,6 +18,7 @@ Runs before the mount is live, on the trio thread; file and journal work in work
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 
@@ -26,6 +34,16 @@ log = logging.getLogger("mcpfs.vfs")
 MAX_ATTEMPTS = 5  # failed commits of one spool before recovery gives up on it
 
 
+def _remove_spool(spool: str) -> None:
+    """The spool and its sidecars (``<spool>.<suffix>``: a backend's resume state, e.g. the
+    S3 multipart upload id)."""
+    for path in [spool, *glob.glob(glob.escape(spool) + ".*")]:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
 async def recover(mounts: dict[str, Mount], journal: Journal | None
                   ) -> list[tuple[str, str, str]]:
     """(mount, path, outcome) per row; outcome "committed", "discarded", "failed" or
@@ -37,8 +55,7 @@ async def recover(mounts: dict[str, Mount], journal: Journal | None
         mount = mounts.get(row.mount)
         exists = await trio.to_thread.run_sync(os.path.exists, row.spool)
         if row.state == OPEN or mount is None or not exists:
-            if exists:
-                await trio.to_thread.run_sync(os.unlink, row.spool)
+            await trio.to_thread.run_sync(_remove_spool, row.spool)
             await journal.remove(row.id)
             log.warning("journal: discarded the unfinished write of /%s/%s",
                         row.mount, row.path)

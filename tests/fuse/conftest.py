@@ -125,3 +125,37 @@ CLI = ("import sys; from mcpfs.cli import main; from mcpfs.cli import mount; "
 def mcpfs(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the `mcpfs` command line (same interpreter, same environment)."""
     return run(sys.executable, "-c", CLI, *args, check=check)
+
+
+# ---------------------------------------------------------------- /s3 (SeaweedFS)
+# The server (``s3_server``, ``raw``, ``bucket``, ``many_keys``) is tests/s3_server.py's,
+# shared with tests/s3/ through tests/conftest.py.
+
+NO_AWS_FILES = {  # boto3 must see only what a test gives it, never the host's ~/.aws
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent",
+    "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@pytest.fixture(autouse=True)
+def no_aws_env(monkeypatch):
+    """Drop AWS_* from every mount test's environment (the daemon inherits it), so a host
+    with AWS credentials does not grow an /s3 the test did not ask for."""
+    for var in [v for v in os.environ if v.startswith("AWS_") and v != "AWS_CA_BUNDLE"]:
+        monkeypatch.delenv(var)
+    for var, value in NO_AWS_FILES.items():
+        monkeypatch.setenv(var, value)
+
+
+@pytest.fixture
+def s3_env(s3_server, no_aws_env) -> dict:
+    """What a user exports to mount an S3-compatible server: boto3's own variables."""
+    return {"AWS_ENDPOINT_URL": s3_server["endpoint"], "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": s3_server["access_key"],
+            "AWS_SECRET_ACCESS_KEY": s3_server["secret_key"]}
+
+
+@pytest.fixture
+def s3_mnt(daemon, s3_env) -> Path:
+    """A mount with /s3 on the session's SeaweedFS (configured by environment only)."""
+    daemon.start(s3_env)
+    return daemon.mnt

@@ -1,0 +1,93 @@
+"""The journal's retry of an /s3 commit (vfs/recovery.py over mounts/s3.py), without FUSE:
+a commit that had completed before the crash, and the multipart resume state beside the
+spool (stale, gone, or with a corrupt part). The kill -9 itself is in
+tests/fuse/test_s3_mount.py."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from mcpfs.backends.s3 import UPLOAD_SUFFIX
+from mcpfs.mounts.s3 import S3Mount
+from mcpfs.vfs.journal import COMMITTING, Journal
+from mcpfs.vfs.recovery import recover
+
+from .conftest import make_backend
+
+MiB = 1 << 20
+
+
+def spool_with(tmp_path, data: bytes) -> str:
+    folder = tmp_path / "spool"
+    folder.mkdir(exist_ok=True)
+    path = folder / "x.spool"
+    path.write_bytes(data)
+    return str(path)
+
+
+async def test_retry_of_a_completed_new_file_commit(s3_server, bucket, raw, tmp_path):
+    """The object is already there (the first attempt completed, then the process died
+    before removing the row): the retry must not lose to its own If-None-Match."""
+    mount = S3Mount(make_backend(s3_server))  # if_none_match is on by default
+    assert mount.backend.config.if_none_match
+    data = os.urandom(10 * MiB)  # multipart: the conditional CompleteMultipartUpload
+    raw.put_object(Bucket=bucket, Key="new.bin", Body=data)
+    journal = Journal(tmp_path / "state")
+    row = journal.add_sync("s3", f"{bucket}/new.bin", spool_with(tmp_path, data))
+    journal.set_sync(row, COMMITTING)
+    assert await recover({"s3": mount}, journal) == [("s3", f"{bucket}/new.bin", "committed")]
+    assert raw.get_object(Bucket=bucket, Key="new.bin")["Body"].read() == data
+    assert journal.pending() == [] and os.listdir(tmp_path / "spool") == []
+
+
+async def test_resume_resends_only_missing_or_corrupt_parts(s3_server, bucket, raw, tmp_path):
+    mount = S3Mount(make_backend(s3_server, part_size=5 * MiB))
+    data = os.urandom(23 * MiB)  # 5 parts: 4 x 5 MiB + 3 MiB
+    spool = spool_with(tmp_path, data)
+    up = raw.create_multipart_upload(Bucket=bucket, Key="r.bin")["UploadId"]
+    raw.upload_part(Bucket=bucket, Key="r.bin", UploadId=up, PartNumber=1,
+                    Body=data[:5 * MiB])
+    raw.upload_part(Bucket=bucket, Key="r.bin", UploadId=up, PartNumber=2,
+                    Body=b"corrupt" + data[5 * MiB + 7:10 * MiB])  # right size, wrong bytes
+    with open(spool + UPLOAD_SUFFIX, "w") as fh:
+        json.dump({"bucket": bucket, "key": "r.bin", "upload_id": up, "size": len(data),
+                   "part_size": 5 * MiB}, fh)
+    journal = Journal(tmp_path / "state")
+    row = journal.add_sync("s3", f"{bucket}/r.bin", spool)
+    journal.set_sync(row, COMMITTING)
+    assert await recover({"s3": mount}, journal) == [("s3", f"{bucket}/r.bin", "committed")]
+    got = raw.get_object(Bucket=bucket, Key="r.bin")["Body"].read()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert raw.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert os.listdir(tmp_path / "spool") == []  # spool and sidecar
+
+
+async def test_stale_or_vanished_upload_starts_afresh(s3_server, bucket, raw, tmp_path):
+    mount = S3Mount(make_backend(s3_server))
+    data = os.urandom(9 * MiB)
+    spool = spool_with(tmp_path, data)
+    stale = raw.create_multipart_upload(Bucket=bucket, Key="s.bin")["UploadId"]
+    with open(spool + UPLOAD_SUFFIX, "w") as fh:  # recorded for another size: aborted
+        json.dump({"bucket": bucket, "key": "s.bin", "upload_id": stale, "size": 1,
+                   "part_size": 8 * MiB}, fh)
+    await mount.backend.upload_file(bucket, "s.bin", spool, len(data))
+    assert raw.get_object(Bucket=bucket, Key="s.bin")["Body"].read() == data
+    assert raw.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    with open(spool + UPLOAD_SUFFIX, "w") as fh:  # an upload id the server no longer has
+        json.dump({"bucket": bucket, "key": "s.bin", "upload_id": stale, "size": len(data),
+                   "part_size": 8 * MiB}, fh)
+    await mount.backend.upload_file(bucket, "s.bin", spool, len(data))
+    assert not os.path.exists(spool + UPLOAD_SUFFIX)
+    assert raw.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+async def test_discarded_row_removes_the_sidecar(s3_server, tmp_path):
+    journal = Journal(tmp_path / "state")
+    spool = spool_with(tmp_path, b"partial")
+    open(spool + UPLOAD_SUFFIX, "w").close()
+    journal.add_sync("s3", "b/never-closed", spool)  # an "open" row
+    assert await recover({"s3": S3Mount(make_backend(s3_server))}, journal) == [
+        ("s3", "b/never-closed", "discarded")]
+    assert os.listdir(tmp_path / "spool") == []
