@@ -1,0 +1,238 @@
+"""Uploads of local files to S3: a single PutObject, or a multipart upload that resumes.
+
+Mixed into :class:`~mcpfs.backends.s3.S3Backend` (it uses the backend's ``client``,
+``config``, ``call`` and ``_conditional``). A multipart upload holds at most
+``part_concurrency`` parts in memory and is aborted (shielded from cancellation) on any
+failure or cancellation, so no partial object ever becomes visible. While it runs, its id is
+kept in a small JSON file beside the spool (``<spool>.s3upload``); a process killed
+mid-upload leaves that file, and the retried commit resumes the same upload: parts already
+on the server whose size and MD5 match are kept, the rest are sent.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import trio
+
+from ..errors import McpfsError
+
+log = logging.getLogger("mcpfs.backends.s3")
+
+MiB: Final = 1 << 20
+MAX_PARTS: Final = 10_000  # S3's limit on parts per multipart upload
+UPLOAD_SUFFIX: Final = ".s3upload"  # beside a spool: its multipart upload in flight (JSON)
+
+
+@dataclass
+class ObjectInfo:
+    """What S3 says of one object (from HEAD, or the subset a listing carries)."""
+
+    key: str
+    size: int
+    mtime_ns: int
+    etag: str | None = None
+    version_id: str | None = None
+    storage_class: str | None = None
+    content_type: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The first McpfsError leaf of an exception group (else its first leaf)."""
+    leaves: list[BaseException] = []
+
+    def walk(g: BaseExceptionGroup) -> None:
+        for e in g.exceptions:
+            walk(e) if isinstance(e, BaseExceptionGroup) else leaves.append(e)
+    walk(group)
+    return next((e for e in leaves if isinstance(e, McpfsError)), leaves[0])
+
+
+class MultipartUploads:
+    """The upload half of S3Backend (see the module docstring)."""
+
+    async def upload_file(self, bucket: str, key: str, path: str, size: int, *,
+                          if_none_match: bool = False, content_type: str | None = None
+                          ) -> ObjectInfo:
+        """Make the local file ``path`` (``size`` bytes) the object: a single PutObject up
+        to ``multipart_threshold``, a multipart upload above it."""
+        if size > self.config.multipart_threshold:
+            return await self._multipart(bucket, key, path, size, if_none_match, content_type)
+
+        def work(inm: bool) -> Any:
+            with open(path, "rb") as fh:
+                kwargs = {"Bucket": bucket, "Key": key, "Body": fh, "ContentLength": size}
+                if inm:
+                    kwargs["IfNoneMatch"] = "*"
+                if content_type:
+                    kwargs["ContentType"] = content_type
+                return self.client.put_object(**kwargs)
+        resp = await self._conditional(work, if_none_match, f"put s3://{bucket}/{key}")
+        return ObjectInfo(key, size, 0, resp.get("ETag"), resp.get("VersionId"))
+
+    def part_size_for(self, size: int) -> int:
+        """``part_size``, grown (in MiB steps) so the upload needs at most 10,000 parts."""
+        need = -(-size // MAX_PARTS)
+        return max(self.config.part_size, -(-need // MiB) * MiB)
+
+    def _upload_part_sync(self, bucket: str, key: str, upload_id: str, number: int,
+                          path: str, offset: int, length: int) -> str:
+        """Read one part from ``path`` and upload it; returns its ETag (worker thread)."""
+        with open(path, "rb") as fh:
+            data = os.pread(fh.fileno(), length, offset)
+        if len(data) != length:
+            raise McpfsError(f"spool {path} shrank during upload", errno=errno.EIO)
+        return self.client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id,
+                                       PartNumber=number, Body=data)["ETag"]
+
+    async def _multipart(self, bucket: str, key: str, path: str, size: int,
+                         if_none_match: bool, content_type: str | None) -> ObjectInfo:
+        """Upload ``path`` in parts. The upload id is kept beside the file
+        (``path + UPLOAD_SUFFIX``) while it is in flight, so a commit retried after a crash
+        (journal recovery) resumes it: parts already on the server whose size and MD5 match
+        are kept, the rest are sent, then the upload is completed."""
+        what = f"upload s3://{bucket}/{key}"
+        part = self.part_size_for(size)
+        marker = path + UPLOAD_SUFFIX
+        etags: dict[int, str] = {}
+        upload_id = await self._resume(marker, bucket, key, size, part, etags)
+        if upload_id is None:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+            if content_type:
+                kwargs["ContentType"] = content_type
+            upload_id = (await self.call(
+                lambda: self.client.create_multipart_upload(**kwargs), what))["UploadId"]
+            await trio.to_thread.run_sync(_write_marker, marker, {
+                "bucket": bucket, "key": key, "upload_id": upload_id, "size": size,
+                "part_size": part})
+        kept = len(etags)
+        parts = trio.CapacityLimiter(self.config.part_concurrency)
+
+        async def one(number: int, offset: int) -> None:
+            async with parts:
+                length = min(part, size - offset)
+                etags[number] = await self.call(
+                    lambda: self._upload_part_sync(bucket, key, upload_id, number, path,
+                                                   offset, length), f"{what} part {number}")
+        try:
+            try:
+                async with trio.open_nursery() as nursery:
+                    for i, offset in enumerate(range(0, size, part)):
+                        if i + 1 not in etags:
+                            nursery.start_soon(one, i + 1, offset)
+            except BaseExceptionGroup as group:
+                raise first_error(group) from None
+
+            def complete(inm: bool) -> Any:
+                extra = {"IfNoneMatch": "*"} if inm else {}
+                return self.client.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload_id, **extra,
+                    MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]}
+                                               for n in sorted(etags)]})
+            resp = await self._conditional(complete, if_none_match, what)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._abort(bucket, key, upload_id, what)
+                await trio.to_thread.run_sync(_remove, marker)
+            raise
+        await trio.to_thread.run_sync(_remove, marker)
+        log.info("%s: %d parts of %d MiB%s", what, len(etags), part // MiB,
+                 f" ({kept} resumed)" if kept else "")
+        return ObjectInfo(key, size, 0, resp.get("ETag"), resp.get("VersionId"))
+
+    async def _abort(self, bucket: str, key: str, upload_id: str, what: str) -> None:
+        try:
+            await self.call(lambda: self.client.abort_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id), f"abort {what}")
+        except McpfsError as exc:
+            if exc.errno != errno.ENOENT:
+                log.error("%s: abort failed (%s); the upload %s stays until a lifecycle "
+                          "rule removes it", what, exc, upload_id)
+
+    async def _resume(self, marker: str, bucket: str, key: str, size: int, part: int,
+                      etags: dict[int, str]) -> str | None:
+        """The upload id recorded in ``marker`` if it is still open for the same object and
+        layout, with the parts to keep put in ``etags``; else None (a stale upload is
+        aborted, the marker removed)."""
+        state = await trio.to_thread.run_sync(_read_marker, marker)
+        if state is None:
+            return None
+        upload_id = state.get("upload_id", "")
+        what = f"upload s3://{bucket}/{key}"
+        if (state.get("bucket"), state.get("key"), state.get("size"),
+                state.get("part_size")) != (bucket, key, size, part):
+            if state.get("bucket") and state.get("key") and upload_id:
+                await self._abort(state["bucket"], state["key"], upload_id, what)
+            await trio.to_thread.run_sync(_remove, marker)
+            return None
+
+        def listed() -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            pages = self.client.get_paginator("list_parts").paginate(
+                Bucket=bucket, Key=key, UploadId=upload_id)
+            for page in pages:
+                out.extend(page.get("Parts", []))
+            return out
+        try:
+            found = await self.call(listed, f"list parts of {what}")
+        except McpfsError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            await trio.to_thread.run_sync(_remove, marker)  # completed or aborted meanwhile
+            return None
+        path = marker[:-len(UPLOAD_SUFFIX)]
+        for p in found:
+            number, etag = p.get("PartNumber", 0), str(p.get("ETag", ""))
+            offset = (number - 1) * part
+            length = min(part, size - offset)
+            if not 0 <= offset < size or p.get("Size") != length:
+                continue
+            digest = await trio.to_thread.run_sync(_md5_range, path, offset, length)
+            if etag.strip('"') == digest:
+                etags[number] = etag
+        log.info("%s: resuming upload, %d of %d parts already on the server", what,
+                 len(etags), -(-size // part))
+        return upload_id
+
+
+def _write_marker(marker: str, state: dict[str, Any]) -> None:
+    tmp = marker + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(state, fh)
+    os.replace(tmp, marker)
+
+
+def _read_marker(marker: str) -> dict[str, Any] | None:
+    try:
+        with open(marker) as fh:
+            state = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _md5_range(path: str, offset: int, length: int) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while length > 0:
+            chunk = fh.read(min(length, MiB))
+            if not chunk:
+                break
+            digest.update(chunk)
+            length -= len(chunk)
+    return digest.hexdigest()
