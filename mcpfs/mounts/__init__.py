@@ -2,7 +2,8 @@
 
 :func:`build_mounts` turns an open repo (and the config) into the subtrees the daemon serves:
 ``ipfs`` and ``mfs`` always; ``s3`` when the config has an ``[s3]`` section or boto3's
-chain finds credentials (env, ``~/.aws``, a profile, an instance role). A subtree that is not
+chain finds credentials (env, ``~/.aws``, a profile, an instance role); ``hf`` when there
+is an ``[hf]`` section, ``HF_ENDPOINT`` or a Hugging Face token. A subtree that is not
 configured is absent, not broken; one whose credentials are wrong is present and answers
 EACCES (see backends/s3.py).
 """
@@ -30,7 +31,28 @@ def build_mounts(repo: Any, config: Any = None) -> dict[str, Mount]:
     s3 = _s3(config.section("s3") if config is not None else None)
     if s3 is not None:
         mounts["s3"] = s3
+    hf = _hf(config.section("hf") if config is not None and "hf" in config.sections else None)
+    if hf is not None:
+        mounts["hf"] = hf
     return mounts
+
+
+def _hf(section: dict[str, Any] | None) -> Mount | None:
+    """/hf when configured (see backends.huggingface.enabled)."""
+    try:
+        from ..backends.huggingface import enabled
+    except ImportError:  # huggingface_hub not installed: /hf is absent
+        if section:
+            raise McpfsError("[hf] is configured but huggingface_hub is not installed") from None
+        return None
+    if not enabled(section):
+        log.debug("/hf: no [hf] section, HF_ENDPOINT or token; not mounted")
+        return None
+    from .hf import build_hf_mount
+    mount = build_hf_mount(section)
+    log.info("/hf: endpoint %s, %s", mount.backend.endpoint,
+             "token found" if mount.backend.token else "no token (public repos only)")
+    return mount
 
 
 def _s3(section: dict[str, Any] | None) -> Mount | None:

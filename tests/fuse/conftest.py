@@ -144,6 +144,10 @@ def no_aws_env(monkeypatch):
         monkeypatch.delenv(var)
     for var, value in NO_AWS_FILES.items():
         monkeypatch.setenv(var, value)
+    # likewise /hf: no token, endpoint or login of the host's
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "HF_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", os.path.join(NO_AWS_FILES["AWS_CONFIG_FILE"] + ".hf-home"))
 
 
 @pytest.fixture
