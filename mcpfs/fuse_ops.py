@@ -46,7 +46,7 @@ EXPECTED_ERRNOS = frozenset({errno.ENOENT, errno.ENODATA})
 
 def _errors(fn: F) -> F:
     """Map errors to FUSEError (see the module docstring) and record the op in the stats."""
-    op = fn.__name__
+    op = fn.__name__.lstrip("_")  # ``_getxattr`` is recorded as ``getxattr``
 
     @functools.wraps(fn)
     async def wrapper(self: FuseOps, *args: Any, **kwargs: Any) -> Any:
@@ -198,8 +198,8 @@ class FuseOps(pyfuse3.Operations):
 
     # ---------------------------------------------------------------- files
     def _info(self, fh: int, handle) -> pyfuse3.FileInfo:
-        immutable = handle.mount.capabilities.immutable
-        return pyfuse3.FileInfo(fh=fh, keep_cache=immutable, direct_io=False)
+        # keep_cache: VFS.open decided (immutable subtree, or unchanged content identity)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=handle.keep_cache, direct_io=False)
 
     @_errors
     async def open(self, inode: int, flags: int, ctx):
@@ -232,8 +232,17 @@ class FuseOps(pyfuse3.Operations):
         await self.vfs.release(fh)
 
     # ---------------------------------------------------------------- xattrs, statfs
-    @_errors
     async def getxattr(self, inode: int, name: bytes, ctx):
+        # ls -l asks every entry for security.selinux and system.posix_acl_access: answer
+        # ENODATA before any decoding, stats or inode lookup (we only have user.* names;
+        # ENOSYS would stop the kernel asking, but for user.mcpfs.* too). Not counted in
+        # the stats.
+        if not name.startswith(b"user."):
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        return await self._getxattr(inode, name)
+
+    @_errors
+    async def _getxattr(self, inode: int, name: bytes):
         return await self.vfs.getxattr(inode, os.fsdecode(name))
 
     @_errors

@@ -31,6 +31,7 @@ from ..backends.ipfs.cid import CID, DAG_PB, RAW
 from ..backends.ipfs.reader import NodeInfo, UnixFSReader
 from ..errors import BlockNotFound, CorruptBlock, InvalidInput, McpfsError, NotFound
 from .base import DIR, FILE, SYMLINK, Attr, Capabilities, Mount, StatFS, split, statfs_of
+from .prefetch import MiB, Prefetcher
 
 log = logging.getLogger("mcpfs.mounts.ipfs")
 
@@ -39,6 +40,7 @@ THREADS = 8  # concurrent reader calls for /ipfs
 RESOLVE_CACHE = 65536  # path -> (CID, Attr) entries kept
 LISTING_CACHE_ENTRIES = 200_000  # directory entries kept in listing caches (per mount)
 IMMUTABLE_TIMEOUT = 86400.0  # kernel attr/entry cache lifetime for content-addressed paths
+LOCAL_MAX_WINDOW = 8 * MiB  # read-ahead of a sequential reader of local blocks
 
 
 @contextmanager
@@ -116,24 +118,47 @@ class Listings:
 
 
 class CidReader:
-    """Random-access reads of one immutable file (or a raw block of any codec)."""
+    """Random-access reads of one immutable file (or a raw block of any codec).
 
-    def __init__(self, reader: UnixFSReader, cid: CID, limiter: trio.CapacityLimiter) -> None:
+    A UnixFS file (or raw leaf) of known ``size`` is read through the shared
+    :class:`~mcpfs.mounts.prefetch.Prefetcher`: sequential reads are answered from its
+    window on the trio thread (no worker-thread hop per FUSE read) while the next chunks are
+    read ahead in worker threads; a random read fetches only what it asks for. Read-ahead
+    memory counts against the prefetcher's process-wide budget; local blocks need a small
+    window (``LOCAL_MAX_WINDOW``). ``identity`` (the CID) lets vfs/ keep the kernel's page
+    cache across opens of unchanged content."""
+
+    def __init__(self, reader: UnixFSReader, cid: CID, limiter: trio.CapacityLimiter,
+                 size: int | None = None) -> None:
         self.reader = reader
         self.cid = cid
+        self.identity = str(cid)
         self.limiter = limiter
+        self.prefetcher: Prefetcher | None = None
+        if size is not None and cid.codec in (DAG_PB, RAW):
+            self.prefetcher = Prefetcher(self._fetch, size, max_window=LOCAL_MAX_WINDOW,
+                                         name=f"/ipfs/{cid}")
 
     def _read(self, offset: int, size: int) -> bytes:
         if self.cid.codec in (DAG_PB, RAW):
             return self.reader.read(self.cid, offset, size)
         return self.reader.store.get(self.cid)[offset:offset + size]
 
-    async def read(self, offset: int, size: int) -> bytes:
-        return await ipfs_call(self.limiter, lambda: self._read(offset, size),
+    async def _fetch(self, start: int, end: int) -> bytes:
+        return await ipfs_call(self.limiter, lambda: self._read(start, end - start),
                                f"read {self.cid}")
 
+    async def read(self, offset: int, size: int) -> bytes:
+        if self.prefetcher is not None:
+            try:
+                return await self.prefetcher.read(offset, size)
+            except McpfsError:
+                pass  # maybe a bad block elsewhere in the chunk: try exactly what is asked
+        return await self._fetch(offset, offset + size)
+
     async def close(self) -> None:
-        pass
+        if self.prefetcher is not None:
+            await self.prefetcher.close()
 
 
 class IpfsMount(Mount):
@@ -209,7 +234,7 @@ class IpfsMount(Mount):
         cid, attr = await self.resolve(path)
         if attr.kind != FILE:
             raise McpfsError(f"/ipfs/{path}: is a directory", errno=errno.EISDIR)
-        return CidReader(self.reader, cid, self.limiter)
+        return CidReader(self.reader, cid, self.limiter, attr.size)
 
     async def getxattr(self, path: str, name: str) -> bytes:
         if name == "user.mcpfs.size" and split(path):

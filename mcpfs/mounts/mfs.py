@@ -249,7 +249,7 @@ class MfsMount(Mount):
         cid, attr = await self.resolve(path)
         if attr.kind != FILE:
             raise McpfsError(f"/mfs/{path}: is a directory", errno=errno.EISDIR)
-        return CidReader(self.reader, cid, self.limiter)
+        return CidReader(self.reader, cid, self.limiter, attr.size)
 
     async def aclose(self) -> None:
         """Unmount: make the MFS root durable (blocks fsynced, root file synced)."""

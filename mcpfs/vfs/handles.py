@@ -23,6 +23,12 @@ has not returned); other Mounts get the spool written out first.
 
 Journal rows: ``open`` from creation, ``committing`` from the start of a commit until the
 next change (or the final close, which removes the row), ``failed`` after a failed commit.
+A memory spool has no row until it goes to disk (``Spool.on_disk``: the row is added in the
+same worker-thread hop, before the file exists) or stays open for ``PENDING_ROW_DELAY``
+(:meth:`OpenFile.add_row`, called by vfs's sweeper, so ``mcpfs status`` lists a file held
+open as a pending write): a small file written and closed at once never costs a journal
+insert and delete, and a crash loses nothing the journal could have recovered (an ``open``
+row is discarded at start; a memory commit is all-or-nothing in MFS).
 
 Concurrency and lock order: ``OpenFile.lock`` (trio.Lock) serializes everything that changes
 the spool or reads it whole (fill, write, truncate, commit); plain reads take no lock
@@ -49,6 +55,8 @@ from .spool import limiter as spool_limiter
 
 log = logging.getLogger("mcpfs.vfs")
 
+PENDING_ROW_DELAY = 0.5  # seconds a memory spool stays open before it gets its journal row
+
 
 class OpenFile:
     def __init__(self, mount: Mount, node: Node, spool: Spool, writer: Writer, size: int,
@@ -67,8 +75,34 @@ class OpenFile:
         self.journal = journal
         self.journal_id = journal_id
         self.row_state = OPEN  # the journal row's state as last written
+        if journal is not None and journal_id is None and spool.in_memory:
+            spool.on_disk = self._add_row_sync  # the row comes with the spool file
+        self.opened = trio.current_time()
         self.sequential = filled and size == 0  # every write so far appended to empty
         self.stream: Any = None  # the Mount's streaming import, while sequential
+
+    def _add_row_sync(self) -> None:
+        """The journal row of a memory spool about to be written to disk (worker thread,
+        from ``Spool.materialize_sync``; the spool's callers hold ``lock`` or are the last
+        close, so no other row change runs meanwhile)."""
+        if self.journal is not None and self.journal_id is None:
+            self.journal_id = self.journal.add_sync(self.mount.name, self.writer.path,
+                                                    self.spool.path)
+            self.row_state = OPEN
+
+    async def add_row(self) -> None:
+        """The journal row of a memory spool held open (``PENDING_ROW_DELAY``): only so that
+        ``mcpfs status`` shows the write as pending (recovery discards ``open`` rows)."""
+        async with self.lock:
+            if self.journal is None or self.journal_id is not None or self.spool.closed \
+                    or not self.spool.in_memory:
+                return
+            row = await self.journal.add(self.mount.name, self.writer.path, self.spool.path)
+            if self.spool.closed:  # discarded meanwhile (discard takes no lock)
+                await self.journal.remove(row)
+                return
+            self.journal_id = row
+            self.row_state = OPEN
 
     def _abandon_stream(self) -> None:
         self.sequential = False
@@ -216,6 +250,8 @@ class FileHandle:
     open_file: OpenFile | None = None
     writable: bool = False
     fh: int = 0
+    keep_cache: bool = False  # the kernel may keep the inode's page cache (see VFS.open)
+    identity: str | None = None  # content identity this handle reads (reader handles)
 
 
 @dataclass(eq=False)

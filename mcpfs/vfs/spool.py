@@ -4,7 +4,9 @@ A :class:`Spool` owns one file descriptor on one spool file (created 0600, exclu
 A spool created with ``memory=True`` starts as a byte buffer with no file: small files (the
 common case of many small writes) never touch the disk or a worker thread here; the file is
 created, and the buffer written to it, once the content grows past ``MEMORY_MAX`` or when
-:meth:`materialize` is called (a commit by a Mount that reads ``path``, a kept spool).
+:meth:`materialize` is called (a commit by a Mount that reads ``path``, a kept spool). Its
+``on_disk`` hook (vfs/handles.py: the journal row) runs first, in the same worker thread, so
+no spool file ever exists on disk without its journal row.
 Every file I/O call runs in a worker thread under the spool limiter; a full disk raises
 :class:`~mcpfs.errors.NoSpace` (ENOSPC to the writer) after whatever part of the write fit
 is on disk, other OS errors a McpfsError with the same errno. ``close(delete=True)`` removes
@@ -54,6 +56,7 @@ class Spool:
         self.fd = fd
         self.mem = memory  # the content while no file exists (memory spool)
         self.closed = False
+        self.on_disk: Callable[[], None] | None = None  # run (blocking) before the file exists
 
     @property
     def in_memory(self) -> bool:
@@ -65,9 +68,9 @@ class Spool:
         """A new spool in ``folder``; with ``memory`` the file is only named (created by
         :meth:`materialize`)."""
         path = Path(folder) / f"{uuid.uuid4().hex}.spool"
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        if memory:
+        if memory:  # no I/O at all: the folder is made by materialize_sync
             return cls(path, None, bytearray())
+        Path(folder).mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as exc:
@@ -89,6 +92,8 @@ class Spool:
         """Create the file of a memory spool and write the buffer to it (blocking)."""
         if self.mem is None:
             return
+        if self.on_disk is not None:
+            self.on_disk()
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import trio
 from ..errors import McpfsError, NotFound, ReadOnly
 from ..mounts.base import FILE, Attr, Mount, StatFS, Writer
 from ..mounts.root import RootMount
-from .handles import DirHandle, FileHandle, HandleTable, OpenFile
+from .handles import PENDING_ROW_DELAY, DirHandle, FileHandle, HandleTable, OpenFile
 from .inodes import InodeTable, Node, child_path, parent_of
 from .journal import Journal
 from .spool import Spool
@@ -60,10 +61,13 @@ class VFS:
         self.mounts = mounts
         self.root = RootMount(mounts)
         self.spool_dir = Path(spool_dir)
+        self.spool_dir.mkdir(parents=True, exist_ok=True)  # memory spools never make it
         self.journal = journal
         self.inodes = InodeTable()
         self.handles = HandleTable()
         self.open_files: dict[int, OpenFile] = {}  # ino -> write state
+        self._reading: dict[int, dict[str | None, int]] = {}  # ino -> identity -> readers
+        self._sweeping = False  # the journal-row sweeper runs (see _sweep_rows)
 
     # ---------------------------------------------------------------- routing
     def route(self, path: str) -> tuple[Mount, str]:
@@ -163,11 +167,14 @@ class VFS:
         listing = [(name, child_path(node.path, name), attr) for name, attr in entries.items()]
         return self.handles.add(DirHandle(node, listing))
 
-    def readdir(self, fh: int, start: int) -> list[tuple[int, str, str, Attr]]:
-        """(next offset, name, path, attr) of the snapshotted entries from ``start``."""
-        handle: DirHandle = self.handles.get(fh)
-        return [(i + 1, name, path, attr)
-                for i, (name, path, attr) in enumerate(handle.entries[start:], start)]
+    def readdir(self, fh: int, start: int) -> Iterator[tuple[int, str, str, Attr]]:
+        """(next offset, name, path, attr) of the snapshotted entries from ``start``, lazily:
+        the kernel takes a page of entries per call, so each call costs what it returns
+        (not a copy of the remaining listing)."""
+        entries = self.handles.get(fh).entries
+        for i in range(start, len(entries)):
+            name, path, attr = entries[i]
+            yield i + 1, name, path, attr
 
     def releasedir(self, fh: int) -> None:
         self.handles.pop(fh)
@@ -252,17 +259,25 @@ class VFS:
             if truncate:
                 await of.truncate(0)
             return of
+        node.cache_id = None  # written through the mount: the page cache is not one CID's
         journal = self.journal
 
         def make() -> tuple[Spool, int | None]:  # one worker-thread hop for both
-            spool = Spool.create_sync(self.spool_dir,  # a memory spool where the mount can
-                                      memory=getattr(mount, "memory_commit", False))
+            spool = Spool.create_sync(self.spool_dir)
             try:
                 return spool, journal.add_sync(mount.name, sub, spool.path) if journal else None
             except BaseException:
                 spool.close_sync(delete=True)
                 raise
-        spool, jid = await trio.to_thread.run_sync(make, limiter=spool_limiter())
+        if getattr(mount, "memory_commit", False):
+            # A memory spool: no I/O, no hop; its journal row comes with its file, or from
+            # the sweeper when it stays open (handles.py).
+            spool, jid = Spool.create_sync(self.spool_dir, memory=True), None
+            if journal is not None and not self._sweeping:
+                self._sweeping = True
+                trio.lowlevel.spawn_system_task(self._sweep_rows, name="mcpfs-journal-rows")
+        else:
+            spool, jid = await trio.to_thread.run_sync(make, limiter=spool_limiter())
         try:
             writer = await mount.open_write(sub, spool, truncate, create)
             size = 0
@@ -283,6 +298,25 @@ class VFS:
         node.extra["open"] = of
         return of
 
+    async def _sweep_rows(self) -> None:
+        """Give memory spools held open for ``PENDING_ROW_DELAY`` their journal row (so
+        ``mcpfs status`` lists them); ends when no file is open (restarted by the next)."""
+        try:
+            while self.open_files:
+                await trio.sleep(PENDING_ROW_DELAY / 2)
+                now = trio.current_time()
+                for of in list(self.open_files.values()):
+                    if of.journal_id is None and of.spool.in_memory \
+                            and now - of.opened >= PENDING_ROW_DELAY:
+                        try:
+                            await of.add_row()
+                        except Exception:  # noqa: BLE001 - observability only; a system task
+                            log.exception("journal row of /%s/%s", of.mount.name,
+                                          of.writer.path)
+                            of.opened = float("inf")  # do not retry every tick
+        finally:
+            self._sweeping = False
+
     async def _close_open_file(self, of: OpenFile) -> None:
         """Last handle gone: drop the write state; keep the spool only if a commit failed."""
         if of.handles > 0:
@@ -301,6 +335,7 @@ class VFS:
         if of.unlinked or not of.node.attached:
             return
         _, sub = self.route(of.node.path)
+        of.node.cache_id = None  # new content: the next open drops the kernel's page cache
         with trio.CancelScope(shield=True):  # never leave a half-recorded commit behind
             await of.commit(sub)
 
@@ -318,8 +353,44 @@ class VFS:
             handle = FileHandle(node, mount, open_file=of)
             of.handles += 1
         else:
-            handle = FileHandle(node, mount, reader=await mount.open_read(sub))
+            reader = await mount.open_read(sub)
+            handle = FileHandle(node, mount, reader=reader,
+                                identity=getattr(reader, "identity", None))
+            handle.keep_cache = self._keep_cache(node, mount, handle.identity)
         return self.handles.add(handle), handle
+
+    def _keep_cache(self, node: Node, mount: Mount, identity: str | None) -> bool:
+        """Whether a read-only open may keep the kernel's page cache of the inode: always on
+        an immutable subtree; elsewhere when the content identity (CID, etag) the reader
+        reads equals the one the cache was filled from (``node.cache_id``) and every other
+        open reader of the inode reads it too (an older reader still open could refill the
+        cache with its content). Otherwise the kernel drops the cache at this open and
+        ``node.cache_id`` becomes the new identity (None while readers disagree). Writes
+        through the mount reset it (``_open_file``, ``_commit``); a reader closing with
+        another identity than the cache's resets it too (its reads may be in the cache)."""
+        if mount.capabilities.immutable:
+            return True
+        others = self._reading.setdefault(node.ino, {})
+        agree = all(ident == identity for ident in others)
+        keep = identity is not None and node.cache_id == identity and agree
+        if not keep:
+            node.cache_id = identity if agree else None
+        others[identity] = others.get(identity, 0) + 1
+        return keep
+
+    def _closed_reader(self, handle: FileHandle) -> None:
+        if handle.node.ino not in self._reading or handle.mount.capabilities.immutable:
+            return
+        others = self._reading[handle.node.ino]
+        n = others.get(handle.identity, 0) - 1
+        if n > 0:
+            others[handle.identity] = n
+        else:
+            others.pop(handle.identity, None)
+            if not others:
+                del self._reading[handle.node.ino]
+        if handle.identity != handle.node.cache_id:
+            handle.node.cache_id = None
 
     async def create(self, parent: int, name: str, flags: int) -> tuple[int, Entry]:
         path = child_path(self.inodes.get(parent).path, name)
@@ -366,6 +437,7 @@ class VFS:
     async def release(self, fh: int) -> None:
         handle: FileHandle = self.handles.pop(fh)
         if handle.reader is not None:
+            self._closed_reader(handle)
             await handle.reader.close()
         of = handle.open_file
         if of is None:

@@ -9,7 +9,9 @@ import trio
 
 from mcpfs.mounts.base import DIR, FILE, SYMLINK
 from mcpfs.vfs import VFS
-from mcpfs.vfs.journal import COMMITTING
+from mcpfs.vfs.journal import COMMITTING, OPEN
+from mcpfs.vfs import vfs as vfs_module
+from mcpfs.vfs.spool import MEMORY_MAX
 from mcpfs.mounts import build_mounts
 from mcpfs.config import paths
 from tests.conftest import pattern_bytes
@@ -158,23 +160,28 @@ async def test_mfs_cp_from_ipfs_shows_up(drv):
     assert await drv.cat("mfs/linked") == b"linked"
 
 
-async def test_journal_completes_an_interrupted_commit(drv, journal):
+async def test_journal_completes_an_interrupted_commit(drv, journal, monkeypatch):
+    monkeypatch.setattr(vfs_module, "PENDING_ROW_DELAY", 1e9)  # no row for "small" below
     # A write whose commit had started when the daemon died: the spool is complete.
     fh, _ = await drv.vfs.create(await drv.ino("mfs"), "crash", os.O_WRONLY | os.O_CREAT)
     await drv.vfs.write(fh, 0, b"survives")
     of = drv.vfs.open_files[(await drv.ino("mfs/crash"))]
     await of.spool.materialize()  # a row is "committing" only with its spool on disk
     await journal.set(of.journal_id, COMMITTING, "crash")
-    # ...and one that was still being written: discarded.
+    # ...and one that was still being written (on disk: past the memory spool): discarded.
     fh2, _ = await drv.vfs.create(await drv.ino("mfs"), "half", os.O_WRONLY | os.O_CREAT)
-    await drv.vfs.write(fh2, 0, b"half")
+    await drv.vfs.write(fh2, 1, b"h" * (MEMORY_MAX + 1))  # not from 0: no streaming import
     half_spool = drv.vfs.open_files[(await drv.ino("mfs/half"))].spool.path
+    assert os.path.exists(half_spool)
+    # ...and a small one still in its memory spool: nothing on disk, nothing to recover.
+    fh3, _ = await drv.vfs.create(await drv.ino("mfs"), "small", os.O_WRONLY | os.O_CREAT)
+    await drv.vfs.write(fh3, 0, b"small")
     os.close(of.spool.fd)  # "kill -9": nothing else runs
     fresh = VFS(build_mounts(drv.repo), paths().cache_dir / "spool", journal)
     outcome = sorted(await fresh.recover())
     assert outcome == [("mfs", "crash", "committed"), ("mfs", "half", "discarded")]
     assert await drv.repo.mfs.read("/crash") == b"survives"
-    assert not await drv.repo.mfs.exists("/half")
+    assert not await drv.repo.mfs.exists("/half") and not await drv.repo.mfs.exists("/small")
     assert not os.path.exists(half_spool) and journal.pending() == []
 
 
@@ -286,3 +293,73 @@ async def test_abandoned_stream_and_unlinked_file_leave_nothing(drv):
     await drv.vfs.release(fh)
     assert not await drv.repo.mfs.exists("/gone")
     assert not list((paths().cache_dir / "spool").iterdir())
+
+
+async def test_journal_row_only_for_spools_on_disk(drv, journal, monkeypatch):
+    monkeypatch.setattr(vfs_module, "PENDING_ROW_DELAY", 1e9)
+    # A small file lives and is committed in its memory spool: no journal row at all (no
+    # insert + delete, no worker-thread hop), no spool file.
+    added = []
+    real_add = journal.add_sync
+    monkeypatch.setattr(journal, "add_sync", lambda *a: added.append(a) or real_add(*a))
+    spool_dir = paths().cache_dir / "spool"
+    root = await drv.ino("mfs")
+    fh, _ = await drv.vfs.create(root, "small", os.O_WRONLY | os.O_CREAT)
+    await drv.vfs.write(fh, 0, b"tiny")
+    await drv.vfs.flush(fh)
+    await drv.vfs.release(fh)
+    assert added == [] and journal.pending() == [] and not list(spool_dir.iterdir())
+    assert await drv.repo.mfs.read("/small") == b"tiny"
+    # The row comes with the spool file, before the file exists, as an open row.
+    fh, _ = await drv.vfs.create(root, "grows", os.O_WRONLY | os.O_CREAT)
+    await drv.vfs.write(fh, 0, b"x")
+    of = drv.vfs.open_files[await drv.ino("mfs/grows")]
+    assert of.journal_id is None and journal.pending() == []
+    await drv.vfs.write(fh, 1, b"y" * MEMORY_MAX)
+    rows = journal.pending()
+    assert [(r.mount, r.path, r.spool, r.state) for r in rows] == \
+        [("mfs", "grows", of.spool.path, OPEN)] and of.journal_id == rows[0].id
+    assert os.path.exists(of.spool.path)
+    await drv.vfs.flush(fh)
+    await drv.vfs.release(fh)
+    assert journal.pending() == [] and not list(spool_dir.iterdir())
+    assert await drv.repo.mfs.read("/grows") == b"x" + b"y" * MEMORY_MAX
+
+
+async def test_failed_memory_commit_keeps_spool_with_failed_row(drv, journal, monkeypatch):
+    # A memory spool whose commit fails goes to disk with its row (failed): recoverable.
+    from mcpfs.errors import McpfsError
+    from mcpfs.vfs.journal import FAILED
+    mount = drv.vfs.mounts["mfs"]
+
+    async def broken(writer):
+        raise McpfsError("backend down", errno=errno.EIO)
+    monkeypatch.setattr(mount, "commit", broken)
+    fh, _ = await drv.vfs.create(await drv.ino("mfs"), "f", os.O_WRONLY | os.O_CREAT)
+    await drv.vfs.write(fh, 0, b"keep me")
+    of = drv.vfs.open_files[await drv.ino("mfs/f")]
+    assert await drv.errno_of(drv.vfs.flush(fh)) == errno.EIO
+    await drv.vfs.release(fh)
+    rows = journal.pending()
+    assert [(r.path, r.state) for r in rows] == [("f", FAILED)]
+    with open(rows[0].spool, "rb") as fh_:
+        assert fh_.read() == b"keep me"
+    assert of.spool.closed
+
+
+async def test_memory_spool_held_open_gets_a_row_for_status(drv, journal, monkeypatch):
+    # `mcpfs status` lists the journal: a file held open shows as pending after a moment.
+    monkeypatch.setattr(vfs_module, "PENDING_ROW_DELAY", 0.05)
+    fh, _ = await drv.vfs.create(await drv.ino("mfs"), "held", os.O_WRONLY | os.O_CREAT)
+    await drv.vfs.write(fh, 0, b"not yet committed")
+    assert journal.pending() == []
+    await trio.sleep(0.3)
+    assert [(r.path, r.state) for r in journal.pending()] == [("held", OPEN)]
+    of = drv.vfs.open_files[await drv.ino("mfs/held")]
+    assert of.spool.in_memory and not os.path.exists(of.spool.path)
+    await drv.vfs.flush(fh)
+    await drv.vfs.release(fh)
+    assert journal.pending() == []
+    assert await drv.repo.mfs.read("/held") == b"not yet committed"
+    await trio.sleep(0.3)
+    assert not drv.vfs._sweeping  # no file open: the sweeper ended
