@@ -165,3 +165,25 @@ def test_import_memory_stays_flat():
         tracemalloc.stop()
     assert root.size == 32 << 20
     assert peak < 8 << 20, f"peak {peak} bytes while importing 32 MiB"
+
+
+def test_sync_many_blocks_uses_syncfs_and_few_use_fsync(tmp_path, monkeypatch):
+    from mcpfs.backends.ipfs import blockstore as bs
+
+    calls = []
+    monkeypatch.setattr(bs, "_syncfs", lambda folder: calls.append(("syncfs", folder)) or True)
+    monkeypatch.setattr(bs, "_fsync_path", lambda path: calls.append(("fsync", path)))
+    store = FlatFSBlockstore(tmp_path / "blocks")
+    import_bytes(store, random.Random(3).randbytes(64 * 1024), ImportParams(chunk_size=1024))
+    store.sync()
+    assert calls == [("syncfs", tmp_path / "blocks")]
+    calls.clear()
+    import_bytes(store, b"one small block", ImportParams())
+    store.sync()
+    assert calls and all(kind == "fsync" for kind, _ in calls)
+
+
+def test_real_syncfs_call_succeeds(tmp_path):
+    from mcpfs.backends.ipfs.blockstore import _syncfs
+
+    assert _syncfs(tmp_path) is True
