@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 sysdeps:
 	@need=""; \
-	for pkg in fuse3 libfuse3-dev pkg-config attr; do \
+	for pkg in fuse3 libfuse3-dev pkg-config attr $(PKGS); do \
 	  dpkg -s $$pkg >/dev/null 2>&1 || need="$$need $$pkg"; \
 	done; \
 	if [ -n "$$need" ]; then \
@@ -36,6 +36,7 @@ run: setup
 	$(VENV)/bin/mcpfs mount $(MOUNT) --foreground
 
 bench: setup
+	$(MAKE) sysdeps PKGS="rclone s3fs"
 	$(VPY) -m pip install -q -e '.[bench]'
 	$(VPY) -m bench
 

@@ -1,8 +1,9 @@
-"""``python -m bench [ipfs|mount|all]``: mcpfs vs its peers in one run; tables and JSON files.
+"""``python -m bench [ipfs|mount|s3|all]``: mcpfs vs its peers in one run; tables and JSON files.
 
-Two groups (default: both, ipfs first). ``mount``: the mounted tree vs a pyfuse3 passthrough,
-direct disk and kubo (see ``bench/mount.py``). ``ipfs``: mcpfs's IPFS core vs kubo 0.22 on
-one file. Steps of the ipfs group: write a deterministic source file; one warm-up add on each side; then, interleaving
+Three groups (default: all, in the order ipfs, mount, s3). ``mount``: the mounted tree vs a
+pyfuse3 passthrough, direct disk and kubo (see ``bench/mount.py``). ``s3``: /s3 of the mount
+vs ``rclone mount`` and ``s3fs`` on one SeaweedFS (see ``bench/s3.py``). ``ipfs``: mcpfs's
+IPFS core vs kubo 0.22 on one file. Steps of the ipfs group: write a deterministic source file; one warm-up add on each side; then, interleaving
 mcpfs and kubo run by run (so both see the same machine load): add with the default
 parameters, ``add -n``, cold sequential read; mcpfs alone: add with ``--cid-version 1`` and
 the unixfs-v1-2025 profile, random 4 KiB reads. Then the checks (same CID, same flatfs block
@@ -36,18 +37,22 @@ RANDOM_READS = 2000  # random 4 KiB reads per run (--quick: 500)
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench",
                                  description=(__doc__ or "").split("\n")[0])
-    ap.add_argument("group", nargs="?", choices=("all", "ipfs", "mount"), default="all",
+    ap.add_argument("group", nargs="?", choices=("all", "ipfs", "mount", "s3"), default="all",
                     help="which group to run (default: all)")
     ap.add_argument("--size", type=int, default=None, metavar="MiB",
                     help="ipfs group: file size in MiB (default 256; --quick: 32)")
     ap.add_argument("--mount-size", type=int, default=None, metavar="MiB",
                     help="mount group: read/cp file size in MiB (default 1024; --quick: 64)")
+    ap.add_argument("--s3-size", type=int, default=None, metavar="MiB",
+                    help="s3 group: read/write file size in MiB (default 512; --quick: 64)")
     ap.add_argument("--quick", action="store_true",
-                    help="small sizes, 1 run (ipfs: 32 MiB; mount: 64 MiB, smaller dirs)")
+                    help="small sizes, 1 run (ipfs: 32 MiB; mount: 64 MiB, smaller dirs; "
+                         "s3: 64 MiB, 2,000 keys, 200 creates)")
     ap.add_argument("--runs", type=int, default=None, help="runs per measurement (default 3)")
     ap.add_argument("--json", type=Path, default=None, metavar="PATH",
                     help="where to write the JSON (default bench/results/<timestamp>.json; "
-                         "the mount group's gets -mount before the suffix)")
+                         "the mount group's gets -mount, the s3 group's -s3 before the "
+                         "suffix)")
     ap.add_argument("--no-kubo", action="store_true", help="skip the kubo side")
     ap.add_argument("--tmp", type=Path, default=None, help="folder for the temporary files")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -57,8 +62,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _mount_json(path: Path) -> Path:
-    return path.with_name(f"{path.stem}-mount{path.suffix or '.json'}")
+def _mount_json(path: Path, group: str = "mount") -> Path:
+    return path.with_name(f"{path.stem}-{group}{path.suffix or '.json'}")
 
 
 def run_mount(args: argparse.Namespace, stamp: str, json_path: Path) -> int:
@@ -147,7 +152,52 @@ def main(argv: list[str] | None = None) -> int:
         if args.group == "all":
             print()
         status |= run_mount(args, stamp, _mount_json(json_path))
+    if args.group in ("all", "s3"):
+        if args.group == "all":
+            print()
+        status |= run_s3(args, stamp, _mount_json(json_path, "s3"))
     return status
+
+
+def run_s3(args: argparse.Namespace, stamp: str, json_path: Path) -> int:
+    """The s3 group: /s3 of the mount vs rclone mount and s3fs on one SeaweedFS."""
+    from . import s3 as s3_bench
+
+    sizes = s3_bench.Sizes.quick() if args.quick else s3_bench.Sizes()
+    if args.s3_size:
+        sizes.file_mib = args.s3_size
+    work = Path(tempfile.mkdtemp(prefix="mcpfs-bench-s3-", dir=args.tmp))
+    t0 = time.perf_counter()
+
+    def step(msg: str) -> None:
+        print(f"[s3 {time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        meta, rows, checks = s3_bench.run(work, args.runs, sizes, step)
+        step("done")
+        meta.update({"timestamp": stamp, "group": "s3", "statistic": "median",
+                     "mb": "10^6 bytes", "python": sys.version.split()[0],
+                     "platform": platform.platform(), "cpus": os.cpu_count(),
+                     "loadavg_at_end": os.getloadavg(),
+                     "wall_s": round(time.perf_counter() - t0, 1)})
+        report.save(json_path, meta, rows, checks)
+        print()
+        print(f"s3 group: median of {args.runs} run(s) on one SeaweedFS, MB = 10^6 bytes; "
+              f"ratios are speed ratios (> 1: mcpfs ahead); goal: mcpfs ahead of rclone")
+        print(s3_bench.table(rows))
+        print()
+        print(report.summary({k: v for k, v in checks.items() if not k.startswith("ratio")}))
+        print(f"\nJSON: {json_path}   (total {meta['wall_s']} s)")
+        return 0 if not any(str(v).startswith("NO") for v in checks.values()) else 1
+    finally:
+        if args.keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            for _ in range(3):  # a child may still be finishing its last writes
+                shutil.rmtree(work, ignore_errors=True)
+                if not work.exists():
+                    break
+                time.sleep(2)
 
 
 def run_ipfs(args: argparse.Namespace, stamp: str, json_path: Path) -> int:
