@@ -37,7 +37,7 @@ RANDOM_READS = 2000  # random 4 KiB reads per run (--quick: 500)
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench",
                                  description=(__doc__ or "").split("\n")[0])
-    ap.add_argument("group", nargs="?", choices=("all", "ipfs", "mount", "s3"), default="all",
+    ap.add_argument("group", nargs="?", choices=("all", "ipfs", "mount", "s3", "hf"), default="all",
                     help="which group to run (default: all)")
     ap.add_argument("--size", type=int, default=None, metavar="MiB",
                     help="ipfs group: file size in MiB (default 256; --quick: 32)")
@@ -45,6 +45,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="mount group: read/cp file size in MiB (default 1024; --quick: 64)")
     ap.add_argument("--s3-size", type=int, default=None, metavar="MiB",
                     help="s3 group: read/write file size in MiB (default 512; --quick: 64)")
+    ap.add_argument("--hf-size", type=int, default=None, metavar="MiB",
+                    help="hf group: LFS file size in MiB (default 512; --quick: 128)")
     ap.add_argument("--quick", action="store_true",
                     help="small sizes, 1 run (ipfs: 32 MiB; mount: 64 MiB, smaller dirs; "
                          "s3: 64 MiB, 2,000 keys, 200 creates)")
@@ -156,7 +158,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.group == "all":
             print()
         status |= run_s3(args, stamp, _mount_json(json_path, "s3"))
+    if args.group in ("all", "hf"):
+        if args.group == "all":
+            print()
+        status |= run_hf(args, stamp, _mount_json(json_path, "hf"))
     return status
+
+
+def run_hf(args: argparse.Namespace, stamp: str, json_path: Path) -> int:
+    """The hf group: /hf of the mount vs huggingface_hub on one local hub."""
+    from . import hf as hf_bench
+    return hf_bench.run_group(args, stamp, json_path)
 
 
 def run_s3(args: argparse.Namespace, stamp: str, json_path: Path) -> int:

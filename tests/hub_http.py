@@ -39,7 +39,16 @@ class _Base(BaseHTTPRequestHandler):
         pass
 
     # ---------------------------------------------------------------- plumbing
+    def _unread_body(self) -> bool:
+        """Whether the request has a body the route did not read (an early error answer):
+        the connection must then close, or its bytes would be read as the next request."""
+        if getattr(self, "_body_read", False):
+            return False
+        return (self.headers.get("Transfer-Encoding", "").lower() == "chunked"
+                or int(self.headers.get("Content-Length") or 0) > 0)
+
     def _body(self) -> bytes:
+        self._body_read = True
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             out = bytearray()
             while True:
@@ -57,6 +66,8 @@ class _Base(BaseHTTPRequestHandler):
         self.send_response(status)
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        if self._unread_body():
+            self.send_header("Connection", "close")  # sets close_connection
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -132,6 +143,7 @@ class _Base(BaseHTTPRequestHandler):
         self._handle("DELETE")
 
     def _handle(self, method: str) -> None:
+        self._body_read = False
         self._record(method)
         try:
             self.route(method)

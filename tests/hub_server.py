@@ -17,7 +17,8 @@ real client sends and parses. Two origins, like the Hub and its CDN:
 
 Errors carry ``X-Error-Code`` (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo) and
 ``X-Error-Message``. Tokens (``hub.add_user``) are Bearer tokens: a private repo is visible to
-its owner only (401 RepoNotFound without a token, 404 with another user's), a gated repo lists
+its owner only (401 RepoNotFound without a token, as for a missing repo; 404 with another
+user's token), a gated repo lists
 for anyone but its files answer 403 GatedRepo unless the user is in ``repo.allowed``; writes
 need the owner's token. ``throttle(n)`` makes the next ``n`` hub requests answer 429 with
 ``Retry-After: 0``.
@@ -122,8 +123,13 @@ class _HubHandler(WriteRoutes, _Base):
         return name
 
     def readable(self, repo_type: str, repo_id: str) -> Repo:
-        repo = self.server.app.hub.repo(repo_type, repo_id)
         user = self.user()
+        try:
+            repo = self.server.app.hub.repo(repo_type, repo_id)
+        except HubError as err:  # anonymous: 401, private or missing alike (the Hub's way)
+            if user is None:
+                raise HubError(401, err.code, err.message) from None
+            raise
         if repo.private and user != repo.owner:
             raise HubError(401 if user is None else 404, "RepoNotFound",
                            "Repository not found")

@@ -21,6 +21,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -218,19 +219,25 @@ class Hub:
             repo.branches[name] = self.resolve(repo, rev).id
 
     # ---------------------------------------------------------------- content
-    def add_lfs_object(self, src: str | os.PathLike[str] | bytes) -> tuple[str, int]:
-        """Store content (bytes, or a file copied in) as an LFS object: (oid, size)."""
+    def add_lfs_object(self, src: str | os.PathLike[str] | bytes
+                       | Iterable[bytes]) -> tuple[str, int]:
+        """Store content as an LFS object: (oid, size). ``src``: bytes, a file (copied in),
+        or an iterable of pieces (streamed to disk once: how tests make GiB-sized files)."""
         tmp = self.lfs_dir / f".tmp-{threading.get_ident()}-{time.monotonic_ns()}"
         h = hashlib.sha256()
         with open(tmp, "wb") as out:
             if isinstance(src, bytes):
                 h.update(src)
                 out.write(src)
-            else:
+            elif isinstance(src, (str, os.PathLike)):
                 with open(src, "rb") as fh:
                     while piece := fh.read(COPY_PIECE):
                         h.update(piece)
                         out.write(piece)
+            else:
+                for piece in src:
+                    h.update(piece)
+                    out.write(piece)
         oid = h.hexdigest()
         size = tmp.stat().st_size
         os.replace(tmp, self.lfs_dir / oid)

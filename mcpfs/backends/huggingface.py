@@ -7,8 +7,10 @@ writes), read once at construction, never from mcpfs's config and never logged. 
 repos need none.
 
 Errors (:func:`map_status`, the only translation, used for HfApi exceptions and for
-httpx responses alike): RepoNotFound, RevisionNotFound, EntryNotFound and 404 -> ENOENT;
-GatedRepo, 401 and 403 -> EACCES with one warning saying why (gated: accept the
+httpx responses alike): RepoNotFound, RevisionNotFound, EntryNotFound and 404 -> ENOENT
+(with a token the Hub answers 404 for another user's private repo too); GatedRepo, 401
+(RepoNotFound with 401 included: the Hub's answer to an anonymous request for a private
+or a missing repo) and 403 -> EACCES with one warning saying why (gated: accept the
 conditions on the Hub; private or no rights: check the token); 409 -> EEXIST; 416 -> EINVAL;
 429 -> retried with backoff (``Retry-After`` when given, else ``retry_base`` doubling) up to
 ``max_retries`` times, then EAGAIN; 5xx and connection failures -> EIO. Messages carry the
@@ -144,11 +146,15 @@ def map_status(status: int, code: str | None, what: str,
         (denied or _Denied()).note("gated repo: accept its conditions on the Hub page with "
                                    "the account of the token", what)
         return McpfsError(msg, errno=errno.EACCES)
+    if code == "RepoNotFound" and status == 401:
+        # the Hub's answer to an anonymous (or bad-token) request for a private repo, and
+        # for a missing one alike: it does not say which, so "no access" it is
+        (denied or _Denied()).note(
+            "not found, or private and " + ("the token is refused" if has_token else
+                                            "no token (set HF_TOKEN or run `hf auth login`)"),
+            what)
+        return McpfsError(msg, errno=errno.EACCES)
     if code in ("RepoNotFound", "RevisionNotFound", "EntryNotFound") or status == 404:
-        if code == "RepoNotFound" and status == 401:
-            (denied or _Denied()).note(
-                "not found or private" + ("" if has_token else " (no token: set HF_TOKEN or "
-                                          "run `hf auth login`)"), what)
         return McpfsError(msg, errno=errno.ENOENT)
     if status in (401, 403):
         (denied or _Denied()).note("the token is invalid or lacks the rights (read/write) "

@@ -122,6 +122,11 @@ class Mount:
     name: str = ""
     capabilities = Capabilities()
 
+    def capabilities_for(self, path: str) -> Capabilities:
+        """The capabilities at ``path`` (a subtree may hold immutable parts, e.g. /hf's
+        ``@<sha>``); the mount's own by default."""
+        return self.capabilities
+
     # ---------------------------------------------------------------- reading
     async def lookup(self, path: str) -> Attr:
         raise McpfsError(f"{path}: not found", errno=errno.ENOENT)

@@ -101,9 +101,12 @@ def parse(path: str) -> Loc:
 
 
 class HfReader:
-    """One open remote file: ranges of the commit-pinned /resolve URL via a prefetcher."""
+    """One open remote file: ranges of the commit-pinned /resolve URL via a prefetcher.
+    ``identity`` (the git blob id: the content, for LFS files through their pointer) lets
+    vfs/ keep the kernel's page cache across opens while the content is unchanged."""
 
     def __init__(self, backend: HfBackend, ref: RepoRef, sha: str, entry: Entry) -> None:
+        self.identity = entry.blob_id or None
         target = ResolveTarget(backend.resolve_url(ref, sha, entry.path),
                                f"hf://{ref}@{sha[:12]}/{entry.path}")
 
@@ -122,8 +125,9 @@ class HfReader:
 class LocalReader:
     """A file of the local HF cache; the fd is closed by :meth:`close`."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, identity: str | None = None) -> None:
         self.path = path
+        self.identity = identity
         self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 
     async def read(self, offset: int, size: int) -> bytes:
@@ -267,7 +271,7 @@ class HfMount(Mount):
         local = await trio.to_thread.run_sync(self.backend.cached_file, loc.ref, info.sha,
                                               entry.path, entry.size)
         if local is not None:
-            return LocalReader(local)
+            return LocalReader(local, entry.blob_id or None)
         return HfReader(self.backend, loc.ref, info.sha, entry)
 
     async def _xattrs(self, path: str) -> dict[str, str]:

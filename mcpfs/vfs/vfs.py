@@ -84,7 +84,7 @@ class VFS:
             raise ReadOnly(f"/{path}: read-only file system")
 
     def _entry(self, node: Node, mount: Mount, attr: Attr) -> Entry:
-        caps = mount.capabilities
+        caps = mount.capabilities_for(self.route(node.path)[1])
         return Entry(node.ino, attr, attr.mode(caps.writable), caps.attr_timeout,
                      caps.entry_timeout)
 
@@ -368,7 +368,7 @@ class VFS:
         ``node.cache_id`` becomes the new identity (None while readers disagree). Writes
         through the mount reset it (``_open_file``, ``_commit``); a reader closing with
         another identity than the cache's resets it too (its reads may be in the cache)."""
-        if mount.capabilities.immutable:
+        if mount.capabilities_for(self.route(node.path)[1]).immutable:
             return True
         others = self._reading.setdefault(node.ino, {})
         agree = all(ident == identity for ident in others)
@@ -379,7 +379,7 @@ class VFS:
         return keep
 
     def _closed_reader(self, handle: FileHandle) -> None:
-        if handle.node.ino not in self._reading or handle.mount.capabilities.immutable:
+        if handle.node.ino not in self._reading:
             return
         others = self._reading[handle.node.ino]
         n = others.get(handle.identity, 0) - 1

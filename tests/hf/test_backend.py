@@ -77,10 +77,13 @@ async def test_errors_map_once(backend, anon_backend, demo, hub_server, hf_env, 
     secret = RepoRef("model", "alice/secret")
     assert (await backend.repo_info(secret, None)).private
     with caplog.at_level(logging.WARNING, "mcpfs.backends.hf"):
-        assert await errno_of(anon_backend.repo_info(secret, None)) == errno.ENOENT
+        assert await errno_of(anon_backend.repo_info(secret, None)) == errno.EACCES
     assert "no token" in caplog.text
+    # anonymous: the Hub answers 401 for a missing repo too (it does not say which)
+    assert await errno_of(anon_backend.repo_info(RepoRef("model", "alice/none"), None)) == \
+        errno.EACCES
     bob = HfBackend(HfConfig(endpoint=hf_env["endpoint"]), token=BOB)
-    assert await errno_of(bob.repo_info(secret, None)) == errno.ENOENT
+    assert await errno_of(bob.repo_info(secret, None)) == errno.ENOENT  # the Hub: 404
     seed(hub_server, "alice/gated", {"g.bin": b"\0g"}, gated=True)
     gated = RepoRef("model", "alice/gated")
     gsha = (await bob.repo_info(gated, None)).sha

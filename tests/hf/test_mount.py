@@ -264,8 +264,9 @@ async def test_private_and_gated_errnos(hf_env, demo, hub_server):
     seed(hub_server, "alice/secret", {"s.txt": b"s"}, private=True)
     seed(hub_server, "alice/gated", {"g.bin": b"\0g"}, gated=True)
     anon = make_mount(hf_env, token=False)
-    assert await errno_of(anon.lookup("alice/secret")) == errno.ENOENT
+    assert await errno_of(anon.lookup("alice/secret")) == errno.EACCES  # 401: no token
     bob = make_mount(hf_env, token=BOB)
+    assert await errno_of(bob.lookup("alice/secret")) == errno.ENOENT  # 404: not bob's
     assert await names(bob, "alice/gated") == [".gitattributes", "g.bin"]
     assert await errno_of(read_all(bob, "alice/gated/g.bin")) == errno.EACCES
     assert await errno_of(bob.unlink("alice/demo/README.md")) == errno.EACCES
