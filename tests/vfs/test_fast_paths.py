@@ -266,3 +266,45 @@ def test_descendant_counts_follow_forget_and_drop():
     assert b.path == "mfs/z/b" and t.find("mfs/z/b") is b
     t.forget(b.ino, 1)
     assert set(t.by_path) == {""} and t._below == {}
+
+
+async def test_per_path_capabilities_give_immutable_parts_long_caches(tmp_path):
+    """A mount with an immutable part (like /hf's @<sha>): entries there get its long
+    timeouts and read-only modes, and opens keep the page cache at once."""
+    from mcpfs.mounts.base import FILE, Attr, Capabilities, Mount
+    from mcpfs.vfs import VFS
+
+    pinned_caps = Capabilities(immutable=True, attr_timeout=86400, entry_timeout=86400)
+
+    class Reader:
+        identity = "x"
+
+        async def read(self, offset, size):
+            return b""
+
+        async def close(self):
+            pass
+
+    class Mixed(Mount):
+        name = "mixed"
+        capabilities = Capabilities(writable=True, attr_timeout=1, entry_timeout=1)
+
+        def capabilities_for(self, path):
+            return pinned_caps if path.startswith("pinned") else self.capabilities
+
+        async def lookup(self, path):
+            return Attr(FILE, 0)
+
+        async def open_read(self, path):
+            return Reader()
+
+    vfs = VFS({"mixed": Mixed()}, tmp_path / "spool", None)
+    root = await vfs.lookup(1, "mixed")
+    pinned = await vfs.lookup(root.ino, "pinned")
+    moving = await vfs.lookup(root.ino, "moving")
+    assert (pinned.attr_timeout, pinned.entry_timeout) == (86400, 86400)
+    assert pinned.mode & 0o222 == 0  # read-only there
+    assert (moving.attr_timeout, moving.mode & 0o200) == (1, 0o200)
+    fh, handle = await vfs.open(pinned.ino, os.O_RDONLY)
+    assert handle.keep_cache
+    await vfs.release(fh)
