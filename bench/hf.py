@@ -31,13 +31,11 @@ import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -280,39 +278,11 @@ def run_group(args: argparse.Namespace, stamp: str, json_path: Path) -> int:
     if getattr(args, "hf_size", None):  # --hf-size of python -m bench, --size here
         sizes.file_mib = args.hf_size
     runs = args.runs or (1 if args.quick else 3)
-    work = Path(tempfile.mkdtemp(prefix="mcpfs-bench-hf-", dir=args.tmp))
-    t0 = time.perf_counter()
-
-    def step(msg: str) -> None:
-        print(f"[hf {time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-    try:
-        meta, rows, checks = run(work, runs, sizes, step)
-        step("done")
-        meta.update({"timestamp": stamp, "group": "hf", "statistic": "median",
-                     "mb": "10^6 bytes", "python": sys.version.split()[0],
-                     "platform": platform.platform(), "cpus": os.cpu_count(),
-                     "loadavg_at_end": os.getloadavg(),
-                     "wall_s": round(time.perf_counter() - t0, 1)})
-        report.save(json_path, meta, rows, checks)
-        print()
-        print(f"hf group: median of {runs} run(s) on one local hub (tests/hub_server.py), "
-              f"MB = 10^6 bytes")
-        from .mount import table
-        print(table(rows))
-        print()
-        print(report.summary(checks))
-        print(f"\nJSON: {json_path}   (total {meta['wall_s']} s)")
-        return 0 if not any(str(v).startswith("NO") for v in checks.values()) else 1
-    finally:
-        if args.keep:
-            print(f"kept {work}", file=sys.stderr)
-        else:
-            for _ in range(3):
-                shutil.rmtree(work, ignore_errors=True)
-                if not work.exists():
-                    break
-                time.sleep(2)
+    from .mount import table
+    return report.run_group(
+        "hf", args, stamp, json_path, lambda work, step: run(work, runs, sizes, step), table,
+        lambda meta: f"hf group: median of {runs} run(s) on one local hub "
+                     f"(tests/hub_server.py), MB = 10^6 bytes")
 
 
 if __name__ == "__main__":
