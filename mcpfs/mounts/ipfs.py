@@ -106,6 +106,11 @@ class Listings:
                 self._cache[cid] = out
         return out
 
+    def peek(self, cid: CID) -> dict[str, tuple[CID, Attr]] | None:
+        """The cached listing of ``cid``, or None: no I/O, so safe on the trio thread."""
+        with self._lock:
+            return self._cache.get(cid)
+
     def child(self, cid: CID, name: str) -> CID | None:
         """The CID named ``name`` in directory ``cid`` (cached listing, else the reader)."""
         with self._lock:

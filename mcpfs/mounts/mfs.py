@@ -43,6 +43,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import trio
+from cachetools import LRUCache
 
 from ..backends.ipfs.cid import CID
 from ..backends.ipfs.importer import Imported
@@ -126,6 +127,7 @@ class StreamImport:
 
 log = logging.getLogger("mcpfs.mounts.mfs")
 MFS_TIMEOUT = 1.0  # kernel attr/entry cache lifetime: MFS can change under us (CLI, socket)
+FILE_ATTRS = 65536  # Attrs of files by CID (immutable), for lookups and opens without I/O
 
 
 class SpoolSource:
@@ -175,6 +177,10 @@ class MfsMount(Mount):
         self.limiter = limiter or trio.CapacityLimiter(THREADS)
         self._ns_lock = trio.Lock()
         self.listings = Listings(self.reader)
+        # file Attr by CID (content-addressed: never stale); filled in worker threads, read
+        # on the trio thread: guarded by _attrs_lock
+        self._file_attrs: LRUCache[CID, Attr] = LRUCache(FILE_ATTRS)
+        self._attrs_lock = threading.Lock()
 
     # ---------------------------------------------------------------- reading
     def _resolve_sync(self, path: str) -> CID:
@@ -207,28 +213,50 @@ class MfsMount(Mount):
             return Attr(DIR, 0, None if state.mode is None else state.mode & 0o777,
                         **({"mtime_ns": mtime[0] * 10**9 + (mtime[1] or 0)} if mtime else {}),
                         cid=str(cid))
-        return attr_of(self.reader.stat(cid))
+        attr = attr_of(self.reader.stat(cid))
+        with self._attrs_lock:
+            self._file_attrs[cid] = attr
+        return attr
 
     async def resolve(self, path: str) -> tuple[CID, Attr]:
+        hit = self._peek(path)
+        if hit is not None:
+            return hit
+
         def work() -> tuple[CID, Attr]:
             cid = self._resolve_sync(path)
             return cid, self._attr(cid)
         return await ipfs_call(self.limiter, work, f"/mfs/{path}")
 
-    def _cached(self, path: str) -> Attr | None:
-        """From MFS's decoded directories alone (no I/O, so on the trio thread): the Attr of
-        a directory, or ENOENT for a missing name (the lookup before every create, the
-        getattr of the parent a create invalidated); None when that needs the reader."""
+    def _peek(self, path: str) -> tuple[CID, Attr] | None:
+        """(CID, Attr) at ``path`` from caches alone (MFS's decoded directories, the
+        listings, the file Attrs): no I/O, so on the trio thread. ENOENT for a name a cached
+        directory lacks (the lookup before every create); None when it needs the reader
+        (which also gives the ENOTDIR of a path through a file)."""
         cid = self.mfs.root()
+        attr: Attr | None = None
         for name in split(path):
             state = self.mfs.tree.dirs.get(cid)
+            entry: Any = state.get(name) if state is not None else None
             if state is None:
-                return None
-            entry = state.get(name)
+                listing = self.listings.peek(cid)
+                if listing is None:
+                    return None
+                entry = listing.get(name)
             if entry is None:
                 raise McpfsError(f"/mfs/{path}: no such file", errno=errno.ENOENT)
-            cid = entry[0]
-        return self._attr(cid) if cid in self.mfs.tree.dirs else None
+            cid, attr = entry[0], (entry[1] if state is None else None)
+        if cid in self.mfs.tree.dirs:
+            return cid, self._attr(cid)
+        if attr is None:
+            with self._attrs_lock:
+                attr = self._file_attrs.get(cid)
+        return (cid, attr) if attr is not None else None
+
+    def _cached(self, path: str) -> Attr | None:
+        """:meth:`_peek`'s Attr (None when it needs I/O)."""
+        hit = self._peek(path)
+        return hit[1] if hit is not None else None
 
     async def lookup(self, path: str) -> Attr:
         attr = self._cached(path)

@@ -308,3 +308,28 @@ async def test_per_path_capabilities_give_immutable_parts_long_caches(tmp_path):
     fh, handle = await vfs.open(pinned.ino, os.O_RDONLY)
     assert handle.keep_cache
     await vfs.release(fh)
+
+
+async def test_reopen_of_a_known_mfs_file_needs_no_worker_thread(drv, monkeypatch):
+    """open + read + close of a file already resolved once: lookups and the open are
+    answered from caches on the trio thread (content-addressed, so never stale)."""
+    from mcpfs.mounts import mfs as mfs_mount
+
+    await drv.vfs.mkdir(await drv.ino("mfs"), "d")
+    await drv.write_file("mfs/d/f", b"payload")
+    assert await drv.cat("mfs/d/f") == b"payload"  # first open resolves in a worker thread
+    calls = []
+    real = mfs_mount.ipfs_call
+
+    async def counting(limiter, fn, what):
+        calls.append(what)
+        return await real(limiter, fn, what)
+    monkeypatch.setattr(mfs_mount, "ipfs_call", counting)
+    mount = drv.vfs.mounts["mfs"]
+    attr = await mount.lookup("d/f")
+    reader = await mount.open_read("d/f")
+    await reader.close()
+    assert attr.size == 7 and calls == []
+    # a change of the file moves to a new CID: its Attr is not served from the old one
+    await drv.write_file("mfs/d/f", b"longer payload")
+    assert (await mount.lookup("d/f")).size == 14
