@@ -5,26 +5,30 @@ The FUSE layer (and anything else doing work on behalf of a mount) calls
 ``stats.cache(mount, hit)`` per cache lookup. Two views come out of the same numbers:
 ``snapshot()`` (the JSON of ``/api/v0/mcpfs/stats``, with p50/p90/p99 latencies over the
 last ``LATENCY_WINDOW`` operations of each (mount, op)) and Prometheus metrics in
-``registry`` (served as text at ``/metrics``).
+``registry`` (served as text at ``/metrics``). ``record`` only updates plain counters (it
+runs once per FUSE request, so it must stay cheap); the Prometheus families are built from
+them when ``/metrics`` is scraped (a custom collector).
 
 Each :class:`Stats` has its own ``CollectorRegistry``, so several instances (tests, two
 daemons in one process) never collide in prometheus_client's global registry.
 
 Concurrency: ``record`` and ``cache`` may be called from the trio thread and from worker
 threads at once; the dicts are guarded by ``_lock`` (a leaf lock, held for O(1) work;
-prometheus_client's metrics have their own internal locks). ``snapshot`` copies under the
-lock and sorts outside it.
+the collector copies under it too). ``snapshot`` copies under the lock and sorts outside.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_WINDOW: Final = 1024  # latencies kept per (mount, op) for the percentiles
@@ -42,6 +46,8 @@ class _OpStats:
     bytes: int = 0
     errors: int = 0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    seconds: float = 0.0  # sum of all latencies (the histogram's _sum)
 
 
 def _percentile(sorted_values: list[float], pct: int) -> float:
@@ -55,46 +61,62 @@ class Stats:
 
     def __init__(self) -> None:
         self.started = time.time()
-        self.registry = CollectorRegistry()
-        self._ops = Counter("mcpfs_ops", "Operations per mount and op", ["mount", "op"],
-                            registry=self.registry)
-        self._bytes = Counter("mcpfs_bytes", "Bytes moved per mount and op", ["mount", "op"],
-                              registry=self.registry)
-        self._errors = Counter("mcpfs_errors", "Failed operations per mount and op",
-                               ["mount", "op"], registry=self.registry)
-        self._latency = Histogram("mcpfs_op_seconds", "Operation latency", ["mount", "op"],
-                                  buckets=LATENCY_BUCKETS, registry=self.registry)
-        self._cache = Counter("mcpfs_cache_lookups", "Cache lookups per mount",
-                              ["mount", "result"], registry=self.registry)
         self._lock = threading.Lock()
         self._by_op: dict[tuple[str, str], _OpStats] = {}
         self._cache_counts: dict[str, list[int]] = {}  # mount -> [hits, misses]
+        self.registry = CollectorRegistry()
+        self.registry.register(self)  # collect() below
 
     def record(self, mount: str, op: str, nbytes: int = 0, seconds: float = 0.0,
                error: bool | BaseException | None = False) -> None:
         """Count one finished operation (``error`` truthy when it failed). Never raises."""
-        failed = bool(error)
+        seconds = max(0.0, seconds)
+        slot = bisect.bisect_left(LATENCY_BUCKETS, seconds)  # first bucket with le >= s
         with self._lock:
             entry = self._by_op.get((mount, op))
             if entry is None:
                 entry = self._by_op[(mount, op)] = _OpStats()
             entry.ops += 1
             entry.bytes += max(0, nbytes)
-            entry.errors += failed
+            entry.errors += bool(error)
             entry.latencies.append(seconds)
-        self._ops.labels(mount, op).inc()
-        if nbytes > 0:
-            self._bytes.labels(mount, op).inc(nbytes)
-        if failed:
-            self._errors.labels(mount, op).inc()
-        self._latency.labels(mount, op).observe(max(0.0, seconds))
+            entry.buckets[slot] += 1
+            entry.seconds += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        """The Prometheus families (``registry`` calls this at each scrape)."""
+        ops = CounterMetricFamily("mcpfs_ops", "Operations per mount and op", labels=["mount", "op"])
+        nbytes = CounterMetricFamily("mcpfs_bytes", "Bytes moved per mount and op",
+                                     labels=["mount", "op"])
+        errors = CounterMetricFamily("mcpfs_errors", "Failed operations per mount and op",
+                                     labels=["mount", "op"])
+        latency = HistogramMetricFamily("mcpfs_op_seconds", "Operation latency",
+                                        labels=["mount", "op"])
+        cache = CounterMetricFamily("mcpfs_cache_lookups", "Cache lookups per mount",
+                                    labels=["mount", "result"])
+        with self._lock:
+            rows = [(key, s.ops, s.bytes, s.errors, list(s.buckets), s.seconds)
+                    for key, s in sorted(self._by_op.items())]
+            caches = sorted((m, tuple(c)) for m, c in self._cache_counts.items())
+        for labels, count, moved, failed, buckets, total in rows:
+            ops.add_metric(labels, count)
+            nbytes.add_metric(labels, moved)
+            errors.add_metric(labels, failed)
+            cumulative, running = [], 0
+            for le, n in zip([*map(str, LATENCY_BUCKETS), "+Inf"], buckets):
+                running += n
+                cumulative.append((le, running))
+            latency.add_metric(labels, cumulative, total)
+        for mount, (hits, misses) in caches:
+            cache.add_metric([mount, "hit"], hits)
+            cache.add_metric([mount, "miss"], misses)
+        yield from (ops, nbytes, errors, latency, cache)
 
     def cache(self, mount: str, hit: bool) -> None:
         """Count one cache lookup of ``mount`` (attribute, listing, block or page cache)."""
         with self._lock:
             counts = self._cache_counts.setdefault(mount, [0, 0])
             counts[0 if hit else 1] += 1
-        self._cache.labels(mount, "hit" if hit else "miss").inc()
 
     def snapshot(self) -> dict:
         """``{"Uptime": s, "Mounts": {mount: {"Ops": {op: {...}}, "Cache": {...}}}}``."""
