@@ -250,6 +250,18 @@ class S3Backend(MultipartUploads):
             return prefixes, objects
         return await self.call(work, f"list s3://{bucket}/{prefix}")
 
+    async def list_dir_page(self, bucket: str, prefix: str, max_keys: int
+                            ) -> tuple[list[str], list[ObjectInfo], bool]:
+        """The first page (at most ``max_keys`` entries) of :meth:`list_dir`, and whether
+        there is more."""
+        def work() -> tuple[list[str], list[ObjectInfo], bool]:
+            page = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/",
+                                               MaxKeys=max_keys)
+            return ([p["Prefix"] for p in page.get("CommonPrefixes", [])],
+                    [_listed(o) for o in page.get("Contents", [])],
+                    bool(page.get("IsTruncated")))
+        return await self.call(work, f"list s3://{bucket}/{prefix}")
+
     async def walk(self, bucket: str, prefix: str, page_size: int = 1000
                    ) -> AsyncIterator[list[ObjectInfo]]:
         """Every object under ``prefix`` (no delimiter), one page per worker-thread call."""

@@ -7,9 +7,13 @@ a prefix (``a`` and ``a/x``) shows as the directory; keys with empty segments (`
 not shown.
 
 Caching: listings (``TTLCache``, ``listing_ttl``) and HEAD results (``attr_ttl``) are kept
-per prefix/key and dropped by every change made through this mount (the changed key and
-all its ancestors). A lookup whose parent listing is cached is answered from it, so an
-``ls -l`` of 20,000 keys costs the listing pages, not 20,000 HEADs.
+per prefix/key. A change made through this mount updates its parent's cached listing in
+place (or drops the key's and its ancestors' caches when the parent is not cached). A
+lookup whose parent listing is cached is answered from it, so an ``ls -l`` of 20,000 keys
+costs the listing pages, not 20,000 HEADs; a lookup in a directory not listed yet lists it
+when one page (``SMALL_LISTING`` keys) holds it all, so lookups of its other names are free.
+A name a cached listing lacks costs one HEAD: an object another client put is found at
+once (and added to the listing); ``ls`` shows it once the listing expires.
 
 Reads: ranged GETs through :class:`~mcpfs.mounts.prefetch.Prefetcher`, pinned to the ETag
 seen at open (an object replaced meanwhile reads as ESTALE). Writes: vfs spools the file;
@@ -31,6 +35,7 @@ change invalidated the cache is not stored (``_gen`` counts invalidations). ``_n
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import mimetypes
@@ -53,6 +58,7 @@ ATTR_CACHE: Final = 100_000  # HEAD results kept
 RENAME_PARALLEL: Final = 16  # concurrent CopyObjects in a directory rename
 PROGRESS_EVERY: Final = 1000  # keys between progress lines of a directory rename
 META_PREFIX: Final = "user.s3.meta."
+SMALL_LISTING: Final = 1000  # keys of one ListObjectsV2 page: a lookup lists a directory this small
 FAKE_BLOCKS: Final = 1 << 38  # statfs: 1 PiB of 4 KiB blocks ("no limit")
 
 Listing = dict[str, tuple[Attr, ObjectInfo | None]]
@@ -71,6 +77,20 @@ class S3Reader:
 
     async def close(self) -> None:
         await self.prefetcher.close()
+
+
+def _build_listing(prefix: str, prefixes: list[str], objects: list[ObjectInfo]) -> Listing:
+    """name -> (Attr, ObjectInfo or None) of the entries directly under ``prefix``."""
+    out: Listing = {}
+    for obj in objects:
+        name = obj.key[len(prefix):]
+        if name and "/" not in name:
+            out[name] = (_file_attr(obj), obj)
+    for p in prefixes:
+        name = p[len(prefix):-1]
+        if name and "/" not in name:
+            out[name] = (Attr(DIR), None)
+    return out
 
 
 def _file_attr(info: ObjectInfo) -> Attr:
@@ -116,19 +136,46 @@ class S3Mount(Mount):
         else:
             bucket, prefix = segs[0], "".join(s + "/" for s in segs[1:])
             prefixes, objects = await self.backend.list_dir(bucket, prefix)
-            for obj in objects:
-                name = obj.key[len(prefix):]
-                if name and "/" not in name:
-                    out[name] = (_file_attr(obj), obj)
-            for p in prefixes:
-                name = p[len(prefix):-1]
-                if name and "/" not in name:
-                    out[name] = (Attr(DIR), None)
+            out = _build_listing(prefix, prefixes, objects)
             if not out and segs[1:] and prefix not in {o.key for o in objects}:
                 await self._raise_missing_dir(path)
         if gen == self._gen:
             self._listings[path] = out
         return out
+
+    async def _small_listing(self, path: str) -> Listing | None:
+        """The listing of the directory ``path`` (below a bucket) when one page of
+        ``SMALL_LISTING`` keys holds all of it (then cached), else None. An empty page is
+        returned but not cached (the directory may not exist). Lookups in a directory not
+        listed yet use it: one request answers every name in it, as rclone's dir cache."""
+        segs = split(path)
+        gen = self._gen
+        bucket, prefix = segs[0], "".join(s + "/" for s in segs[1:])
+        prefixes, objects, more = await self.backend.list_dir_page(bucket, prefix,
+                                                                   SMALL_LISTING)
+        if more:
+            return None
+        out = _build_listing(prefix, prefixes, objects)
+        if out and gen == self._gen:
+            self._listings[path] = out
+        return out
+
+    def _wrote(self, path: str, attr: Attr | None, info: ObjectInfo | None = None) -> None:
+        """After our own change of ``path`` (``attr`` None: it is gone): update the parent's
+        cached listing in place when there is one (the parent exists, so no ancestor
+        changes), else forget the path and its ancestors' listings."""
+        segs = split(path)
+        listing = self._listings.get("/".join(segs[:-1])) if len(segs) > 1 else None
+        if listing is None:
+            self._invalidate(path)
+            return
+        self._gen += 1
+        self._heads.pop("/".join(segs), None)
+        self._listings.pop("/".join(segs), None)
+        if attr is None:
+            listing.pop(segs[-1], None)
+        else:
+            listing[segs[-1]] = (attr, info)
 
     async def _raise_missing_dir(self, path: str) -> None:
         """An empty listing of a non-bucket path: ENOTDIR for a file, nothing for an empty
@@ -170,17 +217,17 @@ class S3Mount(Mount):
             return Attr(DIR), None
         parent = "/".join(segs[:-1])
         cached = self._listings.get(parent)
-        if cached is not None:  # a fresh parent listing answers, negatively too
-            entry = cached.get(segs[-1])
-            if entry is None:
-                raise McpfsError(f"/s3/{path}: no such file", errno=errno.ENOENT)
-            return entry
+        if cached is not None:  # a fresh parent listing answers
+            return await self._from_listing(path, cached)
         if len(segs) == 1:
             if self.backend.config.buckets is not None and segs[0] not in \
                     self.backend.config.buckets:
                 raise McpfsError(f"/s3/{path}: no such bucket", errno=errno.ENOENT)
             await self.backend.head_bucket(segs[0])
             return Attr(DIR), None
+        small = await self._small_listing(parent)
+        if small is not None:
+            return await self._from_listing(path, small)
         bucket, key = self._where(path)
         if await self.backend.first_keys(bucket, key + "/", 1):
             return Attr(DIR), None
@@ -191,6 +238,22 @@ class S3Mount(Mount):
                 raise
             return Attr(DIR), None  # an empty directory the server keeps (SeaweedFS)
         return _file_attr(info), info
+
+    async def _from_listing(self, path: str, listing: Listing
+                            ) -> tuple[Attr, ObjectInfo | None]:
+        """The entry of ``path`` in its parent's ``listing``. A name the listing lacks gets
+        one HEAD (an object another client put since the listing was made is found at
+        once, and added); at the /s3 level (buckets) the listing answers alone."""
+        segs = split(path)
+        entry = listing.get(segs[-1])
+        if entry is not None:
+            return entry
+        if len(segs) > 1:
+            info = await self._exists(*self._where(path))
+            if info is not None:
+                entry = listing[segs[-1]] = (_file_attr(info), info)
+                return entry
+        raise McpfsError(f"/s3/{path}: no such file", errno=errno.ENOENT)
 
     async def lookup(self, path: str) -> Attr:
         return (await self._stat(path))[0]
@@ -276,11 +339,14 @@ class S3Mount(Mount):
         ctype = mimetypes.guess_type(key)[0]
         inm = self.backend.config.if_none_match and not writer.existed
         try:
-            await self.backend.upload_file(bucket, key, writer.spool.path, size,
-                                           if_none_match=inm, content_type=ctype)
-        finally:
+            info = await self.backend.upload_file(bucket, key, writer.spool.path, size,
+                                                  if_none_match=inm, content_type=ctype)
+        except BaseException:
             self._invalidate(writer.path)
-        return Attr(FILE, size, mtime_ns=time.time_ns())
+            raise
+        attr = Attr(FILE, size, mtime_ns=time.time_ns())
+        self._wrote(writer.path, attr, dataclasses.replace(info, mtime_ns=attr.mtime_ns))
+        return attr
 
     async def unlink(self, path: str) -> None:
         bucket, key = self._object_path(path, "unlink")
@@ -289,8 +355,10 @@ class S3Mount(Mount):
             raise McpfsError(f"/s3/{path}: is a directory", errno=errno.EISDIR)
         try:
             await self.backend.delete(bucket, key)
-        finally:
+        except BaseException:
             self._invalidate(path)
+            raise
+        self._wrote(path, None)
 
     async def mkdir(self, path: str) -> Attr:
         """A ``key/`` marker (a bucket at /s3); EEXIST if the name exists."""
@@ -310,9 +378,12 @@ class S3Mount(Mount):
                 await self._parent_is_dir(path)
                 bucket, key = self._where(path)
                 await self.backend.put_bytes(bucket, key + "/", b"")
-        finally:
+        except BaseException:
             self._invalidate(path)
-        return Attr(DIR, mtime_ns=time.time_ns())
+            raise
+        attr = Attr(DIR, mtime_ns=time.time_ns())
+        self._wrote(path, attr)
+        return attr
 
     async def rmdir(self, path: str) -> None:
         """ENOTEMPTY if any key other than the marker is below; deletes the marker (a

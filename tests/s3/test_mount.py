@@ -87,12 +87,51 @@ async def test_listing_20000_keys_and_lookups_from_cache(mount, many_keys, monke
     assert len(listed) == len(keys) + 1
     assert ("sub", DIR) in [(n, a.kind) for n, a in listed]
 
+    heads = []
+
     async def no_requests(*args, **kwargs):
         raise AssertionError("lookup went to the server")
-    monkeypatch.setattr(mount.backend, "head", no_requests)
+
+    async def counted_head(bucket_, key):
+        heads.append(key)
+        return await real_head(bucket_, key)
+    real_head = mount.backend.head
+    monkeypatch.setattr(mount.backend, "head", counted_head)
     monkeypatch.setattr(mount.backend, "first_keys", no_requests)
+    monkeypatch.setattr(mount.backend, "list_dir_page", no_requests)
     assert (await mount.lookup(f"{bucket}/many/019999")).kind == FILE
+    assert heads == []  # a name in the cached listing: no request
     assert await errno_of(mount.lookup(f"{bucket}/many/020000")) == errno.ENOENT
+    assert heads == ["many/020000"]  # a name it lacks: exactly one HEAD (new objects show)
+
+
+async def test_lookups_in_a_small_directory_list_it_once(mount, bucket, raw, monkeypatch):
+    """A lookup in a directory not listed yet lists it (one page) and caches it; later
+    lookups there need no request; our own writes update it in place; an object another
+    client puts is found by one HEAD."""
+    for i in range(5):
+        raw.put_object(Bucket=bucket, Key=f"small/f{i}", Body=b"x" * i)
+    calls = []
+    for name in ("list_dir_page", "head", "first_keys", "list_dir"):
+        real = getattr(mount.backend, name)
+
+        async def spy(*args, _real=real, _name=name, **kwargs):
+            calls.append(_name)
+            return await _real(*args, **kwargs)
+        monkeypatch.setattr(mount.backend, name, spy)
+    assert (await mount.lookup(f"{bucket}/small/f3")).size == 3
+    assert calls == ["list_dir_page"]
+    assert (await mount.lookup(f"{bucket}/small/f4")).size == 4
+    assert await errno_of(mount.lookup(f"{bucket}/small/nope")) == errno.ENOENT
+    assert calls == ["list_dir_page", "head"]
+    raw.put_object(Bucket=bucket, Key="small/outside", Body=b"new")
+    assert (await mount.lookup(f"{bucket}/small/outside")).size == 3
+    await mount.unlink(f"{bucket}/small/f0")
+    calls.clear()
+    assert await errno_of(mount.lookup(f"{bucket}/small/f0")) == errno.ENOENT
+    assert calls == ["head"]  # gone from the cached listing; the HEAD confirms
+    assert sorted([n async for n, _ in mount.listdir(f"{bucket}/small")]) == \
+        ["f1", "f2", "f3", "f4", "outside"]
 
 
 async def test_write_read_and_cache_invalidated_by_own_write(mount, bucket, tmp_path):
