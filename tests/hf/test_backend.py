@@ -141,3 +141,34 @@ async def test_local_cache_lookup(backend, demo, hf_env):
     path = backend.cached_file(MODEL, sha, "README.md", 7)
     assert path and open(path, "rb").read() == b"# demo\n"
     assert backend.cached_file(MODEL, sha, "README.md", 8) is None  # size mismatch: remote
+
+
+async def test_large_ranges_exact_and_on_one_connection(backend, demo, hub_server):
+    """A range of several socket reads lands whole in one buffer; the body is read to its
+    end, so the next range reuses the connection (perf: issue 5's read row)."""
+    sha = (await backend.repo_info(MODEL, None)).sha
+    target = ResolveTarget(backend.resolve_url(MODEL, sha, "weights.safetensors"), "w")
+    assert await backend.get_range(target, 0, 4) == BIG[:4]  # follows the redirect
+    before = set(map(id, backend.http._transport._pool.connections))
+    for start, end in [(0, len(BIG)), (5, 2 * 1024 * 1024 + 3), (len(BIG) - 100, len(BIG) + 99)]:
+        got = await backend.get_range(target, start, end)
+        assert bytes(got) == BIG[start:end]
+    assert set(map(id, backend.http._transport._pool.connections)) == before
+
+
+async def test_read_body_cuts_a_longer_answer():
+    import httpx
+
+    from mcpfs.backends.huggingface import _read_body
+
+    async def body():
+        for piece in (b"abc", b"defgh", b"ij"):
+            yield piece
+
+    def answer(request):
+        return httpx.Response(206, content=body())
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        async with client.stream("GET", "http://x/") as resp:
+            assert await _read_body(resp, 6) == b"abcdef"
+        async with client.stream("GET", "http://x/") as resp:
+            assert await _read_body(resp, 20) == b"abcdefghij"
