@@ -42,6 +42,7 @@ import logging
 import os
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -325,15 +326,8 @@ class S3Backend(MultipartUploads):
                         if_none_match: bool = False, content_type: str | None = None
                         ) -> ObjectInfo:
         """One PutObject of ``data`` (markers, small files)."""
-        def work(inm: bool) -> Any:
-            kwargs = {"Bucket": bucket, "Key": key, "Body": data}
-            if inm:
-                kwargs["IfNoneMatch"] = "*"
-            if content_type:
-                kwargs["ContentType"] = content_type
-            return self.client.put_object(**kwargs)
-        resp = await self._conditional(work, if_none_match, f"put s3://{bucket}/{key}")
-        return ObjectInfo(key, len(data), 0, resp.get("ETag"), resp.get("VersionId"))
+        return await self._put_object(bucket, key, lambda: nullcontext(data), len(data),
+                                      if_none_match, content_type)
 
     async def _conditional(self, work: Callable[[bool], T], inm: bool, what: str) -> T:
         """``work(inm)``; a server without If-None-Match (501 NotImplemented) gets one

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -66,9 +67,17 @@ class MultipartUploads:
         if size > self.config.multipart_threshold:
             return await self._multipart(bucket, key, path, size, if_none_match, content_type)
 
+        return await self._put_object(bucket, key, lambda: open(path, "rb"), size,
+                                      if_none_match, content_type)
+
+    async def _put_object(self, bucket: str, key: str, open_body: Callable[[], Any],
+                          size: int, if_none_match: bool, content_type: str | None
+                          ) -> ObjectInfo:
+        """One PutObject; ``open_body()`` gives a context manager yielding the body (opened
+        in the worker thread, closed after the request)."""
         def work(inm: bool) -> Any:
-            with open(path, "rb") as fh:
-                kwargs = {"Bucket": bucket, "Key": key, "Body": fh, "ContentLength": size}
+            with open_body() as body:
+                kwargs = {"Bucket": bucket, "Key": key, "Body": body, "ContentLength": size}
                 if inm:
                     kwargs["IfNoneMatch"] = "*"
                 if content_type:
