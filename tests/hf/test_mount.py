@@ -12,13 +12,13 @@ import pytest
 import safetensors.numpy
 
 from mcpfs.backends.huggingface import HfBackend, HfConfig
-from mcpfs.errors import McpfsError
 from mcpfs.mounts.base import DIR, FILE
 from mcpfs.mounts.hf import HfMount, HfReader, LocalReader
 from mcpfs.mounts.prefetch import MiB
 from mcpfs.vfs.spool import Spool
 
 from ..conftest import pattern_bytes
+from ..mount_helpers import errno_of, names, read_all
 from .conftest import ALICE, BOB, seed
 
 BIG = pattern_bytes(20 * MiB + 3, seed=5)
@@ -48,28 +48,6 @@ def make_mount(hf_env, token=ALICE, **cfg):
 @pytest.fixture
 def mount(hf_env):
     return make_mount(hf_env)
-
-
-async def names(mount, path):
-    return [n async for n, _ in mount.listdir(path)]
-
-
-async def errno_of(coro) -> int:
-    with pytest.raises(McpfsError) as exc:
-        await coro
-    return exc.value.errno
-
-
-async def read_all(mount, path, piece=128 * 1024) -> bytes:
-    reader = await mount.open_read(path)
-    out, off = [], 0
-    try:
-        while data := await reader.read(off, piece):
-            out.append(data)
-            off += len(data)
-    finally:
-        await reader.close()
-    return b"".join(out)
 
 
 async def write_file(mount, tmp_path, path, data, create=True):

@@ -10,29 +10,19 @@ import tracemalloc
 
 import pytest
 
-from mcpfs.errors import McpfsError
 from mcpfs.mounts.base import DIR, FILE
 from mcpfs.mounts.prefetch import KEEP_BEHIND, MiB, Prefetcher
 from mcpfs.mounts.s3 import S3Mount
 from mcpfs.vfs.spool import Spool
 
 from ..conftest import pattern_bytes
+from ..mount_helpers import errno_of, names, read_all
 from .conftest import SECRET_KEY, make_backend
 
 
 @pytest.fixture
 def mount(s3_server):
     return S3Mount(make_backend(s3_server))
-
-
-async def names(mount, path):
-    return [n async for n, _ in mount.listdir(path)]
-
-
-async def errno_of(coro) -> int:
-    with pytest.raises(McpfsError) as exc:
-        await coro
-    return exc.value.errno
 
 
 async def write_file(mount, tmp_path, path, data, *, create=True, truncate=True):
@@ -43,18 +33,6 @@ async def write_file(mount, tmp_path, path, data, *, create=True, truncate=True)
         return await mount.commit(writer)
     finally:
         await spool.close()
-
-
-async def read_file(mount, path, piece=128 * 1024) -> bytes:
-    reader = await mount.open_read(path)
-    out, off = [], 0
-    try:
-        while data := await reader.read(off, piece):
-            out.append(data)
-            off += len(data)
-    finally:
-        await reader.close()
-    return b"".join(out)
 
 
 async def test_root_lists_buckets_and_lookup(mount, bucket):
@@ -141,7 +119,7 @@ async def test_write_read_and_cache_invalidated_by_own_write(mount, bucket, tmp_
     assert attr.size == len(data)
     assert await names(mount, bucket) == ["dir"]  # within the TTL, yet fresh
     assert await names(mount, f"{bucket}/dir") == ["new.bin"]
-    assert await read_file(mount, f"{bucket}/dir/new.bin") == data
+    assert await read_all(mount, f"{bucket}/dir/new.bin") == data
 
 
 async def test_overwrite_append_and_random_write_via_spool(mount, bucket, raw, tmp_path):
@@ -161,7 +139,7 @@ async def test_overwrite_append_and_random_write_via_spool(mount, bucket, raw, t
     assert raw.get_object(Bucket=bucket, Key="f")["Body"].read() == bytes(expect)
     # plain overwrite (O_TRUNC): no copy-in
     await write_file(mount, tmp_path, f"{bucket}/f", b"short", create=False)
-    assert await read_file(mount, f"{bucket}/f") == b"short"
+    assert await read_all(mount, f"{bucket}/f") == b"short"
 
 
 async def test_multipart_commit_through_mount(mount, bucket, raw, tmp_path):
@@ -202,7 +180,7 @@ async def test_sequential_read_64mib_flat_memory(mount, bucket, raw):
 async def test_default_reader_keeps_requests_in_flight(mount, bucket, raw):
     data = pattern_bytes(24 * MiB)
     raw.put_object(Bucket=bucket, Key="s", Body=data)
-    got = await read_file(mount, f"{bucket}/s")
+    got = await read_all(mount, f"{bucket}/s")
     assert got == data
 
 
