@@ -385,22 +385,23 @@ class Tree:
     def rm(self, root: CID, path: str, recursive: bool = False, force: bool = False) -> CID:
         """Unlink ``path``. A directory needs ``recursive`` (or ``force``, which implies it
         and does not look at the target's blocks, so a missing or corrupt node goes too)."""
-        segs = split_path(path)
-        if not segs:
-            raise InvalidInput("cannot delete root")
-
-        def mutate(entries: _Edit) -> bool:
-            entry = entries.get(segs[-1])
-            if entry is None:
-                raise NotFound(f"{path}: file does not exist")
-            if not (force or recursive) and self.kind(entry[0]) == "directory":
+        def check(cid: CID) -> None:
+            if not (force or recursive) and self.kind(cid) == "directory":
                 raise IsADirectory(f"{path} is a directory, use -r to remove directories")
-            del entries[segs[-1]]
-            return True
-        return self.update(root, segs[:-1], mutate)
+        return self._remove(root, path, check)
 
     def rmdir(self, root: CID, path: str) -> CID:
         """Remove an empty directory (POSIX rmdir): ENOTEMPTY, ENOTDIR otherwise."""
+        def check(cid: CID) -> None:
+            if self.kind(cid) != "directory":
+                raise NotADirectory(f"{path}: not a directory")
+            if len(self.dir_state(cid, path)):
+                raise DirectoryNotEmpty(f"{path}: directory not empty")
+        return self._remove(root, path, check)
+
+    def _remove(self, root: CID, path: str, check: Callable[[CID], None]) -> CID:
+        """Drop the entry ``path`` once ``check(its CID)`` has not raised; ENOENT when it
+        does not exist, InvalidInput for the root."""
         segs = split_path(path)
         if not segs:
             raise InvalidInput("cannot delete root")
@@ -409,10 +410,7 @@ class Tree:
             entry = entries.get(segs[-1])
             if entry is None:
                 raise NotFound(f"{path}: file does not exist")
-            if self.kind(entry[0]) != "directory":
-                raise NotADirectory(f"{path}: not a directory")
-            if len(self.dir_state(entry[0], path)):
-                raise DirectoryNotEmpty(f"{path}: directory not empty")
+            check(entry[0])
             del entries[segs[-1]]
             return True
         return self.update(root, segs[:-1], mutate)
