@@ -31,6 +31,7 @@ authorized) of every request for the tests.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -38,6 +39,7 @@ import os
 import sys
 import threading
 import urllib.parse
+from collections.abc import Iterator
 from typing import Any
 
 from tests.hub_http import _Base, _CdnHandler, _Server
@@ -48,6 +50,8 @@ TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 PAGE_SIZE = 1000  # tree/commit/list pages, as the Hub (50 with expand)
 EXPAND_PAGE_SIZE = 50
 SEND_PIECE = 1 << 20
+ALICE = "hf_alice_token_0123456789"  # token of user alice, owner of the test repos
+BOB = "hf_bob_token_0123456789"  # token of bob (no access to alice's private repos)
 
 
 class HubServer:
@@ -73,6 +77,19 @@ class HubServer:
             t.start()
             self._threads.append(t)
         return self
+
+    @classmethod
+    @contextlib.contextmanager
+    def with_test_users(cls, root: str | os.PathLike[str]) -> Iterator[HubServer]:
+        """A started hub on free loopback ports with users alice and bob (tokens ALICE,
+        BOB); stopped on exit."""
+        srv = cls(root).start()
+        srv.hub.add_user("alice", ALICE)
+        srv.hub.add_user("bob", BOB)
+        try:
+            yield srv
+        finally:
+            srv.stop()
 
     def stop(self) -> None:
         for srv in (self.api, self.cdn_server):

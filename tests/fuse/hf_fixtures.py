@@ -17,22 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.hub_server import ALICE as HF_ALICE  # the mount's user
 from tests.hub_server import HubServer
-
-HF_ALICE = "hf_alice_token_0123456789"  # the mount's user
-HF_BOB = "hf_bob_token_0123456789"
 CONFIGURED = ("carol/listed", "datasets/carol/table")  # [hf] repos of the mounts here
 
 
 @pytest.fixture
 def hf_hub(tmp_path):
-    srv = HubServer(tmp_path / "hub").start()
-    srv.hub.add_user("alice", HF_ALICE)
-    srv.hub.add_user("bob", HF_BOB)
-    try:
+    with HubServer.with_test_users(tmp_path / "hub") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

@@ -17,21 +17,13 @@ os.environ.pop("HF_HUB_OFFLINE", None)
 
 import pytest  # noqa: E402
 
-from tests.hub_server import HubServer  # noqa: E402
-
-ALICE = "hf_alice_token_0123456789"  # owner of the test repos
-BOB = "hf_bob_token_0123456789"  # another user (no access to alice's private repos)
+from tests.hub_server import ALICE, BOB, HubServer  # noqa: E402,F401  (ALICE/BOB re-exported)
 
 
 @pytest.fixture
 def hub_server(tmp_path):
-    srv = HubServer(tmp_path / "hub").start()
-    srv.hub.add_user("alice", ALICE)
-    srv.hub.add_user("bob", BOB)
-    try:
+    with HubServer.with_test_users(tmp_path / "hub") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
