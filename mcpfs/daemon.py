@@ -99,6 +99,19 @@ async def _fuse_loop(cancel: trio.CancelScope, state: dict) -> None:
     cancel.cancel()
 
 
+def build_bridge(state_dir: Any, repo: Any, config: Config | None, stats: Stats) -> Any:
+    """The bridge over the provenance DB in ``state_dir`` (blocking: opens SQLite). Its
+    identity profile is ``[bridge] profile`` (an ``ipfs add --profile`` name), else the MFS
+    import params."""
+    from .backends.ipfs.importer import params_for
+    from .bridge import Bridge, ProvenanceDB
+    section = config.section("bridge") if config is not None else {}
+    profile = section.get("profile")
+    params = params_for(profile) if profile else repo.mfs_params
+    return Bridge(ProvenanceDB(state_dir), params, repo=repo, mfs_params=repo.mfs_params,
+                  stats=stats)
+
+
 async def serve(mountpoint: str, config: Config | None = None,
                 control: ControlHook | None = None, debug_fuse: bool = False) -> None:
     """Mount, run until unmounted or signalled, clean up (see the module docstring)."""
@@ -113,14 +126,20 @@ async def serve(mountpoint: str, config: Config | None = None,
     repo = await trio.to_thread.run_sync(Repo, where.repo_dir)
     mounts = await trio.to_thread.run_sync(build_mounts, repo, config)
     journal = await trio.to_thread.run_sync(Journal, where.state_dir)
-    vfs = VFS(mounts, where.cache_dir / "spool", journal)
     stats = Stats()
+    bridge = await trio.to_thread.run_sync(build_bridge, where.state_dir, repo, config, stats)
+    vfs = VFS(mounts, where.cache_dir / "spool", journal, bridge)
+    for mount in mounts.values():  # backends count their own requests (Stats.backend)
+        attach = getattr(mount, "attach_stats", None)
+        if attach is not None:
+            attach(stats)
     try:
         for mount_name, path, outcome in await vfs.recover():
             log.info("journal: /%s/%s %s", mount_name, path, outcome)
         fuse_ops.mount(fuse_ops.FuseOps(vfs, stats), mountpoint, debug_fuse)
     except BaseException:
         journal.close()
+        bridge.db.close()
         raise
     state = {"unmounted": False}
     try:
@@ -130,7 +149,8 @@ async def serve(mountpoint: str, config: Config | None = None,
             await nursery.start(repo.mfs.run_flusher)  # MFS syncs: every ~1 s, and at exit
             # ---- the control socket: control.server.serve(repo, task_status=...)
             if control is not None:
-                await nursery.start(functools.partial(control, stats=stats), repo)
+                await nursery.start(functools.partial(control, stats=stats, bridge=bridge,
+                                                      vfs=vfs), repo)
             await _wait_live(mountpoint)
             log.info("mounted %s", mountpoint)
             sd_notify(f"READY=1\nSTATUS=mounted {mountpoint}\nMAINPID={os.getpid()}")
@@ -142,6 +162,7 @@ async def serve(mountpoint: str, config: Config | None = None,
                 await mount.aclose()
         fuse_ops.close(unmount=not state["unmounted"])
         journal.close()
+        bridge.db.close()
         log.info("unmounted %s", mountpoint)
 
 

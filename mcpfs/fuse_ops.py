@@ -203,12 +203,13 @@ class FuseOps(pyfuse3.Operations):
 
     @_errors
     async def open(self, inode: int, flags: int, ctx):
-        fh, handle = await self.vfs.open(inode, flags)
+        fh, handle = await self.vfs.open(inode, flags, getattr(ctx, "pid", None))
         return self._info(fh, handle)
 
     @_errors
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx):
-        fh, entry = await self.vfs.create(parent_inode, os.fsdecode(name), flags)
+        fh, entry = await self.vfs.create(parent_inode, os.fsdecode(name), flags,
+                                          getattr(ctx, "pid", None))
         return self._info(fh, self.vfs.handles.get(fh)), self._attrs(entry)
 
     @_errors

@@ -54,6 +54,8 @@ class ApiError(Exception):
 class Ctx:
     repo: Repo
     stats: Stats
+    bridge: Any = None  # the daemon's bridge.Bridge (None: a control server without a mount)
+    vfs: Any = None  # the daemon's VFS (the mount's subtrees, for mcpfs cp/where/verify)
     ops: RepoOps = field(init=False)
     limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(THREADS))
 

@@ -67,10 +67,11 @@ STATS_MOUNT: Final = "control"  # the Stats "mount" under which API requests are
 
 
 # ---------------------------------------------------------------- app
-def create_app(repo: Repo, stats: Stats | None = None) -> FastAPI:
+def create_app(repo: Repo, stats: Stats | None = None, bridge: Any = None,
+               vfs: Any = None) -> FastAPI:
     """The ASGI app over ``repo``; ``stats`` defaults to a fresh :class:`Stats`."""
     app = FastAPI(title="mcpfs control API", docs_url=None, redoc_url=None)
-    app.state.ctx = Ctx(repo, stats or Stats())
+    app.state.ctx = Ctx(repo, stats or Stats(), bridge, vfs)
     for module in (routes_content, routes_dag, routes_files, routes_mcpfs):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(routes_mcpfs.metrics_router)
@@ -241,7 +242,7 @@ async def _serve_one(app: Any, config: HypercornConfig, listener: trio.abc.Liste
 
 async def serve(repo: Repo, *, task_status=trio.TASK_STATUS_IGNORED,
                 stats: Stats | None = None, socket_path: str | os.PathLike[str] | None = None,
-                tcp_port: int | None = None) -> None:
+                tcp_port: int | None = None, bridge: Any = None, vfs: Any = None) -> None:
     """Serve the control API until cancelled; ``task_status.started(socket_path)`` once
     the socket accepts. ``tcp_port`` (0 = any free port; None = ``[control] tcp_port``
     of the config, normally absent) adds the 127.0.0.1 listener; the bound port is then
@@ -251,7 +252,7 @@ async def serve(repo: Repo, *, task_status=trio.TASK_STATUS_IGNORED,
         tcp_port = await trio.to_thread.run_sync(_tcp_port_from_config)
     await trio.to_thread.run_sync(lambda: repo.mfs)  # load the MFS root off the trio thread
     stats = stats or Stats()
-    fastapi_app = create_app(repo, stats)
+    fastapi_app = create_app(repo, stats, bridge, vfs)
     config = HypercornConfig()
     config.accesslog = None
     config.keep_alive_timeout = 30

@@ -36,10 +36,8 @@ from __future__ import annotations
 
 import errno
 import logging
-import queue
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import nullcontext
+from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
@@ -47,83 +45,12 @@ from cachetools import LRUCache
 
 from ..backends.ipfs.cid import CID
 from ..backends.ipfs.importer import Imported
+from ..backends.ipfs.stream_import import StreamImport
 from ..errors import McpfsError
 from .base import DIR, FILE, Attr, Capabilities, Mount, StatFS, Writer, split, statfs_of
 from .ipfs import CidReader, Listings, attr_of, block_errors, ipfs_call
 
 THREADS = 4  # concurrent reader calls for /mfs (MFS mutations have their own limiter)
-STREAM_QUEUE = 32  # pieces (FUSE writes, <= 128 KiB each) queued ahead of a streaming import
-_EOF = object()
-_ABORT = object()
-
-
-class _Abandoned(Exception):
-    pass
-
-
-class StreamImport:
-    """Import of a file's bytes as they are written; see the module docstring.
-    ``feed``/``finish`` are blocking (worker threads); ``abandon`` never blocks."""
-
-    def __init__(self, mfs: Any) -> None:
-        self.mfs = mfs
-        self._queue: queue.Queue = queue.Queue(STREAM_QUEUE)
-        self._done = threading.Event()
-        self._result: Imported | None = None
-        self._error: BaseException | None = None
-        self._aborted = False
-        self.fed = 0
-        self._thread = threading.Thread(target=self._run, name="mfs-stream-import",
-                                        daemon=True)
-        self._thread.start()
-
-    def _pieces(self) -> Iterator[bytes]:
-        while True:
-            item = self._queue.get()
-            if item is _EOF:
-                return
-            if item is _ABORT:
-                raise _Abandoned
-            yield item
-
-    def _run(self) -> None:
-        gc_lock = getattr(self.mfs, "_gc_lock", None)
-        try:
-            with gc_lock.writing() if gc_lock is not None else nullcontext():
-                self._result = self.mfs.tree.import_pieces(self._pieces())
-        except BaseException as exc:  # noqa: BLE001 - reported by finish()
-            self._error = exc
-            while not self._aborted:  # unblock a feeder until it learns of the failure
-                try:
-                    self._queue.get(timeout=0.1)
-                except queue.Empty:
-                    pass
-        finally:
-            self._done.set()
-
-    def feed(self, data: bytes) -> None:
-        """Queue the next bytes (blocks while the queue is full and the import runs)."""
-        if self._error is not None or self._aborted:
-            return
-        self.fed += len(data)
-        self._queue.put(bytes(data))
-
-    def finish(self) -> Imported | None:
-        """Wait for the DAG of everything fed; None when the import failed."""
-        self._queue.put(_EOF)
-        self._done.wait()
-        if self._error is not None:
-            log.warning("streaming import failed (falling back to the spool): %s",
-                        self._error)
-            return None
-        return self._result
-
-    def abandon(self) -> None:
-        self._aborted = True
-        try:
-            self._queue.put_nowait(_ABORT)
-        except queue.Full:  # the importer is busy: it drains the queue, then sees the flag
-            threading.Thread(target=self._queue.put, args=(_ABORT,), daemon=True).start()
 
 log = logging.getLogger("mcpfs.mounts.mfs")
 MFS_TIMEOUT = 1.0  # kernel attr/entry cache lifetime: MFS can change under us (CLI, socket)
@@ -322,33 +249,59 @@ class MfsMount(Mount):
         return Writer(path, spool, existed=True, extra={"size": attr.size})
 
     def start_stream(self, writer: Writer) -> StreamImport:
-        """A streaming import for a file being written sequentially from offset 0."""
-        return StreamImport(self.mfs)
+        """A streaming import for a file being written sequentially from offset 0; with
+        ``writer.extra["hash_only"]`` (the bridge expects to link a known DAG) it only
+        computes the CID and writes no block."""
+        if writer.extra.get("hash_only"):
+            return StreamImport.hashing(self.mfs.params)
+        gc_lock = getattr(self.mfs, "_gc_lock", None)
+        return StreamImport(self.mfs.tree.import_pieces,
+                            hold=gc_lock.writing if gc_lock is not None else None,
+                            name="mfs-stream-import")
 
     async def commit(self, writer: Writer) -> Attr:
         """Make the written bytes the file's content (see the module docstring for the
-        three routes) and commit the MFS root. On failure MFS is unchanged (its mutations
-        are all-or-nothing) and the error propagates."""
+        routes) and commit the MFS root. ``writer.extra`` may carry, from the bridge,
+        ``link`` = (CID, tsize) of a DAG already in the blockstore holding the same bytes
+        (linked, nothing imported) or ``imported``, a finished streaming import. On failure
+        MFS is unchanged (its mutations are all-or-nothing) and the error propagates."""
         path = mfs_path(writer.path)
+        link: tuple[CID, int] | None = writer.extra.pop("link", None)
+        imported: Imported | None = writer.extra.pop("imported", None)
         stream: StreamImport | None = writer.extra.pop("stream", None)
         with block_errors(f"commit /mfs/{writer.path}"):
-            if stream is not None:
+            if link is not None:
+                cid, tsize = link
+                await self.mfs.link(path, cid, tsize)
+                return Attr(FILE, await writer.spool.size(), cid=str(cid))
+            if imported is None and stream is not None and not stream.only_hash:
                 imported = await trio.to_thread.run_sync(stream.finish)
-                if imported is not None:
-                    await self.mfs.link(path, imported.cid, imported.tsize)
-                    log.debug("commit %s: linked the streamed import of %s", imported.cid, path)
-                    return Attr(FILE, imported.size)
+            elif stream is not None:
+                stream.abandon()
+            if imported is not None:
+                await self.mfs.link(path, imported.cid, imported.tsize)
+                log.debug("commit %s: linked the streamed import of %s", imported.cid, path)
+                return Attr(FILE, imported.size, cid=str(imported.cid))
             spool = writer.spool
             if getattr(spool, "in_memory", False):
                 data = spool.getvalue()
                 await self.mfs.write(path, data, create=True, truncate=True)
-                return Attr(FILE, len(data))
+                return self._committed(writer.path, len(data))
             source = SpoolSource(spool.path)
             try:
                 await self.mfs.write(path, source, create=True, truncate=True)
             finally:
                 source.close()
-        return Attr(FILE, source.size)
+        return self._committed(writer.path, source.size)
+
+    def _committed(self, path: str, size: int) -> Attr:
+        """The Attr of a file just written, with its CID when the caches hold it (MFS just
+        re-encoded the parent directory, so they usually do; no I/O)."""
+        try:
+            hit = self._peek(path)
+        except McpfsError:
+            hit = None
+        return Attr(FILE, size, cid=str(hit[0]) if hit is not None else None)
 
     async def unlink(self, path: str) -> None:
         with block_errors(f"unlink /mfs/{path}"):

@@ -80,6 +80,8 @@ class OpenFile:
         self.opened = trio.current_time()
         self.sequential = filled and size == 0  # every write so far appended to empty
         self.stream: Any = None  # the Mount's streaming import, while sequential
+        self.bridge: Any = None  # the bridge (set by vfs): identities and native routes
+        self.copy_source: Any = None  # the bridge's ReadTracker of the file copied in
 
     def _add_row_sync(self) -> None:
         """The journal row of a memory spool about to be written to disk (worker thread,
@@ -157,6 +159,8 @@ class OpenFile:
     async def _start_stream(self) -> None:
         """Begin the Mount's streaming import with what the (memory) spool holds."""
         start = getattr(self.mount, "start_stream", None)
+        if start is None and self.bridge is not None:  # no import of its own: the hash
+            start = lambda _writer: self.bridge.write_stream()  # noqa: E731
         if start is None:
             self.sequential = False
             return
@@ -199,6 +203,9 @@ class OpenFile:
             if not memory and self.journal is not None and self.journal_id is not None:
                 await self.journal.set(self.journal_id, COMMITTING, sub_path)
                 self.row_state = COMMITTING
+            if self.bridge is not None:  # identity, and maybe a native route
+                await self.bridge.before_commit(self.mount.name, sub_path, self.writer,
+                                                self.copy_source)
             try:
                 attr = await self.mount.commit(self.writer)
             except BaseException as exc:
@@ -215,6 +222,11 @@ class OpenFile:
             self.dirty = False
             self.writer.existed = True
             self.node.attr = attr
+            if self.bridge is not None:
+                self.bridge.after_commit(self.mount.name, sub_path, self.writer, attr)
+            for key in ("identity", "source", "route", "link", "copy_from", "ipfs_cid",
+                        "version", "imported", "hash_only"):
+                self.writer.extra.pop(key, None)  # a later commit decides afresh
             return attr
 
     async def discard(self) -> None:
@@ -252,6 +264,7 @@ class FileHandle:
     fh: int = 0
     keep_cache: bool = False  # the kernel may keep the inode's page cache (see VFS.open)
     identity: str | None = None  # content identity this handle reads (reader handles)
+    tracker: Any = None  # the bridge's ReadTracker of a reader handle
 
 
 @dataclass(eq=False)

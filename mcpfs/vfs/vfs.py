@@ -28,6 +28,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -42,6 +43,7 @@ from .spool import limiter as spool_limiter
 
 log = logging.getLogger("mcpfs.vfs")
 
+SOURCE_XATTR = "user.mcpfs.source"  # where a copied file came from (the bridge's record)
 RENAME_NOREPLACE = 1  # linux/fs.h
 RENAME_EXCHANGE = 2
 
@@ -57,8 +59,11 @@ class Entry:
 
 class VFS:
     def __init__(self, mounts: dict[str, Mount], spool_dir: str | os.PathLike[str],
-                 journal: Journal | None = None) -> None:
+                 journal: Journal | None = None, bridge: Any = None) -> None:
+        """``bridge``: a bridge.Bridge (content identities of reads and commits, native
+        routes for copies); None leaves every write to its Mount's own route."""
         self.mounts = mounts
+        self.bridge = bridge
         self.root = RootMount(mounts)
         self.spool_dir = Path(spool_dir)
         self.spool_dir.mkdir(parents=True, exist_ok=True)  # memory spools never make it
@@ -217,6 +222,8 @@ class VFS:
         if of is not None:
             of.unlinked = True
         self.inodes.detach(path)
+        if self.bridge is not None:
+            self.bridge.removed(mount.name, sub)
 
     async def rename(self, parent_old: int, name_old: str, parent_new: int, name_new: str,
                      flags: int = 0) -> None:
@@ -248,6 +255,8 @@ class VFS:
         if dst is not None:
             dst.unlinked = True
         self.inodes.rename(old, new)
+        if self.bridge is not None:
+            self.bridge.renamed(m_old.name, s_old, s_new)
 
     # ---------------------------------------------------------------- files
     async def _open_file(self, node: Node, mount: Mount, sub: str, truncate: bool,
@@ -292,6 +301,7 @@ class VFS:
             raise
         of = OpenFile(mount, node, spool, writer, size, filled=truncate or not writer.existed,
                       journal=self.journal, journal_id=jid)
+        of.bridge = self.bridge
         if truncate:
             of.dirty = True
         self.open_files[node.ino] = of
@@ -339,13 +349,28 @@ class VFS:
         with trio.CancelScope(shield=True):  # never leave a half-recorded commit behind
             await of.commit(sub)
 
-    async def open(self, ino: int, flags: int) -> tuple[int, FileHandle]:
+    def _copy_source(self, of: OpenFile, pid: int | None) -> None:
+        """Ask the bridge whether the process writing ``of`` is copying a file it reads
+        (then a copy into /mfs only hashes while it is written: see bridge/core.py)."""
+        if self.bridge is None or of.copy_source is not None or of.handles:
+            return
+        source = self.bridge.candidate(pid, f"/{of.node.path}")
+        if source is None:
+            return
+        of.copy_source = source
+        if source.ipfs_cid is not None and of.stream is None:
+            of.writer.extra["hash_only"] = True
+
+    async def open(self, ino: int, flags: int, pid: int | None = None
+                   ) -> tuple[int, FileHandle]:
+        """``pid``: the opening process (the bridge matches a copy's source by it)."""
         node = self.inodes.get(ino)
         mount, sub = self.route(node.path)
         writable = (flags & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR)
         if writable:
             self._writable(mount, node.path)
             of = await self._open_file(node, mount, sub, truncate=bool(flags & os.O_TRUNC))
+            self._copy_source(of, pid)
             handle = FileHandle(node, mount, open_file=of, writable=True)
             of.writers += 1
             of.handles += 1
@@ -357,6 +382,9 @@ class VFS:
             handle = FileHandle(node, mount, reader=reader,
                                 identity=getattr(reader, "identity", None))
             handle.keep_cache = self._keep_cache(node, mount, handle.identity)
+            if self.bridge is not None and isinstance(node.attr, Attr):
+                handle.tracker = self.bridge.track_read(mount.name, sub, reader,
+                                                        node.attr.size, pid)
         return self.handles.add(handle), handle
 
     def _keep_cache(self, node: Node, mount: Mount, identity: str | None) -> bool:
@@ -392,7 +420,8 @@ class VFS:
         if handle.identity != handle.node.cache_id:
             handle.node.cache_id = None
 
-    async def create(self, parent: int, name: str, flags: int) -> tuple[int, Entry]:
+    async def create(self, parent: int, name: str, flags: int, pid: int | None = None
+                     ) -> tuple[int, Entry]:
         path = child_path(self.inodes.get(parent).path, name)
         mount, sub = self.route(path)
         self._writable(mount, path)
@@ -400,6 +429,7 @@ class VFS:
             self.inodes.detach(path)
         node = self.inodes.ensure(path)
         of = await self._open_file(node, mount, sub, truncate=True, create=True)
+        self._copy_source(of, pid)
         of.writers += 1
         of.handles += 1
         fh = self.handles.add(FileHandle(node, mount, open_file=of, writable=True))
@@ -411,7 +441,10 @@ class VFS:
         if handle.open_file is not None:
             return await handle.open_file.read(offset, size)
         assert handle.reader is not None
-        return await handle.reader.read(offset, size)
+        data = await handle.reader.read(offset, size)
+        if handle.tracker is not None:
+            handle.tracker.on_read(offset, data)
+        return data
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         handle: FileHandle = self.handles.get(fh)
@@ -438,6 +471,8 @@ class VFS:
         handle: FileHandle = self.handles.pop(fh)
         if handle.reader is not None:
             self._closed_reader(handle)
+            if handle.tracker is not None:
+                self.bridge.closed_read(handle.tracker)
             await handle.reader.close()
         of = handle.open_file
         if of is None:
@@ -464,6 +499,10 @@ class VFS:
             if name not in local:
                 raise McpfsError(f"{name}: not until committed", errno=errno.ENODATA)
             return local[name].encode()
+        if name == SOURCE_XATTR and self.bridge is not None:
+            source = await self.bridge.source_of(mount.name, sub)
+            if source is not None:
+                return source.encode()
         return await mount.getxattr(sub, name)
 
     async def listxattr(self, ino: int) -> list[str]:
@@ -472,7 +511,11 @@ class VFS:
         of = self.open_files.get(ino)
         if of is not None and (of.dirty or not node.attached):
             return ["user.mcpfs.backend", "user.mcpfs.size"]
-        return await mount.listxattr(sub)
+        names = await mount.listxattr(sub)
+        if self.bridge is not None and SOURCE_XATTR not in names \
+                and await self.bridge.source_of(mount.name, sub) is not None:
+            names.append(SOURCE_XATTR)
+        return names
 
     async def statfs(self) -> StatFS:
         for mount in self.mounts.values():

@@ -20,7 +20,7 @@ async def test_control_hook_runs_in_the_daemon_nursery(mcpfs_home, tmp_path, mon
     sent: list[str] = []
     monkeypatch.setattr(daemon, "sd_notify", lambda state, env=None: sent.append(state))
 
-    async def control(repo, *, stats=None, task_status=trio.TASK_STATUS_IGNORED):
+    async def control(repo, *, stats=None, task_status=trio.TASK_STATUS_IGNORED, **_):
         events.append(f"started {type(repo).__name__}")
         task_status.started()
         try:

@@ -1,0 +1,309 @@
+"""The bridge inside the mount: content identities, and native routes for copies.
+
+Every file read to its end through the mount (a :class:`~.identity.ReadTracker` per read
+handle) and every file committed gets a *content identity*: its CID under the bridge's
+import profile (``[bridge] profile``, default the MFS import params, i.e. kubo's
+defaults), recorded in the provenance DB as identity -> location (db.py).
+
+When a write commits, :meth:`Bridge.before_commit` computes the identity of the written
+bytes (from the streaming import or hash that ran while they were written, else by hashing
+the spool in a worker thread) and looks for the same bytes somewhere mcpfs knows of: first
+the *copy source* (the file the same process had open for reading when it opened this one,
+read from offset 0: what ``cp``, ``shutil.copy`` and ``cat a > b`` do), then the DB. Found,
+the commit takes the native route instead of moving the bytes again, by telling the Mount
+through ``writer.extra``:
+
+- to /mfs, from anything with a DAG of the same bytes in the blockstore (/ipfs, /mfs, an S3
+  object whose ``x-amz-meta-ipfs-cid`` names such a DAG): ``link`` = (CID, tsize), nothing
+  imported. While such a copy is written, the streaming import only hashes
+  (``hash_only``): no block is written unless the bytes turn out to differ;
+- to /s3, from an S3 object of the same bytes: ``copy_from`` = (bucket, key, ETag), a
+  server-side CopyObject guarded by the ETag (a changed source falls back to the upload);
+- to /s3 and /hf always ``ipfs_cid`` (the source's DAG when it has one, else the identity),
+  stored as ``x-amz-meta-ipfs-cid`` / in the commit message, so a copy back is a link;
+- ``source``: the source's location, shown as ``user.mcpfs.source``.
+
+Errors: the bridge is advisory. A failed identity or lookup leaves the write to the Mount's
+normal route; only the Mount's own commit errors reach ``close()``.
+
+Concurrency: the tracker registry (``_readers``) is touched on the trio thread only; the DB
+has its own locks (db.py). Hashing and DB reads run in worker threads under ``limiter``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+import trio
+
+from ..backends.ipfs.cid import CID
+from ..backends.ipfs.importer import ImportParams
+from ..backends.ipfs.stream_import import StreamImport, hash_pieces
+from ..errors import McpfsError
+from .db import Location, ProvenanceDB
+from .identity import ReadTracker
+
+log = logging.getLogger("mcpfs.bridge")
+
+RECENT_READERS: Final = 10.0  # seconds a closed reader still counts as a copy's source
+READERS_PER_PID: Final = 8  # trackers remembered per process
+SOURCE_WAIT: Final = 60.0  # seconds a commit waits for its source's identity
+HASH_PIECE: Final = 1 << 20  # bytes per read when hashing a spool file
+THREADS: Final = 2  # concurrent hashing / DB lookups of the bridge
+
+NATIVE_ROUTES: Final = frozenset({"mfs-link", "s3-copy"})
+
+
+def location_of(mount: str, sub: str) -> str:
+    return f"/{mount}/{sub}" if sub else f"/{mount}"
+
+
+def ipfs_location(cid: str) -> str:
+    return f"/ipfs/{cid}"
+
+
+def hash_file_sync(path: str, params: ImportParams) -> str:
+    """The identity of a local file's bytes (blocking)."""
+    def pieces():
+        with open(path, "rb") as fh:
+            while data := fh.read(HASH_PIECE):
+                yield data
+    return str(hash_pieces(pieces(), params).cid)
+
+
+class Bridge:
+    def __init__(self, db: ProvenanceDB, params: ImportParams, *, repo: Any = None,
+                 mfs_params: ImportParams | None = None, stats: Any = None) -> None:
+        """``repo``: the node's Repo (block presence, DAG sizes); ``mfs_params``: when they
+        equal ``params``, an MFS import's CID is the identity (no second hash)."""
+        self.db = db
+        self.params = params
+        self.repo = repo
+        self.stats = stats
+        self.identity_from_mfs = mfs_params == params
+        self.limiter = trio.CapacityLimiter(THREADS)
+        self._readers: dict[int, list[ReadTracker]] = {}
+
+    # ---------------------------------------------------------------- reads
+    def track_read(self, mount: str, sub: str, reader: Any, size: int | None,
+                   pid: int | None) -> ReadTracker | None:
+        """A tracker for a new read handle (trio thread, no I/O)."""
+        if size is None:
+            return None
+        version = getattr(reader, "identity", None)
+        ipfs_cid = None
+        if mount == "ipfs":
+            cid = getattr(reader, "cid", None)
+            if cid is None:
+                return None
+            location = ipfs_location(str(cid))
+            version = ipfs_cid = str(cid)
+        else:
+            location = location_of(mount, sub)
+            if mount == "mfs":
+                ipfs_cid = version
+            else:
+                ipfs_cid = getattr(reader, "ipfs_cid", None)
+        known = self.db.cached(location)
+        identity = known.identity if known is not None and known.version == version else None
+        if identity is None and ipfs_cid is not None:
+            dag = self.db.cached(ipfs_location(ipfs_cid))
+            identity = dag.identity if dag is not None else None
+        tracker = ReadTracker(location, version, size, self.params, self._read_done,
+                              pid=pid, ipfs_cid=ipfs_cid, identity=identity)
+        if pid is not None:
+            now = trio.current_time()
+            mine = [t for t in self._readers.get(pid, ())
+                    if t.closed_at is None or now - t.closed_at < RECENT_READERS]
+            mine.append(tracker)
+            self._readers[pid] = mine[-READERS_PER_PID:]
+        return tracker
+
+    def closed_read(self, tracker: ReadTracker) -> None:
+        tracker.close(trio.current_time())
+        if tracker.pid is not None and all(t.closed_at is not None
+                                           for t in self._readers.get(tracker.pid, ())):
+            # keep the pid's trackers a while (a tool may close its source first), but
+            # never let the registry grow with every process that ever read a file
+            if len(self._readers) > 1024:
+                self._readers.pop(tracker.pid, None)
+
+    def _read_done(self, tracker: ReadTracker, identity: str) -> None:
+        """A read reached the end (any thread): record the location's identity."""
+        old = self.db.cached(tracker.location)
+        source = old.source if old is not None and old.version == tracker.version else None
+        self.db.record(Location(tracker.location, identity, tracker.version, tracker.size,
+                                source))
+        if tracker.ipfs_cid is not None and not tracker.location.startswith("/ipfs/") \
+                and tracker.ipfs_cid == tracker.version:
+            self.db.record(Location(ipfs_location(tracker.ipfs_cid), identity,
+                                    tracker.ipfs_cid, tracker.size))
+
+    def candidate(self, pid: int | None, dest: str) -> ReadTracker | None:
+        """The copy source of a file ``pid`` opens for writing at ``dest``: its most
+        recent reader that read from the start (trio thread)."""
+        if pid is None:
+            return None
+        now = trio.current_time()
+        for tracker in reversed(self._readers.get(pid, ())):
+            if tracker.location == dest or not tracker.read_from_start:
+                continue
+            if tracker.closed_at is None or now - tracker.closed_at < RECENT_READERS:
+                return tracker
+        return None
+
+    # ---------------------------------------------------------------- writes
+    def write_stream(self) -> StreamImport:
+        """The identity hash of a file written sequentially to a subtree without a
+        streaming import of its own (/s3, /hf)."""
+        return StreamImport.hashing(self.params)
+
+    async def _thread(self, fn: Callable[[], Any]) -> Any:
+        return await trio.to_thread.run_sync(fn, limiter=self.limiter)
+
+    async def _identity_of_spool(self, spool: Any) -> str:
+        if getattr(spool, "in_memory", False):
+            data = spool.getvalue()
+            return await self._thread(lambda: str(hash_pieces([data], self.params).cid))
+        return await self._thread(lambda: hash_file_sync(spool.path, self.params))
+
+    async def before_commit(self, mount: str, sub: str, writer: Any,
+                            source: ReadTracker | None) -> None:
+        """Fill ``writer.extra`` with the identity and the route (module docstring)."""
+        extra = writer.extra
+        try:
+            identity = await self._write_identity(mount, writer, source)
+            if identity is None:
+                return
+            extra["identity"] = identity
+            match = await self._match(identity, source)
+            if match is not None:
+                extra["source"] = match.location
+            if mount == "mfs":
+                await self._route_to_mfs(identity, match, extra)
+            elif mount == "s3":
+                await self._route_to_s3(identity, match, extra)
+                extra["ipfs_cid"] = await self._dag_of(identity, match) or identity
+            else:
+                extra["ipfs_cid"] = await self._dag_of(identity, match) or identity
+        except Exception as exc:  # noqa: BLE001 - advisory: the normal route still works
+            log.warning("bridge: no identity for /%s/%s: %s", mount, sub, exc)
+            log.debug("bridge failure", exc_info=True)
+            for key in ("link", "copy_from", "route"):
+                extra.pop(key, None)
+
+    async def _write_identity(self, mount: str, writer: Any,
+                              source: ReadTracker | None) -> str | None:
+        extra = writer.extra
+        stream: StreamImport | None = extra.pop("stream", None)
+        if stream is not None:
+            imported = await self._thread(stream.finish)
+            if imported is not None:
+                if not stream.only_hash:
+                    extra["imported"] = imported  # /mfs links the DAG it built
+                if mount != "mfs" or self.identity_from_mfs:
+                    return str(imported.cid)
+        if mount == "mfs" and source is None and self.identity_from_mfs:
+            return None  # the import itself gives the identity (after_commit)
+        return await self._identity_of_spool(writer.spool)
+
+    async def _match(self, identity: str, source: ReadTracker | None) -> ReadTracker | None:
+        """``source`` when it holds the same bytes (waiting for its hash if needed)."""
+        if source is None:
+            return None
+        if source.ipfs_cid is not None and source.ipfs_cid == identity:
+            return source
+        got = source.identity
+        if got is None:
+            got = await self._thread(lambda: source.wait(SOURCE_WAIT))
+        return source if got == identity else None
+
+    async def _dag_of(self, identity: str, match: ReadTracker | None) -> str | None:
+        """A CID of a DAG holding these bytes: the source's, when known to be."""
+        if match is None or match.ipfs_cid is None:
+            return None
+        if match.ipfs_cid == identity:
+            return identity
+        dag = await self._thread(lambda: self.db.lookup_sync(ipfs_location(match.ipfs_cid)))
+        if dag is not None and dag.identity == identity:
+            return match.ipfs_cid
+        if match.version == match.ipfs_cid:  # the DAG itself was read (/ipfs, /mfs)
+            return match.ipfs_cid
+        return None
+
+    async def _route_to_mfs(self, identity: str, match: ReadTracker | None,
+                            extra: dict) -> None:
+        dag = await self._dag_of(identity, match)
+        if dag is None or self.repo is None:
+            extra["route"] = "stream" if match is not None else None
+            return
+        cid = CID.decode(dag)
+
+        def local_tsize() -> int | None:
+            if not self.repo.store.has(cid):
+                return None
+            return self.repo.reader.stat(cid).cumulative_size
+        try:
+            tsize = await self._thread(local_tsize)
+        except McpfsError:
+            tsize = None
+        if tsize is None:
+            extra["route"] = "stream"
+            return
+        extra.pop("imported", None)  # (a hash-only stream imported nothing anyway)
+        extra["link"] = (cid, tsize)
+        extra["route"] = "mfs-link"
+
+    async def _route_to_s3(self, identity: str, match: ReadTracker | None,
+                           extra: dict) -> None:
+        candidates: list[tuple[str, str | None]] = []
+        if match is not None and match.location.startswith("/s3/"):
+            candidates.append((match.location, match.version))
+        else:
+            rows = await self._thread(lambda: self.db.locations_sync(identity))
+            candidates.extend((r.location, r.version) for r in rows
+                              if r.location.startswith("/s3/"))
+        for location, etag in candidates:
+            parts = location.split("/", 3)  # "", "s3", bucket, key
+            if len(parts) == 4 and parts[3] and etag:
+                extra["copy_from"] = (parts[2], parts[3], etag)
+                extra["route"] = "s3-copy"
+                return
+        extra["route"] = "stream" if match is not None else None
+
+    def after_commit(self, mount: str, sub: str, writer: Any, attr: Any) -> None:
+        """Record the committed file's identity and location; count the transfer."""
+        extra = writer.extra
+        identity = extra.get("identity")
+        if identity is None and mount == "mfs" and self.identity_from_mfs:
+            identity = attr.cid
+        if identity is None:
+            return
+        version = extra.get("version") or attr.cid
+        location = location_of(mount, sub)
+        self.db.record(Location(location, identity, version, attr.size, extra.get("source")))
+        if mount == "mfs" and attr.cid:
+            self.db.record(Location(ipfs_location(attr.cid), identity, attr.cid, attr.size))
+        route = extra.get("copied_route") or extra.get("route")
+        if route and self.stats is not None and hasattr(self.stats, "bridge"):
+            self.stats.bridge(route, route in NATIVE_ROUTES, attr.size)
+
+    # ---------------------------------------------------------------- namespace
+    def removed(self, mount: str, sub: str) -> None:
+        self.db.forget(location_of(mount, sub))
+
+    def renamed(self, mount: str, old: str, new: str) -> None:
+        self.db.rename(location_of(mount, old), location_of(mount, new))
+
+    async def source_of(self, mount: str, sub: str) -> str | None:
+        """``user.mcpfs.source`` of a location (cache, else the DB in a thread)."""
+        location = location_of(mount, sub)
+        loc = self.db.cached(location)
+        if loc is None:
+            loc = await self._thread(lambda: self.db.lookup_sync(location))
+        return loc.source if loc is not None else None
+
+
+__all__ = ["Bridge", "location_of", "ipfs_location", "hash_file_sync", "NATIVE_ROUTES"]

@@ -1,0 +1,157 @@
+"""Content identities of files read through the mount, computed while they are read.
+
+A :class:`ReadTracker` follows one read handle. Reads that arrive in offset order (a
+small reorder window absorbs the kernel's concurrent read-ahead requests finishing out of
+order) are offered to a hashing :class:`~mcpfs.backends.ipfs.stream_import.StreamImport`;
+once the read reaches the end of the file the CID of the whole content under the bridge's
+profile is known and ``on_done(tracker, cid)`` is called (from the hashing thread, or the
+trio thread for small files). A read that skips ahead past the window, a reader faster than
+hashing, or a close before the end leave no identity (nothing is recorded).
+
+Costs: nothing until a second sequential read (so ``open; read 1 byte; close`` of a big
+file starts no thread); small files (``INLINE_MAX``) are hashed on the trio thread at their
+end (sub-millisecond); larger ones in one thread per tracker.
+
+The tracker also carries what a copy needs to know of its source (``location``,
+``version``, ``ipfs_cid``: a DAG of the same bytes this node may hold): the bridge matches a
+new write against the trackers of the same process (core.py).
+
+Concurrency: ``on_read``/``close`` run on the trio thread only; ``_result``/``_finished`` are
+written once, by the hashing thread or the trio thread, and read after ``_finished`` is set.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Final
+
+from ..backends.ipfs.importer import ImportParams
+from ..backends.ipfs.stream_import import StreamImport, hash_pieces
+
+INLINE_MAX: Final = 256 * 1024  # files up to this size are hashed on the trio thread
+REORDER_MAX: Final = 32  # out-of-order reads buffered before tracking gives up
+HASH_QUEUE: Final = 256  # pieces (<= 128 KiB) queued to the hashing thread (32 MiB)
+
+
+class ReadTracker:
+    def __init__(self, location: str, version: str | None, size: int, params: ImportParams,
+                 on_done: Callable[[ReadTracker, str], None], *, pid: int | None = None,
+                 ipfs_cid: str | None = None, identity: str | None = None) -> None:
+        self.location = location
+        self.version = version
+        self.size = size
+        self.pid = pid
+        self.ipfs_cid = ipfs_cid  # a CID of the same bytes (the DAG read, or S3 metadata)
+        self.params = params
+        self._on_done = on_done
+        self._next = 0  # the next offset expected in order
+        self._head: list[bytes] = []  # pieces before the hasher starts (or all, if small)
+        self._ahead: dict[int, bytes] = {}
+        self._stream: StreamImport | None = None
+        self._dead = False
+        self._finished = threading.Event()
+        self._result: str | None = identity
+        self.closed_at: float | None = None
+        if identity is not None:  # already known: nothing to compute
+            self._dead = True
+            self._finished.set()
+
+    @property
+    def identity(self) -> str | None:
+        """The identity if it is known by now (no waiting)."""
+        return self._result if self._finished.is_set() else None
+
+    @property
+    def read_from_start(self) -> bool:
+        """Whether the reads so far all came in order from offset 0 (a copy's source)."""
+        return not self._dead or self._result is not None
+
+    def wait(self, timeout: float) -> str | None:
+        """Block until the identity is known (or it never will be); None then."""
+        if self._dead and not self._finished.is_set():
+            return None
+        self._finished.wait(timeout)
+        return self._result
+
+    # ---------------------------------------------------------------- trio thread
+    def on_read(self, offset: int, data: bytes) -> None:
+        if self._dead or not data:
+            return
+        if offset != self._next:
+            if offset < self._next:  # a re-read (page cache dropped): keep the new tail
+                if offset + len(data) <= self._next:
+                    return
+                data = data[self._next - offset:]
+            else:
+                if len(self._ahead) >= REORDER_MAX:
+                    self._give_up()
+                    return
+                self._ahead[offset] = data
+                return
+        self._take(data)
+        while self._next in self._ahead and not self._dead:
+            self._take(self._ahead.pop(self._next))
+
+    def _take(self, data: bytes) -> None:
+        self._next += len(data)
+        if self._stream is None:
+            self._head.append(data)
+            if self._next >= self.size:
+                if self.size <= INLINE_MAX:
+                    self._done(str(hash_pieces(self._head, self.params).cid))
+                    self._head = []
+                    return
+            elif self.size <= INLINE_MAX or len(self._head) < 2:
+                return
+            self._stream = StreamImport.hashing(self.params, HASH_QUEUE)
+            head, self._head = self._head, []
+            for piece in head:
+                if not self._stream.offer(piece):
+                    self._give_up()
+                    return
+        elif not self._stream.offer(data):
+            self._give_up()
+            return
+        if self._next >= self.size:
+            stream, self._stream = self._stream, None
+            threading.Thread(target=self._finish, args=(stream,), name="identity-finish",
+                             daemon=True).start()
+
+    def _finish(self, stream: StreamImport) -> None:
+        imported = stream.finish()
+        if imported is None:
+            self._dead = True
+            self._finished.set()
+            return
+        self._done(str(imported.cid))
+
+    def _done(self, cid: str) -> None:
+        self._result = cid
+        self._dead = True  # nothing more to take
+        self._finished.set()
+        self._on_done(self, cid)
+
+    def _give_up(self) -> None:
+        self._dead = True
+        self._head = []
+        self._ahead.clear()
+        if self._stream is not None:
+            self._stream.abandon()
+            self._stream = None
+        if self._result is None:
+            self._finished.set()
+
+    def close(self, now: float) -> None:
+        """The handle is released: a read that did not reach the end leaves no identity
+        (an empty file, never read, has the empty file's)."""
+        self.closed_at = now
+        if self._finished.is_set():
+            return
+        if self.size == 0 and not self._dead:
+            self._done(str(hash_pieces([], self.params).cid))
+        elif self._next < self.size:
+            self._give_up()
+
+
+__all__ = ["ReadTracker", "INLINE_MAX"]
