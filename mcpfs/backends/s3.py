@@ -31,6 +31,15 @@ Endpoint and region: boto3's chain (``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``
 nothing else names a region. With ``addressing_style = "auto"`` an endpoint that is not
 AWS's gets path-style requests (what MinIO, SeaweedFS and Ceph serve by default).
 
+Statistics: with a :class:`~mcpfs.stats.Stats` in ``stats`` (None by default; the mount's
+``attach_stats`` sets it), :meth:`S3Backend.call` counts every request as
+``stats.backend("s3", op, ...)``: the short op name its call site gives ("get", "head",
+"list", "put", "upload_part", "complete", "copy", "delete"...), the wall time from the call
+to the answer (waiting for a worker thread and botocore's retries included), an error when
+it raised, bytes in (GetObject bodies) and out (PutObject and UploadPart bodies) when it
+succeeded. A paginated listing done in one worker call counts once. CopyObject is
+server-side: no byte goes through mcpfs, so it counts 0 bytes out.
+
 Limits: CopyObject is a single request, so a rename of an object above 5 GiB raises EXDEV
 (``mv`` then falls back to copy + delete through the mount); multipart copy is not built.
 """
@@ -40,11 +49,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import boto3
 import botocore.config
@@ -55,11 +65,15 @@ from ..errors import McpfsError
 from .s3_upload import (  # noqa: F401  (re-exported: the mount and tests use them)
     UPLOAD_SUFFIX, MiB, MultipartUploads, ObjectInfo, first_error)
 
+if TYPE_CHECKING:
+    from ..stats import Stats
+
 log = logging.getLogger("mcpfs.backends.s3")
 T = TypeVar("T")
 
 MAX_COPY_SIZE: Final = 5 * 1024 * MiB  # CopyObject's single-request limit
 DELETE_BATCH: Final = 1000  # keys per DeleteObjects request (S3's limit)
+STATS_NAME: Final = "s3"  # the backend's name in Stats.backend / backend_cache
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NotFound", "404", "NoSuchUpload",
               "InvalidBucketName"}
@@ -206,35 +220,60 @@ class S3Backend(MultipartUploads):
         self.limiter = limiter or trio.CapacityLimiter(cfg.threads)
         self._denied = _Denied()
         self._inm_ok = cfg.if_none_match
+        self.stats: Stats | None = None  # request counters (see the module docstring)
 
-    async def call(self, fn: Callable[[], T], what: str) -> T:
-        """Run ``fn`` (boto3 work) in a worker thread; errors through :func:`map_error`."""
+    async def call(self, fn: Callable[[], T], what: str, op: str = "other", *,
+                   bytes_out: int = 0, bytes_in: Callable[[T], int] | None = None) -> T:
+        """Run ``fn`` (boto3 work) in a worker thread; errors through :func:`map_error`.
+        With ``stats``: counted as one ``op`` request, ``bytes_out`` sent and
+        ``bytes_in(result)`` received when it succeeds, an error when it raises (a
+        cancellation is not counted)."""
+        stats = self.stats
+        start = time.perf_counter() if stats is not None else 0.0
         try:
-            return await trio.to_thread.run_sync(fn, limiter=self.limiter)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise map_error(exc, what, self._denied) from None
+            result = await trio.to_thread.run_sync(fn, limiter=self.limiter)
+        except Exception as exc:
+            if stats is not None:
+                stats.backend(STATS_NAME, op, seconds=time.perf_counter() - start,
+                              error=True)
+            if isinstance(exc, (botocore.exceptions.BotoCoreError,
+                                botocore.exceptions.ClientError)):
+                raise map_error(exc, what, self._denied) from None
+            raise
+        if stats is not None:
+            stats.backend(STATS_NAME, op, bytes_in=bytes_in(result) if bytes_in else 0,
+                          bytes_out=bytes_out, seconds=time.perf_counter() - start)
+        return result
+
+    def note_cache(self, hit: bool) -> None:
+        """Count one lookup of an S3 cache (the mount's listing/HEAD caches) when stats
+        are attached; a None check otherwise."""
+        if self.stats is not None:
+            self.stats.backend_cache(STATS_NAME, hit)
 
     # ---------------------------------------------------------------- buckets
     async def list_buckets(self) -> list[tuple[str, int]]:
         """(name, creation time ns); the configured ``buckets`` when set (no request)."""
         if self.config.buckets is not None:
             return [(b, 0) for b in self.config.buckets]
-        resp = await self.call(self.client.list_buckets, "list buckets")
+        resp = await self.call(self.client.list_buckets, "list buckets", "list_buckets")
         return [(b["Name"], _ns(b.get("CreationDate"))) for b in resp.get("Buckets", [])]
 
     async def head_bucket(self, bucket: str) -> None:
-        await self.call(lambda: self.client.head_bucket(Bucket=bucket), f"bucket {bucket}")
+        await self.call(lambda: self.client.head_bucket(Bucket=bucket), f"bucket {bucket}",
+                        "head_bucket")
 
     async def create_bucket(self, bucket: str) -> None:
         kwargs: dict[str, Any] = {"Bucket": bucket}
         region = self.client.meta.region_name
         if region and region != "us-east-1" and self.config.endpoint_url is None:
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
-        await self.call(lambda: self.client.create_bucket(**kwargs), f"create bucket {bucket}")
+        await self.call(lambda: self.client.create_bucket(**kwargs), f"create bucket {bucket}",
+                        "create_bucket")
 
     async def delete_bucket(self, bucket: str) -> None:
         await self.call(lambda: self.client.delete_bucket(Bucket=bucket),
-                        f"delete bucket {bucket}")
+                        f"delete bucket {bucket}", "delete_bucket")
 
     # ---------------------------------------------------------------- listing
     async def list_dir(self, bucket: str, prefix: str) -> tuple[list[str], list[ObjectInfo]]:
@@ -249,7 +288,7 @@ class S3Backend(MultipartUploads):
                 prefixes.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
                 objects.extend(_listed(o) for o in page.get("Contents", []))
             return prefixes, objects
-        return await self.call(work, f"list s3://{bucket}/{prefix}")
+        return await self.call(work, f"list s3://{bucket}/{prefix}", "list")
 
     async def list_dir_page(self, bucket: str, prefix: str, max_keys: int
                             ) -> tuple[list[str], list[ObjectInfo], bool]:
@@ -261,7 +300,7 @@ class S3Backend(MultipartUploads):
             return ([p["Prefix"] for p in page.get("CommonPrefixes", [])],
                     [_listed(o) for o in page.get("Contents", [])],
                     bool(page.get("IsTruncated")))
-        return await self.call(work, f"list s3://{bucket}/{prefix}")
+        return await self.call(work, f"list s3://{bucket}/{prefix}", "list")
 
     async def walk(self, bucket: str, prefix: str, page_size: int = 1000
                    ) -> AsyncIterator[list[ObjectInfo]]:
@@ -272,7 +311,7 @@ class S3Backend(MultipartUploads):
             if token:
                 kwargs["ContinuationToken"] = token
             page = await self.call(lambda: self.client.list_objects_v2(**kwargs),
-                                   f"list s3://{bucket}/{prefix}")
+                                   f"list s3://{bucket}/{prefix}", "list")
             yield [_listed(o) for o in page.get("Contents", [])]
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
@@ -281,19 +320,19 @@ class S3Backend(MultipartUploads):
     async def first_keys(self, bucket: str, prefix: str, n: int = 2) -> list[str]:
         """Up to ``n`` keys under ``prefix`` (existence and emptiness checks)."""
         page = await self.call(lambda: self.client.list_objects_v2(
-            Bucket=bucket, Prefix=prefix, MaxKeys=n), f"list s3://{bucket}/{prefix}")
+            Bucket=bucket, Prefix=prefix, MaxKeys=n), f"list s3://{bucket}/{prefix}", "list")
         return [o["Key"] for o in page.get("Contents", [])]
 
     async def list_multipart_uploads(self, bucket: str) -> list[tuple[str, str]]:
         """(key, upload id) of the bucket's unfinished multipart uploads (first page)."""
         resp = await self.call(lambda: self.client.list_multipart_uploads(Bucket=bucket),
-                               f"list uploads s3://{bucket}")
+                               f"list uploads s3://{bucket}", "list_uploads")
         return [(u["Key"], u["UploadId"]) for u in resp.get("Uploads", [])]
 
     # ---------------------------------------------------------------- objects
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         resp = await self.call(lambda: self.client.head_object(Bucket=bucket, Key=key),
-                               f"head s3://{bucket}/{key}")
+                               f"head s3://{bucket}/{key}", "head")
         return _headed(key, resp)
 
     async def get_range(self, bucket: str, key: str, start: int, end: int,
@@ -313,7 +352,7 @@ class S3Backend(MultipartUploads):
             finally:
                 body.close()
         try:
-            return await self.call(work, f"read s3://{bucket}/{key}")
+            return await self.call(work, f"read s3://{bucket}/{key}", "get", bytes_in=len)
         except McpfsError as exc:
             if exc.errno == errno.EINVAL:  # InvalidRange: start at or past the end
                 return b""
@@ -329,40 +368,60 @@ class S3Backend(MultipartUploads):
         return await self._put_object(bucket, key, lambda: nullcontext(data), len(data),
                                       if_none_match, content_type)
 
-    async def _conditional(self, work: Callable[[bool], T], inm: bool, what: str) -> T:
-        """``work(inm)``; a server without If-None-Match (501 NotImplemented) gets one
-        warning and plain requests from then on."""
+    async def _conditional(self, work: Callable[[bool], T], inm: bool, what: str,
+                           op: str = "other", bytes_out: int = 0) -> T:
+        """``work(inm)`` (counted as ``op``); a server without If-None-Match (501
+        NotImplemented) gets one warning and plain requests from then on."""
         try:
-            return await self.call(lambda: work(inm and self._inm_ok), what)
+            return await self.call(lambda: work(inm and self._inm_ok), what, op,
+                                   bytes_out=bytes_out)
         except McpfsError as exc:
             if not (inm and self._inm_ok and "NotImplemented" in str(exc)):
                 raise
             log.warning("S3 endpoint does not support If-None-Match; writes of new files "
                         "may overwrite a concurrent writer's")
             self._inm_ok = False
-            return await self.call(lambda: work(False), what)
+            return await self.call(lambda: work(False), what, op, bytes_out=bytes_out)
 
     async def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str,
-                   size: int) -> None:
-        """Server-side CopyObject (metadata copied); above 5 GiB EXDEV (see module doc)."""
+                   size: int, *, if_match: str | None = None,
+                   metadata: dict[str, str] | None = None, content_type: str | None = None
+                   ) -> ObjectInfo:
+        """Server-side CopyObject; above 5 GiB EXDEV (see module doc). The source's
+        metadata is copied, or with ``metadata`` replaced by the source's plus these keys
+        (one HEAD more). ``if_match``: only while the source has that ETag (EEXIST when
+        it changed, ENOENT when it is gone)."""
         if size > MAX_COPY_SIZE:
             raise McpfsError(f"s3://{src_bucket}/{src_key}: above 5 GiB, no server-side "
                              "copy", errno=errno.EXDEV)
-        await self.call(lambda: self.client.copy_object(
-            Bucket=dst_bucket, Key=dst_key, CopySource={"Bucket": src_bucket, "Key": src_key},
-            MetadataDirective="COPY"), f"copy s3://{src_bucket}/{src_key}")
+        kwargs: dict[str, Any] = {"Bucket": dst_bucket, "Key": dst_key,
+                                  "CopySource": {"Bucket": src_bucket, "Key": src_key},
+                                  "MetadataDirective": "COPY"}
+        if if_match:
+            kwargs["CopySourceIfMatch"] = if_match
+        if metadata:
+            src = await self.head(src_bucket, src_key)
+            if if_match and src.etag != if_match:
+                raise McpfsError(f"s3://{src_bucket}/{src_key} changed", errno=errno.EEXIST)
+            kwargs.update(MetadataDirective="REPLACE", Metadata={**src.metadata, **metadata},
+                          ContentType=content_type or src.content_type or
+                          "application/octet-stream")
+        resp = await self.call(lambda: self.client.copy_object(**kwargs),
+                               f"copy s3://{src_bucket}/{src_key}", "copy")
+        result = resp.get("CopyObjectResult", {})
+        return ObjectInfo(dst_key, size, 0, result.get("ETag"), resp.get("VersionId"))
 
     async def delete(self, bucket: str, key: str) -> None:
         await self.call(lambda: self.client.delete_object(Bucket=bucket, Key=key),
-                        f"delete s3://{bucket}/{key}")
+                        f"delete s3://{bucket}/{key}", "delete")
 
     async def delete_many(self, bucket: str, keys: list[str]) -> None:
         """DeleteObjects in batches of 1000; any per-key error is EIO naming the count."""
         for i in range(0, len(keys), DELETE_BATCH):
             batch = keys[i:i + DELETE_BATCH]
             resp = await self.call(lambda: self.client.delete_objects(
-                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch],
-                                       "Quiet": True}), f"delete in s3://{bucket}")
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}),
+                f"delete in s3://{bucket}", "delete_many")
             if resp.get("Errors"):
                 raise McpfsError(f"delete in s3://{bucket}: {len(resp['Errors'])} keys "
                                  f"failed ({resp['Errors'][0].get('Code')})", errno=errno.EIO)

@@ -1,7 +1,9 @@
 """Uploads of local files to S3: a single PutObject, or a multipart upload that resumes.
 
 Mixed into :class:`~mcpfs.backends.s3.S3Backend` (it uses the backend's ``client``,
-``config``, ``call`` and ``_conditional``). A multipart upload holds at most
+``config``, ``call`` and ``_conditional``; every request is named for the stats: "put",
+"create_upload", "upload_part", "complete", "abort", "list_parts", bodies counted as bytes
+out). A multipart upload holds at most
 ``part_concurrency`` parts in memory and is aborted (shielded from cancellation) on any
 failure or cancellation, so no partial object ever becomes visible. While it runs, its id is
 kept in a small JSON file beside the spool (``<spool>.s3upload``); a process killed
@@ -60,19 +62,21 @@ class MultipartUploads:
     """The upload half of S3Backend (see the module docstring)."""
 
     async def upload_file(self, bucket: str, key: str, path: str, size: int, *,
-                          if_none_match: bool = False, content_type: str | None = None
-                          ) -> ObjectInfo:
+                          if_none_match: bool = False, content_type: str | None = None,
+                          metadata: dict[str, str] | None = None) -> ObjectInfo:
         """Make the local file ``path`` (``size`` bytes) the object: a single PutObject up
-        to ``multipart_threshold``, a multipart upload above it."""
+        to ``multipart_threshold``, a multipart upload above it. ``metadata``: the
+        object's ``x-amz-meta-*``."""
         if size > self.config.multipart_threshold:
-            return await self._multipart(bucket, key, path, size, if_none_match, content_type)
+            return await self._multipart(bucket, key, path, size, if_none_match, content_type,
+                                         metadata)
 
         return await self._put_object(bucket, key, lambda: open(path, "rb"), size,
-                                      if_none_match, content_type)
+                                      if_none_match, content_type, metadata)
 
     async def _put_object(self, bucket: str, key: str, open_body: Callable[[], Any],
-                          size: int, if_none_match: bool, content_type: str | None
-                          ) -> ObjectInfo:
+                          size: int, if_none_match: bool, content_type: str | None,
+                          metadata: dict[str, str] | None = None) -> ObjectInfo:
         """One PutObject; ``open_body()`` gives a context manager yielding the body (opened
         in the worker thread, closed after the request)."""
         def work(inm: bool) -> Any:
@@ -82,8 +86,11 @@ class MultipartUploads:
                     kwargs["IfNoneMatch"] = "*"
                 if content_type:
                     kwargs["ContentType"] = content_type
+                if metadata:
+                    kwargs["Metadata"] = metadata
                 return self.client.put_object(**kwargs)
-        resp = await self._conditional(work, if_none_match, f"put s3://{bucket}/{key}")
+        resp = await self._conditional(work, if_none_match, f"put s3://{bucket}/{key}",
+                                       "put", bytes_out=size)
         return ObjectInfo(key, size, 0, resp.get("ETag"), resp.get("VersionId"))
 
     def part_size_for(self, size: int) -> int:
@@ -102,7 +109,8 @@ class MultipartUploads:
                                        PartNumber=number, Body=data)["ETag"]
 
     async def _multipart(self, bucket: str, key: str, path: str, size: int,
-                         if_none_match: bool, content_type: str | None) -> ObjectInfo:
+                         if_none_match: bool, content_type: str | None,
+                         metadata: dict[str, str] | None = None) -> ObjectInfo:
         """Upload ``path`` in parts. The upload id is kept beside the file
         (``path + UPLOAD_SUFFIX``) while it is in flight, so a commit retried after a crash
         (journal recovery) resumes it: parts already on the server whose size and MD5 match
@@ -116,8 +124,11 @@ class MultipartUploads:
             kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
             if content_type:
                 kwargs["ContentType"] = content_type
+            if metadata:
+                kwargs["Metadata"] = metadata
             upload_id = (await self.call(
-                lambda: self.client.create_multipart_upload(**kwargs), what))["UploadId"]
+                lambda: self.client.create_multipart_upload(**kwargs), what,
+                "create_upload"))["UploadId"]
             await trio.to_thread.run_sync(_write_marker, marker, {
                 "bucket": bucket, "key": key, "upload_id": upload_id, "size": size,
                 "part_size": part})
@@ -129,7 +140,8 @@ class MultipartUploads:
                 length = min(part, size - offset)
                 etags[number] = await self.call(
                     lambda: self._upload_part_sync(bucket, key, upload_id, number, path,
-                                                   offset, length), f"{what} part {number}")
+                                                   offset, length), f"{what} part {number}",
+                    "upload_part", bytes_out=length)
         try:
             try:
                 async with trio.open_nursery() as nursery:
@@ -145,7 +157,7 @@ class MultipartUploads:
                     Bucket=bucket, Key=key, UploadId=upload_id, **extra,
                     MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]}
                                                for n in sorted(etags)]})
-            resp = await self._conditional(complete, if_none_match, what)
+            resp = await self._conditional(complete, if_none_match, what, "complete")
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._abort(bucket, key, upload_id, what)
@@ -159,7 +171,7 @@ class MultipartUploads:
     async def _abort(self, bucket: str, key: str, upload_id: str, what: str) -> None:
         try:
             await self.call(lambda: self.client.abort_multipart_upload(
-                Bucket=bucket, Key=key, UploadId=upload_id), f"abort {what}")
+                Bucket=bucket, Key=key, UploadId=upload_id), f"abort {what}", "abort")
         except McpfsError as exc:
             if exc.errno != errno.ENOENT:
                 log.error("%s: abort failed (%s); the upload %s stays until a lifecycle "
@@ -190,7 +202,7 @@ class MultipartUploads:
                 out.extend(page.get("Parts", []))
             return out
         try:
-            found = await self.call(listed, f"list parts of {what}")
+            found = await self.call(listed, f"list parts of {what}", "list_parts")
         except McpfsError as exc:
             if exc.errno != errno.ENOENT:
                 raise

@@ -58,6 +58,8 @@ ATTR_CACHE: Final = 100_000  # HEAD results kept
 RENAME_PARALLEL: Final = 16  # concurrent CopyObjects in a directory rename
 PROGRESS_EVERY: Final = 1000  # keys between progress lines of a directory rename
 META_PREFIX: Final = "user.s3.meta."
+CID_META: Final = "ipfs-cid"  # x-amz-meta-ipfs-cid: a CID of the object's bytes (the bridge)
+SOURCE_META: Final = "mcpfs-source"  # x-amz-meta-mcpfs-source: where a copy came from
 SMALL_LISTING: Final = 1000  # keys of one ListObjectsV2 page: a lookup lists a directory this small
 FAKE_BLOCKS: Final = 1 << 38  # statfs: 1 PiB of 4 KiB blocks ("no limit")
 
@@ -65,12 +67,16 @@ Listing = dict[str, tuple[Attr, ObjectInfo | None]]
 
 
 class S3Reader:
-    """One open object: reads through a prefetcher pinned to its ETag."""
+    """One open object: reads through a prefetcher pinned to its ETag. ``identity`` (the
+    ETag) and ``ipfs_cid`` (the ``x-amz-meta-ipfs-cid`` a copy from IPFS left) are what
+    the bridge knows of the object."""
 
     def __init__(self, backend: S3Backend, bucket: str, info: ObjectInfo) -> None:
         async def fetch(start: int, end: int) -> bytes:
             return await backend.get_range(bucket, info.key, start, end, info.etag)
         self.prefetcher = Prefetcher(fetch, info.size, name=f"s3://{bucket}/{info.key}")
+        self.identity = info.etag
+        self.ipfs_cid = info.metadata.get(CID_META)
 
     async def read(self, offset: int, size: int) -> bytes:
         return await self.prefetcher.read(offset, size)
@@ -125,6 +131,7 @@ class S3Mount(Mount):
         """name -> (Attr, ObjectInfo or None) of the directory ``path`` (cached)."""
         path = "/".join(split(path))
         hit = self._listings.get(path)
+        self.backend.note_cache(hit is not None)
         if hit is not None:
             return hit
         gen = self._gen
@@ -203,6 +210,7 @@ class S3Mount(Mount):
     async def _head(self, path: str) -> ObjectInfo:
         path = "/".join(split(path))
         hit = self._heads.get(path)
+        self.backend.note_cache(hit is not None)
         if hit is not None:
             return hit
         gen = self._gen
@@ -293,6 +301,10 @@ class S3Mount(Mount):
                 out[XATTR_PREFIX + field] = value
         for key, value in sorted(info.metadata.items()):
             out[META_PREFIX + key] = value
+        if info.metadata.get(CID_META):
+            out[XATTR_PREFIX + "cid"] = info.metadata[CID_META]
+        if info.metadata.get(SOURCE_META):
+            out[XATTR_PREFIX + "source"] = info.metadata[SOURCE_META]
         return out
 
     async def statfs(self) -> StatFS:
@@ -332,21 +344,52 @@ class S3Mount(Mount):
         return Writer(path, spool, existed=True, extra={"size": attr.size})
 
     async def commit(self, writer: Writer) -> Attr:
-        """Upload the spool (single PUT or multipart); the caches of the path are dropped
-        whatever the outcome. The spool is left to vfs."""
+        """Upload the spool (single PUT or multipart), or, when the bridge found the same
+        bytes in an S3 object (``writer.extra["copy_from"]`` = bucket, key, ETag), copy
+        that object server-side (CopyObject if its ETag still matches; otherwise the
+        upload). ``extra["ipfs_cid"]``/``["source"]`` become the object's
+        ``ipfs-cid``/``mcpfs-source`` metadata; ``extra["version"]`` gets the new ETag.
+        The caches of the path are dropped whatever the outcome. The spool is left to vfs."""
         bucket, key = self._object_path(writer.path, "a file")
         size = await writer.spool.size()
         ctype = mimetypes.guess_type(key)[0]
         inm = self.backend.config.if_none_match and not writer.existed
+        meta = {k: v for k, v in ((CID_META, writer.extra.get("ipfs_cid")),
+                                  (SOURCE_META, writer.extra.get("source"))) if v}
+        copy_from = writer.extra.get("copy_from")
         try:
-            info = await self.backend.upload_file(bucket, key, writer.spool.path, size,
-                                                  if_none_match=inm, content_type=ctype)
+            info = None
+            if copy_from is not None:
+                info = await self._copy_if_unchanged(copy_from, bucket, key, size, meta, ctype)
+                if info is None:
+                    writer.extra["route"] = "stream"
+            if info is None:
+                info = await self.backend.upload_file(bucket, key, writer.spool.path, size,
+                                                      if_none_match=inm, content_type=ctype,
+                                                      metadata=meta)
         except BaseException:
             self._invalidate(writer.path)
             raise
+        writer.extra["version"] = info.etag
         attr = Attr(FILE, size, mtime_ns=time.time_ns())
         self._wrote(writer.path, attr, dataclasses.replace(info, mtime_ns=attr.mtime_ns))
         return attr
+
+    async def _copy_if_unchanged(self, copy_from: tuple[str, str, str], bucket: str,
+                                 key: str, size: int, meta: dict[str, str],
+                                 ctype: str | None) -> ObjectInfo | None:
+        """CopyObject from ``copy_from`` when it still has its ETag; None when it changed
+        or is gone (the caller uploads instead)."""
+        sb, sk, etag = copy_from
+        try:
+            return await self.backend.copy(sb, sk, bucket, key, size, if_match=etag,
+                                           metadata=meta, content_type=ctype)
+        except McpfsError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOENT, errno.EXDEV):
+                raise
+            log.info("s3://%s/%s changed or is gone: uploading s3://%s/%s instead", sb, sk,
+                     bucket, key)
+            return None
 
     async def unlink(self, path: str) -> None:
         bucket, key = self._object_path(path, "unlink")
@@ -483,6 +526,11 @@ class S3Mount(Mount):
                                        sorted(dirs, key=lambda d: -d.count("/")))
         log.info("rename s3://%s/%s -> s3://%s/%s: %d keys in %.1f s", sb, sp, db, dp,
                  len(done), time.monotonic() - started)
+
+    def attach_stats(self, stats: Any) -> None:
+        """Count the backend's requests and this mount's listing/HEAD cache lookups in
+        ``stats`` (a :class:`~mcpfs.stats.Stats`; the daemon calls this once at start)."""
+        self.backend.stats = stats
 
 
 def build_s3_mount(section: dict[str, Any] | None, **backend_kwargs: Any) -> S3Mount:

@@ -5,6 +5,7 @@ the content is known (/ipfs -> /mfs links the DAG, /s3 -> /s3 is a server-side c
 
 from __future__ import annotations
 
+import json
 import os
 
 from tests.conftest import pattern_bytes
@@ -63,3 +64,57 @@ def test_a_write_of_other_bytes_is_imported_normally(mnt, tmp_path):
     assert (mnt / "mfs" / "o.bin").read_bytes() == other
     assert xattr(mnt / "mfs" / "o.bin", "user.mcpfs.cid") == \
         mcpfs("add", "-n", "-Q", str(tmp_path / "other.bin")).stdout.strip()
+
+
+def s3_bytes_out(stats: dict) -> int:
+    return stats.get("Backends", {}).get("s3", {}).get("BytesOut", 0)
+
+
+def daemon_stats() -> dict:
+    return json.loads(mcpfs("status", "--json").stdout)["Stats"]
+
+
+def test_cp_s3_to_s3_is_a_server_side_copy(s3_mnt, raw, bucket, tmp_path):
+    data = pattern_bytes(24 * MiB, 5)
+    raw.put_object(Bucket=bucket, Key="src/model.bin", Body=data, Metadata={"run": "7"})
+    raw.create_bucket(Bucket=bucket + "-b")
+    b = s3_mnt / "s3"
+    assert (b / bucket / "src/model.bin").stat().st_size == len(data)
+    before = daemon_stats()
+    run("cp", str(b / bucket / "src/model.bin"), str(b / (bucket + "-b") / "copy.bin"))
+    after = daemon_stats()
+    # the bytes were read through the mount, but none went back up: a CopyObject
+    assert s3_bytes_out(after) == s3_bytes_out(before)
+    ops = after["Backends"]["s3"]["Ops"]
+    assert ops["copy"]["Count"] == before["Backends"]["s3"]["Ops"].get("copy", {}).get(
+        "Count", 0) + 1
+    head = raw.head_object(Bucket=bucket + "-b", Key="copy.bin")
+    assert head["Metadata"]["mcpfs-source"] == f"/s3/{bucket}/src/model.bin"
+    assert head["Metadata"]["run"] == "7"  # the source's metadata is kept
+    assert raw.get_object(Bucket=bucket + "-b", Key="copy.bin")["Body"].read() == data
+    dst = b / (bucket + "-b") / "copy.bin"
+    assert xattr(dst, "user.mcpfs.source") == f"/s3/{bucket}/src/model.bin"
+    assert after["Bridge"]["Native"]["Count"] == before["Bridge"]["Native"]["Count"] + 1
+
+
+def test_mfs_to_s3_and_back_is_the_same_cid_without_reimport(s3_mnt, raw, bucket,
+                                                              mcpfs_home, tmp_path):
+    src = tmp_path / "w.bin"
+    data = pattern_bytes(12 * MiB + 77, 9)
+    src.write_bytes(data)
+    m, s = s3_mnt / "mfs", s3_mnt / "s3" / bucket
+    # a DAG of another profile in MFS (kubo's `files write` defaults would re-chunk it)
+    cid = mcpfs("add", "-Q", "--profile", "unixfs-v1-2025", str(src)).stdout.strip()
+    mcpfs("files", "cp", f"/ipfs/{cid}", "/w.bin")
+    run("cp", str(m / "w.bin"), str(s / "w.bin"))
+    head = raw.head_object(Bucket=bucket, Key="w.bin")
+    assert head["Metadata"]["ipfs-cid"] == cid
+    assert head["Metadata"]["mcpfs-source"] == "/mfs/w.bin"
+    assert xattr(s / "w.bin", "user.mcpfs.cid") == cid
+    before = blocks(mcpfs_home)
+    run("cp", str(s / "w.bin"), str(m / "back.bin"))
+    assert xattr(m / "back.bin", "user.mcpfs.cid") == cid
+    assert xattr(m / "back.bin", "user.mcpfs.source") == f"/s3/{bucket}/w.bin"
+    added = new_blocks(before, blocks(mcpfs_home))
+    assert len(added) == 1 and max(added.values()) < 1024, added  # the new MFS root only
+    assert (m / "back.bin").read_bytes() == data
