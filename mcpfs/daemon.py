@@ -119,6 +119,7 @@ async def serve(mountpoint: str, config: Config | None = None,
     from .backends.ipfs.node import Repo
     from .mounts import build_mounts
     from .vfs import VFS
+    from .bridge.transfers import Transfers
     from .vfs.journal import Journal
 
     mountpoint = check_mountpoint(mountpoint)
@@ -129,6 +130,7 @@ async def serve(mountpoint: str, config: Config | None = None,
     stats = Stats()
     bridge = await trio.to_thread.run_sync(build_bridge, where.state_dir, repo, config, stats)
     vfs = VFS(mounts, where.cache_dir / "spool", journal, bridge)
+    bridge.transfers = Transfers(bridge, vfs, where.cache_dir)
     for mount in mounts.values():  # backends count their own requests (Stats.backend)
         attach = getattr(mount, "attach_stats", None)
         if attach is not None:
@@ -153,6 +155,7 @@ async def serve(mountpoint: str, config: Config | None = None,
                                                       vfs=vfs), repo)
             await _wait_live(mountpoint)
             log.info("mounted %s", mountpoint)
+            await nursery.start(bridge.transfers.serve)  # mcpfs cp; resumes unfinished ones
             sd_notify(f"READY=1\nSTATUS=mounted {mountpoint}\nMAINPID={os.getpid()}")
     finally:
         sd_notify("STOPPING=1")

@@ -23,6 +23,14 @@ there (a 403/404 from an expired location sends the next request back to the hub
 body is received into one buffer of its size, from socket reads of up to 1 MiB (httpcore's
 64 KiB reads cost more in Python per read than the bytes do: issue 5's read row).
 
+Statistics: with a :class:`~mcpfs.stats.Stats` in ``stats`` (None by default; the mount's
+``attach_stats`` sets it), every Hub call counts as ``stats.backend("hf", op, ...)``:
+"whoami", "repo_info", "list_repos", "refs", "list_tree", "commit" (HfApi) and "get"
+(ranges), with the wall time from the call to its answer (waiting for a worker thread,
+redirects and 429 retries included) and an error when it raised. Bytes in are range
+bodies; bytes out of a commit are the sizes of the files it adds (huggingface_hub may skip
+an LFS file the Hub already has; a copy is server-side and counts 0).
+
 Resources: one HfApi (its own httpx2 pool, thread-safe) whose calls run in
 ``trio.to_thread.run_sync`` under one CapacityLimiter (``threads``); one httpx.AsyncClient
 (``threads`` connections) for ranges, closed by :meth:`aclose`. A commit streams the spool
@@ -35,10 +43,11 @@ import errno
 import logging
 import os
 import re
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import httpx
 import trio
@@ -47,6 +56,9 @@ from huggingface_hub import (CommitOperationAdd, CommitOperationCopy, CommitOper
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
 
 from ..errors import McpfsError
+
+if TYPE_CHECKING:
+    from ..stats import Stats
 
 log = logging.getLogger("mcpfs.backends.hf")
 T = TypeVar("T")
@@ -57,6 +69,7 @@ SHA_RE: Final = re.compile(r"^[0-9a-f]{40}$")
 OWN_REPOS_MAX: Final = 5000  # repos listed per owner directory
 HTTP_TIMEOUT: Final = httpx.Timeout(60.0, connect=10.0)
 RECV_BYTES: Final = 1 << 20  # socket read size of the range connections (httpcore: 64 KiB)
+STATS_NAME: Final = "hf"  # the backend's name in Stats.backend / backend_cache
 _ALLOWED_KEYS = {"endpoint", "repos", "threads", "max_retries", "retry_base", "listing_ttl",
                  "attr_ttl", "cache_dir", "use_local_cache", "commit_prefix", "enabled"}
 
@@ -218,6 +231,7 @@ class HfBackend:
         self.cache_dir = hub_cache_dir(self.config)
         self._denied = _Denied()
         self._user: str | None = None
+        self.stats: Stats | None = None  # request counters (see the module docstring)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -243,8 +257,30 @@ class HfBackend:
         log.info("%s: rate limited, retrying in %.1f s", what, delay)
         await trio.sleep(delay)
 
-    async def call(self, fn: Callable[[], T], what: str) -> T:
-        """Run ``fn`` (HfApi work) in a worker thread; 429 retried, errors mapped once."""
+    def note_cache(self, hit: bool) -> None:
+        """Count one lookup of an /hf cache (the local HF cache, the prefetcher's window)
+        when stats are attached; a None check otherwise."""
+        if self.stats is not None:
+            self.stats.backend_cache(STATS_NAME, hit)
+
+    async def call(self, fn: Callable[[], T], what: str, op: str = "other", *,
+                   bytes_out: int = 0) -> T:
+        """Run ``fn`` (HfApi work) in a worker thread; 429 retried, errors mapped once.
+        With ``stats``: counted as one ``op`` request (``bytes_out`` when it succeeds)."""
+        if self.stats is None:
+            return await self._call(fn, what)
+        start = time.perf_counter()
+        try:
+            result = await self._call(fn, what)
+        except Exception:
+            self.stats.backend(STATS_NAME, op, seconds=time.perf_counter() - start,
+                               error=True)
+            raise
+        self.stats.backend(STATS_NAME, op, bytes_out=bytes_out,
+                           seconds=time.perf_counter() - start)
+        return result
+
+    async def _call(self, fn: Callable[[], T], what: str) -> T:
         attempt = 0
         while True:
             try:
@@ -266,7 +302,8 @@ class HfBackend:
             return None
         if self._user is None:
             try:
-                self._user = (await self.call(lambda: self.api.whoami(), "whoami"))["name"]
+                self._user = (await self.call(lambda: self.api.whoami(), "whoami",
+                                              "whoami"))["name"]
             except McpfsError:
                 return None
         return self._user
@@ -274,7 +311,7 @@ class HfBackend:
     async def repo_info(self, ref: RepoRef, rev: str | None) -> RepoInfo:
         what = f"hf://{ref}@{rev or 'main'}"
         info = await self.call(lambda: self.api.repo_info(ref.id, repo_type=ref.type,
-                                                          revision=rev), what)
+                                                          revision=rev), what, "repo_info")
         mtime = info.last_modified.timestamp() if getattr(info, "last_modified", None) else 0
         return RepoInfo(info.sha, bool(info.private), bool(info.gated), int(mtime * 1e9))
 
@@ -284,12 +321,12 @@ class HfBackend:
                   "space": self.api.list_spaces}[repo_type]
         return await self.call(lambda: [r.id for r in lister(author=author,
                                                              limit=OWN_REPOS_MAX)],
-                               f"list {repo_type}s of {author}")
+                               f"list {repo_type}s of {author}", "list_repos")
 
     async def refs(self, ref: RepoRef) -> tuple[dict[str, str], dict[str, str]]:
         """(branches, tags): name -> commit sha."""
         r = await self.call(lambda: self.api.list_repo_refs(ref.id, repo_type=ref.type),
-                            f"refs of hf://{ref}")
+                            f"refs of hf://{ref}", "refs")
         return ({b.name: b.target_commit for b in r.branches},
                 {t.name: t.target_commit for t in r.tags})
 
@@ -307,7 +344,7 @@ class HfBackend:
                     out.append(Entry(e.path, False, e.size, e.blob_id,
                                      e.lfs.sha256 if e.lfs else None))
             return out
-        return await self.call(work, f"list hf://{ref}@{sha[:12]}/{path}")
+        return await self.call(work, f"list hf://{ref}@{sha[:12]}/{path}", "list_tree")
 
     # ---------------------------------------------------------------- reads
     def resolve_url(self, ref: RepoRef, rev: str, path: str) -> str:
@@ -332,9 +369,25 @@ class HfBackend:
     async def get_range(self, target: ResolveTarget, start: int,
                         end: int) -> bytes | bytearray:
         """Bytes ``[start, end)`` of ``target`` (shorter at the end, b"" past it); a 206 body
-        comes as the bytearray it was received into (see :func:`_read_body`)."""
+        comes as the bytearray it was received into (see :func:`_read_body`). Counted as
+        one "get" with ``stats`` (redirects and retries included)."""
         if end <= start:
             return b""
+        if self.stats is None:
+            return await self._get_range(target, start, end)
+        began = time.perf_counter()
+        try:
+            data = await self._get_range(target, start, end)
+        except Exception:
+            self.stats.backend(STATS_NAME, "get", seconds=time.perf_counter() - began,
+                               error=True)
+            raise
+        self.stats.backend(STATS_NAME, "get", bytes_in=len(data),
+                           seconds=time.perf_counter() - began)
+        return data
+
+    async def _get_range(self, target: ResolveTarget, start: int,
+                         end: int) -> bytes | bytearray:
         attempt = 0
         hops = 0
         while True:
@@ -384,10 +437,26 @@ class HfBackend:
         ops += [CommitOperationDelete(p) for p in delete or []]
         ops += [CommitOperationDelete(p.rstrip("/") + "/", is_folder=True)
                 for p in delete_folders or []]
+        sent = 0
+        if add and self.stats is not None:  # stat calls: only when counted
+            sent = await trio.to_thread.run_sync(_total_size, list(add.values()),
+                                                 limiter=self.limiter)
         info = await self.call(lambda: self.api.create_commit(
             ref.id, ops, commit_message=title, repo_type=ref.type, revision=branch,
-            commit_description="Committed through the mcpfs mount."), f"commit to hf://{ref}")
+            commit_description="Committed through the mcpfs mount."), f"commit to hf://{ref}",
+            "commit", bytes_out=sent)
         return info.oid
+
+
+def _total_size(files: list[str]) -> int:
+    """Bytes of the local ``files`` (a missing one counts 0: the commit reports it)."""
+    total = 0
+    for path in files:
+        try:
+            total += os.path.getsize(path)
+        except OSError:
+            continue
+    return total
 
 
 def _larger_reads() -> None:

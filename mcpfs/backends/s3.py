@@ -401,7 +401,7 @@ class S3Backend(MultipartUploads):
             kwargs["CopySourceIfMatch"] = if_match
         if metadata:
             src = await self.head(src_bucket, src_key)
-            if if_match and src.etag != if_match:
+            if if_match and (src.etag or '').strip('"') != if_match.strip('"'):
                 raise McpfsError(f"s3://{src_bucket}/{src_key} changed", errno=errno.EEXIST)
             kwargs.update(MetadataDirective="REPLACE", Metadata={**src.metadata, **metadata},
                           ContentType=content_type or src.content_type or

@@ -64,6 +64,12 @@ def ipfs_location(cid: str) -> str:
     return f"/ipfs/{cid}"
 
 
+def plain_version(version: str | None) -> str | None:
+    """A version as recorded: ETags without their quotes (servers differ in quoting the
+    ETag of one object between CompleteMultipartUpload, CopyObject and HEAD)."""
+    return version.strip('"') if version else version
+
+
 def hash_file_sync(path: str, params: ImportParams) -> str:
     """The identity of a local file's bytes (blocking)."""
     def pieces():
@@ -85,6 +91,7 @@ class Bridge:
         self.identity_from_mfs = mfs_params == params
         self.limiter = trio.CapacityLimiter(THREADS)
         self._readers: dict[int, list[ReadTracker]] = {}
+        self.transfers: Any = None  # the daemon's transfers.Transfers (mcpfs cp)
 
     # ---------------------------------------------------------------- reads
     def track_read(self, mount: str, sub: str, reader: Any, size: int | None,
@@ -92,7 +99,7 @@ class Bridge:
         """A tracker for a new read handle (trio thread, no I/O)."""
         if size is None:
             return None
-        version = getattr(reader, "identity", None)
+        version = plain_version(getattr(reader, "identity", None))
         ipfs_cid = None
         if mount == "ipfs":
             cid = getattr(reader, "cid", None)
@@ -197,6 +204,8 @@ class Bridge:
     async def _write_identity(self, mount: str, writer: Any,
                               source: ReadTracker | None) -> str | None:
         extra = writer.extra
+        if extra.get("identity"):  # the caller hashed the bytes as it wrote them
+            return extra["identity"]
         stream: StreamImport | None = extra.pop("stream", None)
         if stream is not None:
             imported = await self._thread(stream.finish)
@@ -281,7 +290,7 @@ class Bridge:
             identity = attr.cid
         if identity is None:
             return
-        version = extra.get("version") or attr.cid
+        version = plain_version(extra.get("version")) or attr.cid
         location = location_of(mount, sub)
         self.db.record(Location(location, identity, version, attr.size, extra.get("source")))
         if mount == "mfs" and attr.cid:

@@ -13,7 +13,7 @@ import click
 
 from ..errors import McpfsError
 from .common import cli
-from . import content, files, mount, repo_cmds, status  # noqa: F401  (registers the commands)
+from . import bridge, content, files, mount, repo_cmds, stats_cmd, status  # noqa: F401  (registers the commands)
 
 
 def main(argv: list[str] | None = None) -> None:

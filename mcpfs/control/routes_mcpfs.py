@@ -1,6 +1,7 @@
 """mcpfs's own routes: ``/api/v0/mcpfs/stats`` (JSON) and ``/metrics`` (Prometheus text).
 
-Both read the daemon's :class:`~mcpfs.stats.Stats` (O(mounts x ops) work, no thread hop).
+Both read the daemon's :class:`~mcpfs.stats.Stats` (O(ops of mounts, backends and bridge
+routes) work, no thread hop).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ metrics_router = APIRouter()
 
 @router.post("/mcpfs/stats")
 async def mcpfs_stats(ctx: Ctx = Depends(ctx_of)):
-    """Per-mount ops, bytes, errors, latency percentiles (seconds) and cache hits."""
+    """Per-mount and per-backend ops, bytes, errors, latency percentiles (seconds) and
+    cache hits, and the bridge's native/streamed transfers (``Stats.snapshot``)."""
     return json_response(ctx.stats.snapshot())
 
 

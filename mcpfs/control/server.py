@@ -55,7 +55,7 @@ from ..backends.ipfs.node import Repo
 from ..config import paths
 from ..errors import McpfsError
 from ..stats import Stats
-from . import routes_content, routes_dag, routes_files, routes_mcpfs
+from . import routes_bridge, routes_content, routes_dag, routes_files, routes_mcpfs
 from .common import CODE_CLIENT, ApiError, Ctx, error_response
 
 log = logging.getLogger("mcpfs.control")
@@ -72,7 +72,7 @@ def create_app(repo: Repo, stats: Stats | None = None, bridge: Any = None,
     """The ASGI app over ``repo``; ``stats`` defaults to a fresh :class:`Stats`."""
     app = FastAPI(title="mcpfs control API", docs_url=None, redoc_url=None)
     app.state.ctx = Ctx(repo, stats or Stats(), bridge, vfs)
-    for module in (routes_content, routes_dag, routes_files, routes_mcpfs):
+    for module in (routes_content, routes_dag, routes_files, routes_mcpfs, routes_bridge):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(routes_mcpfs.metrics_router)
 

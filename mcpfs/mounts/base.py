@@ -163,6 +163,10 @@ class Mount:
     async def statfs(self) -> StatFS:
         return StatFS()
 
+    def refresh(self, path: str) -> None:
+        """Drop what this mount caches of ``path`` (the next lookup asks the backend; the
+        bridge's ``verify`` re-reads what is there now). Default: nothing cached."""
+
     # ---------------------------------------------------------------- changing (EROFS)
     def _readonly(self, path: str) -> McpfsError:
         return ReadOnly(f"/{self.name}/{path}: read-only file system")

@@ -10,7 +10,9 @@ reachable by path whether listed or not.
 Caching: a branch (or tag) resolves to a commit sha through ``repo_info``, kept for
 ``attr_ttl``; listings come from the tree API and are kept per (commit, folder) in an LRU,
 never expired: content under a commit never changes. Paths under ``@<sha>`` are therefore
-immutable (read-only permissions, :meth:`HfMount.capabilities_for` says so).
+immutable (read-only permissions, :meth:`HfMount.capabilities_for` says so). With stats
+attached (:meth:`HfMount.attach_stats`) every lookup of these caches, of the local HF cache
+and of the read-ahead window counts as a hit or miss of the "hf" backend.
 
 Reads: a file already in the local Hugging Face cache at that commit (``HF_HUB_CACHE``) is
 read from there; otherwise ranged GETs on the /resolve URL pinned to the commit, through the
@@ -113,7 +115,8 @@ class HfReader:
         async def fetch(start: int, end: int) -> bytes:
             return await backend.get_range(target, start, end)
         self.target = target
-        self.prefetcher = Prefetcher(fetch, entry.size, name=target.what)
+        self.prefetcher = Prefetcher(fetch, entry.size, name=target.what,
+                                     on_cache=backend.note_cache if backend.stats else None)
 
     async def read(self, offset: int, size: int) -> bytes:
         return await self.prefetcher.read(offset, size)
@@ -178,6 +181,7 @@ class HfMount(Mount):
         key = (loc.ref, loc.branch)
         cache = self._pinned if loc.pinned else self._heads
         hit = cache.get(key)
+        self.backend.note_cache(hit is not None)
         if hit is None:
             hit = cache[key] = await self.backend.repo_info(loc.ref, loc.rev)
         return hit
@@ -186,6 +190,7 @@ class HfMount(Mount):
         """name -> Entry of ``folder`` at ``sha`` (cached for good), virtual dirs merged."""
         key = (ref, sha, folder)
         out = self._trees.get(key)
+        self.backend.note_cache(out is not None)
         if out is None:
             try:
                 entries = await self.backend.list_tree(ref, sha, folder)
@@ -270,6 +275,7 @@ class HfMount(Mount):
             raise McpfsError(f"/hf/{path}: is a directory", errno=errno.EISDIR)
         local = await trio.to_thread.run_sync(self.backend.cached_file, loc.ref, info.sha,
                                               entry.path, entry.size)
+        self.backend.note_cache(local is not None)  # served from the local HF cache
         if local is not None:
             return LocalReader(local, entry.blob_id or None)
         return HfReader(self.backend, loc.ref, info.sha, entry)
@@ -360,13 +366,18 @@ class HfMount(Mount):
                 self._virtual.discard((loc.ref, loc.branch, "/".join(segs[:i])))
 
     async def commit(self, writer: Writer) -> Attr:
-        """One Hub commit adding the spool as ``path``; the spool is left to vfs."""
+        """One Hub commit adding the spool as ``path``; the spool is left to vfs. The
+        bridge's ``writer.extra["ipfs_cid"]`` (a CID of these bytes) goes into the commit
+        message; ``extra["version"]`` gets the commit sha."""
         loc = await self._writable(writer.path, "a file")
         size = await writer.spool.size()
         assert loc.ref is not None
-        sha = await self.backend.commit(
-            loc.ref, loc.branch, f"{self.backend.config.commit_prefix}: write {loc.sub}",
-            add={loc.sub: writer.spool.path})
+        title = f"{self.backend.config.commit_prefix}: write {loc.sub}"
+        if writer.extra.get("ipfs_cid"):
+            title += f" (ipfs-cid {writer.extra['ipfs_cid']})"
+        sha = await self.backend.commit(loc.ref, loc.branch, title,
+                                        add={loc.sub: writer.spool.path})
+        writer.extra["version"] = sha
         self._landed(loc, sha, loc.sub)
         return Attr(FILE, size, mtime_ns=time.time_ns())
 
@@ -448,6 +459,12 @@ class HfMount(Mount):
 
     async def aclose(self) -> None:
         await self.backend.aclose()
+
+    def attach_stats(self, stats: Any) -> None:
+        """Count the backend's Hub requests and the /hf cache lookups (local HF cache,
+        read-ahead window) in ``stats`` (a :class:`~mcpfs.stats.Stats`; the daemon calls
+        this once at start)."""
+        self.backend.stats = stats
 
 
 def _repo_path(loc: Loc) -> str:

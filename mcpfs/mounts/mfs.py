@@ -206,6 +206,10 @@ class MfsMount(Mount):
             raise McpfsError(f"/mfs/{path}: is a directory", errno=errno.EISDIR)
         return CidReader(self.reader, cid, self.limiter, attr.size)
 
+    def attach_stats(self, stats: Any) -> None:
+        """Count the embedded node's block reads/writes in ``stats`` (Stats.backend)."""
+        self.repo.attach_stats(stats)
+
     async def aclose(self) -> None:
         """Unmount: make the MFS root durable (blocks fsynced, root file synced)."""
         with block_errors("sync /mfs"):
@@ -293,6 +297,30 @@ class MfsMount(Mount):
             finally:
                 source.close()
         return self._committed(writer.path, source.size)
+
+    async def import_from(self, path: str, pieces: AsyncIterator[bytes]) -> Attr:
+        """Import ``pieces`` (a transfer's source, read as it arrives) as the file at
+        ``path`` (parents created) and link it: one streaming import, blocks written as
+        the bytes come. Nothing changes in MFS if reading or importing fails."""
+        stream = self.start_stream(Writer(path, None, False))  # type: ignore[arg-type]
+        try:
+            async for piece in pieces:
+                await trio.to_thread.run_sync(stream.feed, piece, limiter=self.limiter)
+            imported = await trio.to_thread.run_sync(stream.finish)
+        except BaseException:
+            stream.abandon()
+            raise
+        if imported is None:
+            raise McpfsError(f"/mfs/{path}: import failed", errno=errno.EIO)
+        with block_errors(f"import /mfs/{path}"):
+            await self.mfs.link(mfs_path(path), imported.cid, imported.tsize, parents=True)
+        return Attr(FILE, imported.size, cid=str(imported.cid))
+
+    async def link_dag(self, path: str, cid: CID, tsize: int) -> None:
+        """Make the DAG ``cid`` (already in the blockstore) the file at ``path``, parents
+        created: a copy that moves no byte."""
+        with block_errors(f"link /mfs/{path}"):
+            await self.mfs.link(mfs_path(path), cid, tsize, parents=True)
 
     def _committed(self, path: str, size: int) -> Attr:
         """The Attr of a file just written, with its CID when the caches hold it (MFS just

@@ -16,6 +16,10 @@ a *range source* (``async fetch(start, end) -> bytes``, ``end`` exclusive):
   never held. Read-ahead also needs room in a :class:`MemoryBudget` shared by all readers
   of the process (default 512 MiB); when it is full only demanded bytes are fetched.
 
+Cache statistics: with ``on_cache``, each read reports a hit (``on_cache(True)``) when the
+range it asks was already fetched or being fetched (read-ahead served it), else a miss (a
+request was started for it). The callback runs in the trio thread and must be cheap.
+
 Resources: each chunk is fetched by its own task, spawned in ``nursery`` if one is given,
 else as a trio system task; every task has its own CancelScope, cancelled when its chunk is
 dropped or the prefetcher is closed. A fetch error is stored in its chunk and raised by the
@@ -92,8 +96,9 @@ class Prefetcher:
 
     def __init__(self, fetch: RangeSource, size: int, *, nursery: Any = None,
                  max_window: int = MAX_WINDOW, budget: MemoryBudget | None = None,
-                 name: str = "") -> None:
+                 name: str = "", on_cache: Callable[[bool], None] | None = None) -> None:
         self.fetch = fetch
+        self.on_cache = on_cache
         self.size = size
         self.nursery = nursery
         self.max_window = max_window
@@ -194,7 +199,10 @@ class Prefetcher:
         self._next = max(self._next, end) if sequential else end
         for chunk in [c for c in self._chunks if c.end <= offset - KEEP_BEHIND]:
             self._drop(chunk)
+        requests = self.requests
         self._cover(offset, end, demanded=True)
+        if self.on_cache is not None:
+            self.on_cache(self.requests == requests)  # nothing new to fetch: a window hit
         if self.window:
             self._cover(end, min(self.size, end + self.window), demanded=False)
         self.peak_buffered = max(self.peak_buffered, self.buffered)

@@ -74,7 +74,8 @@ class S3Reader:
     def __init__(self, backend: S3Backend, bucket: str, info: ObjectInfo) -> None:
         async def fetch(start: int, end: int) -> bytes:
             return await backend.get_range(bucket, info.key, start, end, info.etag)
-        self.prefetcher = Prefetcher(fetch, info.size, name=f"s3://{bucket}/{info.key}")
+        self.prefetcher = Prefetcher(fetch, info.size, name=f"s3://{bucket}/{info.key}",
+                                     on_cache=backend.note_cache if backend.stats else None)
         self.identity = info.etag
         self.ipfs_cid = info.metadata.get(CID_META)
 
@@ -381,6 +382,7 @@ class S3Mount(Mount):
         """CopyObject from ``copy_from`` when it still has its ETag; None when it changed
         or is gone (the caller uploads instead)."""
         sb, sk, etag = copy_from
+        etag = etag if etag.startswith('"') else f'"{etag}"'
         try:
             return await self.backend.copy(sb, sk, bucket, key, size, if_match=etag,
                                            metadata=meta, content_type=ctype)
@@ -390,6 +392,22 @@ class S3Mount(Mount):
             log.info("s3://%s/%s changed or is gone: uploading s3://%s/%s instead", sb, sk,
                      bucket, key)
             return None
+
+    async def copy_in(self, path: str, copy_from: tuple[str, str, str], size: int,
+                      meta: dict[str, str]) -> ObjectInfo | None:
+        """A transfer's server-side copy of ``copy_from`` (bucket, key, ETag) to ``path``
+        with ``meta`` added; None when the source changed or is gone."""
+        bucket, key = self._object_path(path, "a file")
+        try:
+            info = await self._copy_if_unchanged(copy_from, bucket, key, size, meta,
+                                                 mimetypes.guess_type(key)[0])
+        except BaseException:
+            self._invalidate(path)
+            raise
+        if info is not None:
+            attr = Attr(FILE, size, mtime_ns=time.time_ns())
+            self._wrote(path, attr, dataclasses.replace(info, mtime_ns=attr.mtime_ns))
+        return info
 
     async def unlink(self, path: str) -> None:
         bucket, key = self._object_path(path, "unlink")
@@ -526,6 +544,9 @@ class S3Mount(Mount):
                                        sorted(dirs, key=lambda d: -d.count("/")))
         log.info("rename s3://%s/%s -> s3://%s/%s: %d keys in %.1f s", sb, sp, db, dp,
                  len(done), time.monotonic() - started)
+
+    def refresh(self, path: str) -> None:
+        self._invalidate(path)
 
     def attach_stats(self, stats: Any) -> None:
         """Count the backend's requests and this mount's listing/HEAD cache lookups in

@@ -146,3 +146,11 @@ def test_add_output_order_in_hamt_directory_is_hash_order(run, tmp_path):
     printed = [line.split(" ", 2)[2].split("/", 1)[1] for line in lines[:-1]]
     assert printed == sorted(names, key=hash_name)
     assert lines[-1].endswith(" top")
+
+
+@pytest.mark.parametrize("args", [["stats"], ["stats", "--json"]])
+def test_stats_without_a_daemon_is_one_line_exit_1(run, args):
+    proc = run(*args, ok=False)
+    assert proc.returncode == 1
+    assert proc.stderr.decode() == "Error: no daemon is running (start one with mcpfs mount)\n"
+    assert proc.stdout == b""

@@ -118,3 +118,68 @@ def test_mfs_to_s3_and_back_is_the_same_cid_without_reimport(s3_mnt, raw, bucket
     added = new_blocks(before, blocks(mcpfs_home))
     assert len(added) == 1 and max(added.values()) < 1024, added  # the new MFS root only
     assert (m / "back.bin").read_bytes() == data
+
+
+# ---------------------------------------------------------------- mcpfs cp, where, verify
+def test_mcpfs_cp_routes_where_and_verify(s3_mnt, raw, bucket, tmp_path):
+    data = pattern_bytes(20 * MiB + 5, 21)
+    src = tmp_path / "d.bin"
+    src.write_bytes(data)
+    cid = mcpfs("add", "-Q", str(src)).stdout.strip()
+    m, s = s3_mnt / "mfs", s3_mnt / "s3" / bucket
+    # /ipfs -> /mfs: a link
+    out = mcpfs("cp", str(s3_mnt / "ipfs" / cid), str(m / "in/d.bin"))
+    assert "(mfs-link)" in out.stderr
+    assert xattr(m / "in/d.bin", "user.mcpfs.cid") == cid
+    # /mfs -> /s3: streamed (the bytes must go up once), with the CID in the metadata
+    out = mcpfs("cp", "/mfs/in/d.bin", f"/s3/{bucket}/d.bin")
+    assert "(stream)" in out.stderr
+    head = raw.head_object(Bucket=bucket, Key="d.bin")
+    assert head["Metadata"]["ipfs-cid"] == cid
+    assert head["Metadata"]["mcpfs-source"] == "/mfs/in/d.bin"
+    assert raw.get_object(Bucket=bucket, Key="d.bin")["Body"].read() == data
+    # /s3 -> /s3: server-side; into an existing directory keeps the name
+    run("mkdir", str(s / "dir"))
+    out = mcpfs("cp", f"/s3/{bucket}/d.bin", str(s / "dir"))
+    assert "(s3-copy)" in out.stderr
+    assert raw.head_object(Bucket=bucket, Key="dir/d.bin")["ContentLength"] == len(data)
+    # /s3 -> /mfs: the recorded DAG is linked
+    out = mcpfs("cp", str(s / "dir/d.bin"), "/mfs/back.bin")
+    assert "(mfs-link)" in out.stderr
+    assert xattr(m / "back.bin", "user.mcpfs.cid") == cid
+
+    where = json.loads(mcpfs("where", "--json", cid).stdout)
+    assert where["Identity"] == cid
+    places = {loc["Location"] for loc in where["Locations"]}
+    assert {"/mfs/in/d.bin", f"/s3/{bucket}/d.bin", f"/s3/{bucket}/dir/d.bin",
+            "/mfs/back.bin", f"/ipfs/{cid}"} <= places
+    assert mcpfs("where", str(s / "d.bin")).stdout.splitlines()[0] == f"identity {cid}"
+
+    ok = mcpfs("verify", str(m / "back.bin"))
+    assert all(line.startswith("ok ") for line in ok.stdout.splitlines()), ok.stdout
+    # changed behind our back: verify says so, exit 1
+    raw.put_object(Bucket=bucket, Key="dir/d.bin", Body=b"something else")
+    bad = mcpfs("verify", str(m / "back.bin"), check=False)
+    assert bad.returncode == 1
+    assert f"changed  /s3/{bucket}/dir/d.bin" in bad.stdout
+    assert f"ok       /s3/{bucket}/d.bin" in bad.stdout
+
+
+def test_mcpfs_cp_recursive_and_errors(s3_mnt, bucket, tmp_path):
+    m = s3_mnt / "mfs"
+    run("mkdir", "-p", str(m / "tree/a/b"))
+    for i, rel in enumerate(["x.txt", "a/y.bin", "a/b/z.bin"]):
+        (m / "tree" / rel).write_bytes(pattern_bytes(100_000 * (i + 1), i))
+    out = mcpfs("cp", "-r", str(m / "tree"), f"/s3/{bucket}/t")
+    assert out.returncode == 0
+    s = s3_mnt / "s3" / bucket / "t"
+    for rel in ["x.txt", "a/y.bin", "a/b/z.bin"]:
+        assert (s / rel).read_bytes() == (m / "tree" / rel).read_bytes()
+    no_r = mcpfs("cp", str(m / "tree"), f"/s3/{bucket}/u", check=False)
+    assert no_r.returncode == 1 and no_r.stderr.strip() == \
+        "Error: /mfs/tree: is a directory (use -r)"
+    missing = mcpfs("cp", "/mfs/nope", "/mfs/x", check=False)
+    assert missing.returncode == 1 and missing.stderr.startswith("Error: ")
+    assert "Traceback" not in missing.stderr
+    outside = mcpfs("cp", str(tmp_path), "/mfs/x", check=False)
+    assert outside.returncode == 1 and "not inside an mcpfs mount" in outside.stderr

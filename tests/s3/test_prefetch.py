@@ -189,3 +189,19 @@ async def test_given_nursery_runs_the_fetches():
         p = Prefetcher(src, 4 * MiB, nursery=nursery)
         assert await read_all(p, 4 * MiB) == 4 * MiB
         await p.close()
+
+
+async def test_on_cache_reports_window_hits_and_misses():
+    size = 8 * MiB
+    src = FakeSource(size)
+    seen: list[bool] = []
+    p = Prefetcher(src, size, budget=MemoryBudget(1 << 40), on_cache=seen.append)
+    piece = 128 * 1024
+    assert await read_all(p, size, piece) == size
+    reads = size // piece + 1  # the last read (at the end) asks nothing: b"", not counted
+    assert len(seen) == reads - 1
+    assert seen[0] is False  # the first read starts the first request
+    assert seen.count(False) == 1  # every later read was inside the read-ahead window
+    assert await p.read(0, 4096) == content(0, 4096)  # behind KEEP_BEHIND: dropped, fetched
+    assert seen[-1] is False
+    await p.close()

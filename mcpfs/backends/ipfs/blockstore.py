@@ -11,8 +11,16 @@ sees the whole block or none. ``sync()`` fsyncs what was written since the last 
 pins call it before they record a root). Reads re-hash the bytes: a corrupt block raises
 :class:`CorruptBlock` naming the CID, never returns wrong bytes.
 
+Statistics: a :class:`~mcpfs.stats.Stats` in ``stats`` (None by default; set by
+``Repo.attach_stats``) counts the embedded node's disk work as the "ipfs" backend:
+FlatFSBlockstore's "put" for each block actually written (a block already stored writes
+nothing and is not counted; bytes out), "get" for each block read from disk (bytes in; an
+unreadable or corrupt block is an error), "get_missing" for a block not in the store (a
+normal answer: the caller may fetch it elsewhere), "delete"; CachedBlockstore's lookups as
+``backend_cache("ipfs", hit)``. Without stats the cost is one None check per call.
+
 Concurrency: safe from several threads at once. ``_unsynced`` is guarded by ``_lock``; file
-operations are atomic per block and need no lock.
+operations are atomic per block and need no lock. ``Stats`` has its own leaf lock.
 """
 
 from __future__ import annotations
@@ -23,18 +31,23 @@ import ctypes.util
 import errno
 import os
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from cachetools import LRUCache
 
 from ...errors import BlockNotFound, CorruptBlock, McpfsError, NoSpace
 from .cid import CID, IDENTITY, RAW, decode_multihash
 
+if TYPE_CHECKING:
+    from ...stats import Stats
+
 SHARD_SPEC = "/repo/flatfs/shard/v1/next-to-last/2\n"
 SYNC_THREADS = 16  # fsyncs in flight at once: the filesystem commits them together
+STATS_NAME: Final = "ipfs"  # the backend's name in Stats.backend / backend_cache
 
 
 class Blockstore(Protocol):
@@ -95,6 +108,7 @@ class FlatFSBlockstore:
         self._lock = threading.Lock()
         self._unsynced: set[Path] = set()
         self._known_dirs: set[str] = set()
+        self.stats: Stats | None = None  # disk reads and writes (see the module docstring)
 
     def path_of(self, cid: CID) -> Path:
         key = multihash_key(cid.multihash)
@@ -105,11 +119,13 @@ class FlatFSBlockstore:
             return
         path = self.path_of(cid)
         shard = path.parent
+        stats = self.stats
         if shard.name not in self._known_dirs:
             shard.mkdir(exist_ok=True)
             self._known_dirs.add(shard.name)
-        elif path.exists():
+        if path.exists():  # content-addressed: the stored block is these bytes
             return
+        start = time.perf_counter() if stats is not None else 0.0
         tmp = shard / f".tmp-{path.name}-{threading.get_ident()}"
         try:
             with open(tmp, "wb") as fh:
@@ -117,15 +133,39 @@ class FlatFSBlockstore:
             os.replace(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
+            if stats is not None:
+                stats.backend(STATS_NAME, "put", seconds=time.perf_counter() - start,
+                              error=True)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise NoSpace(f"no space left writing block {cid}") from None
             raise McpfsError(f"cannot write block {cid}: {exc.strerror}") from None
         with self._lock:
             self._unsynced.add(path)
+        if stats is not None:
+            stats.backend(STATS_NAME, "put", bytes_out=len(data),
+                          seconds=time.perf_counter() - start)
 
     def get(self, cid: CID) -> bytes:
         if cid.hash_code == IDENTITY:
             return cid.digest
+        if self.stats is None:
+            return self._read(cid)
+        start = time.perf_counter()
+        try:
+            data = self._read(cid)
+        except BlockNotFound:
+            self.stats.backend(STATS_NAME, "get_missing", seconds=time.perf_counter() - start)
+            raise
+        except McpfsError:
+            self.stats.backend(STATS_NAME, "get", seconds=time.perf_counter() - start,
+                               error=True)
+            raise
+        self.stats.backend(STATS_NAME, "get", bytes_in=len(data),
+                           seconds=time.perf_counter() - start)
+        return data
+
+    def _read(self, cid: CID) -> bytes:
+        """The verified bytes of a stored block; BlockNotFound, McpfsError, CorruptBlock."""
         try:
             with open(self.path_of(cid), "rb") as fh:
                 data = fh.read()
@@ -153,6 +193,8 @@ class FlatFSBlockstore:
             self.path_of(cid).unlink()
         except FileNotFoundError:
             raise BlockNotFound(f"block not found: {cid}") from None
+        if self.stats is not None:
+            self.stats.backend(STATS_NAME, "delete")
 
     def sync(self) -> None:
         """Make every block written since the last sync durable, with their folders.
@@ -236,7 +278,9 @@ class NullBlockstore(MemoryBlockstore):
 class CachedBlockstore:
     """An LRU of recently read blocks (byte budget) in front of another blockstore.
 
-    Concurrency: the LRU is guarded by ``_lock`` (cachetools caches are not thread-safe).
+    Concurrency: the LRU is guarded by ``_lock`` (cachetools caches are not thread-safe);
+    ``hits``/``misses`` are plain counters (approximate under concurrent reads); ``stats``
+    (see the module docstring) counts every lookup exactly, under its own lock.
     """
 
     def __init__(self, inner: Blockstore, max_bytes: int = 64 << 20) -> None:
@@ -245,6 +289,7 @@ class CachedBlockstore:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.stats: Stats | None = None
 
     def __getattr__(self, name: str):  # delegate multihashes(), size(), path_of() ...
         return getattr(self.inner, name)
@@ -255,6 +300,8 @@ class CachedBlockstore:
     def get(self, cid: CID) -> bytes:
         with self._lock:
             data = self._cache.get(cid.multihash)
+        if self.stats is not None and cid.hash_code != IDENTITY:
+            self.stats.backend_cache(STATS_NAME, data is not None)
         if data is not None:
             self.hits += 1
             return data

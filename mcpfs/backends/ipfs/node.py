@@ -35,6 +35,13 @@ class Repo:
         self._held: Counter[CID] = Counter()
         self._lock = threading.Lock()
 
+    def attach_stats(self, stats) -> None:
+        """Count block reads and writes (and block-cache hits) in ``stats`` (a
+        :class:`~mcpfs.stats.Stats`) as the "ipfs" backend; see backends/ipfs/blockstore.py.
+        Later calls replace it; None detaches."""
+        self.flatfs.stats = stats
+        self.store.stats = stats
+
     @cached_property
     def pins(self):
         from .pins import Pinner
