@@ -1,8 +1,10 @@
-"""``python -m bench [ipfs|mount|s3|all]``: mcpfs vs its peers in one run; tables and JSON files.
+"""``python -m bench [ipfs|mount|s3|hf|bridge|all]``: mcpfs vs its peers in one run; tables and JSON files.
 
 Three groups (default: all, in the order ipfs, mount, s3). ``mount``: the mounted tree vs a
 pyfuse3 passthrough, direct disk and kubo (see ``bench/mount.py``). ``s3``: /s3 of the mount
-vs ``rclone mount`` and ``s3fs`` on one SeaweedFS (see ``bench/s3.py``). ``ipfs``: mcpfs's
+vs ``rclone mount`` and ``s3fs`` on one SeaweedFS (see ``bench/s3.py``). ``bridge``: native
+copies between subtrees (cp /ipfs -> /mfs, mcpfs cp /s3 -> /s3 and /s3 -> /mfs) vs the copies
+they replace (see ``bench/bridge.py``). ``ipfs``: mcpfs's
 IPFS core vs kubo 0.22 on one file. Steps of the ipfs group: write a deterministic source file; one warm-up add on each side; then, interleaving
 mcpfs and kubo run by run (so both see the same machine load): add with the default
 parameters, ``add -n``, cold sequential read; mcpfs alone: add with ``--cid-version 1`` and
@@ -32,7 +34,8 @@ RANDOM_READS = 2000  # random 4 KiB reads per run (--quick: 500)
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench",
                                  description=(__doc__ or "").split("\n")[0])
-    ap.add_argument("group", nargs="?", choices=("all", "ipfs", "mount", "s3", "hf"), default="all",
+    ap.add_argument("group", nargs="?", choices=("all", "ipfs", "mount", "s3", "hf", "bridge"),
+                    default="all",
                     help="which group to run (default: all)")
     ap.add_argument("--size", type=int, default=None, metavar="MiB",
                     help="ipfs group: file size in MiB (default 256; --quick: 32)")
@@ -42,6 +45,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="s3 group: read/write file size in MiB (default 512; --quick: 64)")
     ap.add_argument("--hf-size", type=int, default=None, metavar="MiB",
                     help="hf group: LFS file size in MiB (default 512; --quick: 128)")
+    ap.add_argument("--bridge-size", type=int, default=None, metavar="MiB",
+                    help="bridge group: size of the copied files in MiB (default 1024; "
+                         "--quick: 64)")
     ap.add_argument("--quick", action="store_true",
                     help="small sizes, 1 run (ipfs: 32 MiB; mount: 64 MiB, smaller dirs; "
                          "s3: 64 MiB, 2,000 keys, 200 creates)")
@@ -134,7 +140,28 @@ def main(argv: list[str] | None = None) -> int:
         if args.group == "all":
             print()
         status |= run_hf(args, stamp, _mount_json(json_path, "hf"))
+    if args.group in ("all", "bridge"):
+        if args.group == "all":
+            print()
+        status |= run_bridge(args, stamp, _mount_json(json_path, "bridge"))
     return status
+
+
+def run_bridge(args: argparse.Namespace, stamp: str, json_path: Path) -> int:
+    """The bridge group: native copies between subtrees vs the copies they replace."""
+    from . import bridge as bridge_bench
+
+    sizes = bridge_bench.Sizes.quick() if args.quick else bridge_bench.Sizes()
+    if args.bridge_size:
+        sizes.file_mib = args.bridge_size
+    return report.run_group(
+        "bridge", args, stamp, json_path,
+        lambda work, step: bridge_bench.run(work, args.runs, sizes, step), bridge_bench.table,
+        lambda meta: f"bridge group: median of {args.runs} run(s) ({meta['small_runs']} for "
+                     f"the 1 MiB rows), one mount on one SeaweedFS, MB = 10^6 bytes; cold = "
+                     f"page cache emptied by {meta.get('cold_method', '-')} before each "
+                     f"timed copy",
+        lambda checks: {k: v for k, v in checks.items() if not k.startswith("ratio")})
 
 
 def run_hf(args: argparse.Namespace, stamp: str, json_path: Path) -> int:

@@ -230,16 +230,21 @@ class Bridge:
         return source if got == identity else None
 
     async def _dag_of(self, identity: str, match: ReadTracker | None) -> str | None:
-        """A CID of a DAG holding these bytes: the source's, when known to be."""
-        if match is None or match.ipfs_cid is None:
+        """A CID of a DAG holding these bytes: the source's when it is known to be, else
+        (for a verified copy) any DAG the DB records with this identity."""
+        if match is None:
             return None
-        if match.ipfs_cid == identity:
-            return identity
-        dag = await self._thread(lambda: self.db.lookup_sync(ipfs_location(match.ipfs_cid)))
-        if dag is not None and dag.identity == identity:
-            return match.ipfs_cid
-        if match.version == match.ipfs_cid:  # the DAG itself was read (/ipfs, /mfs)
-            return match.ipfs_cid
+        if match.ipfs_cid is not None:
+            if match.ipfs_cid == identity or match.version == match.ipfs_cid:
+                return match.ipfs_cid  # the identity itself, or the DAG read (/ipfs, /mfs)
+            dag = await self._thread(
+                lambda: self.db.lookup_sync(ipfs_location(match.ipfs_cid)))
+            if dag is not None and dag.identity == identity:
+                return match.ipfs_cid
+        rows = await self._thread(lambda: self.db.locations_sync(identity))
+        for row in rows:  # e.g. a /hf file whose bytes came from /mfs
+            if row.location.startswith("/ipfs/"):
+                return row.location[len("/ipfs/"):]
         return None
 
     async def _route_to_mfs(self, identity: str, match: ReadTracker | None,

@@ -111,8 +111,6 @@ class ProvenanceDB:
         self._cache: LRUCache[str, Location | None] = LRUCache(CACHE_ENTRIES)
         self._cache_lock = threading.Lock()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._idle = threading.Event()
-        self._idle.set()
         self._closed = False
         self._thread = threading.Thread(target=self._writer, name="bridge-db", daemon=True)
         self._thread.start()
@@ -122,26 +120,25 @@ class ProvenanceDB:
         """Remember ``loc`` (replacing what its location held); never blocks."""
         with self._cache_lock:
             self._cache[loc.location] = loc
-        self._idle.clear()
         self._queue.put(loc)
 
     def forget(self, location: str) -> None:
         """The location no longer holds what was recorded (deleted, changed)."""
         with self._cache_lock:
             self._cache[location] = None
-        self._idle.clear()
         self._queue.put((_FORGET, location))
 
     def rename(self, old: str, new: str) -> None:
         """A file moved within its subtree: its row follows it (queued)."""
-        loc = self.cached(old)
-        self.forget(old)
-        self._idle.clear()
-        self._queue.put((self._rename_sync, old, new))
-        if loc is not None:
-            with self._cache_lock:
+        with self._cache_lock:
+            loc = self._cache.get(old)
+            self._cache[old] = None
+            if loc is not None:
                 self._cache[new] = Location(new, loc.identity, loc.version, loc.size,
                                             loc.source)
+            else:
+                self._cache.pop(new, None)
+        self._queue.put((self._rename_sync, old, new))
 
     def cached(self, location: str) -> Location | None:
         """The location's row if the cache holds it (no I/O: safe on the trio thread)."""
@@ -235,10 +232,16 @@ class ProvenanceDB:
                     return
                 batch.append(nxt)
             self._commit(batch)
-            if self._queue.empty():
-                self._idle.set()
 
     def _commit(self, batch: list[Any]) -> None:
+        markers = [item for item in batch if isinstance(item, threading.Event)]
+        batch = [item for item in batch if not isinstance(item, threading.Event)]
+        if batch:
+            self._commit_rows(batch)
+        for marker in markers:
+            marker.set()
+
+    def _commit_rows(self, batch: list[Any]) -> None:
         with self._write_lock:
             try:
                 self._write.execute("BEGIN")
@@ -257,7 +260,7 @@ class ProvenanceDB:
         if not self._thread.is_alive():
             return
         marker = threading.Event()
-        self._queue.put((lambda db, ev: ev.set(), marker))
+        self._queue.put(marker)  # set by the writer once the batch before it is committed
         marker.wait(timeout)
 
     def close(self) -> None:

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from tests.conftest import pattern_bytes
 
-from .conftest import mcpfs, run
+from .conftest import CLI, mcpfs, run
+from .test_s3_mount import exists
 
 MiB = 1 << 20
 
@@ -183,3 +188,46 @@ def test_mcpfs_cp_recursive_and_errors(s3_mnt, bucket, tmp_path):
     assert "Traceback" not in missing.stderr
     outside = mcpfs("cp", str(tmp_path), "/mfs/x", check=False)
     assert outside.returncode == 1 and "not inside an mcpfs mount" in outside.stderr
+
+
+def _transfers() -> list[dict]:
+    return json.loads(mcpfs("transfers", "--json").stdout)
+
+
+def test_mcpfs_cp_survives_a_daemon_kill_and_finishes_after_restart(daemon, s3_env, raw,
+                                                                     bucket, tmp_path):
+    mnt = daemon.start(s3_env)
+    data = os.urandom(160 * MiB)  # no CID known anywhere: the streamed route
+    (tmp_path / "big.bin").write_bytes(data)
+    cid = mcpfs("add", "-Q", "--cid-version", "1", str(tmp_path / "big.bin")).stdout.strip()
+    cli = subprocess.Popen([sys.executable, "-c", CLI, "cp", f"/ipfs/{cid}",
+                            str(mnt / "s3" / bucket / "big.bin")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = _transfers()
+        if rows and rows[-1]["State"] == "running" and rows[-1]["Done"] > 8 * MiB:
+            break
+        time.sleep(0.02)
+    else:
+        raise AssertionError(f"no transfer in progress: {rows}")
+    daemon.kill9()  # while copying into the part file, or while its parts go up
+    _, err = cli.communicate(timeout=30)
+    assert cli.returncode == 1
+    assert err.strip().splitlines()[-1] == (
+        "Error: the daemon stopped during the transfer; it resumes when the daemon starts "
+        "again (see: mcpfs transfers)")
+    assert not exists(raw, bucket, "big.bin")  # nothing partial is visible
+
+    daemon.start(s3_env)  # the transfer resumes in the background
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        row = _transfers()[-1]
+        if row["State"] != "running":
+            break
+        time.sleep(0.1)
+    assert row["State"] == "done", row
+    assert raw.get_object(Bucket=bucket, Key="big.bin")["Body"].read() == data
+    assert raw.head_object(Bucket=bucket, Key="big.bin")["Metadata"]["ipfs-cid"] == cid
+    assert "resuming transfer" in daemon.log_text()
+    assert not list((Path(daemon.home) / "cache" / "transfers").iterdir())  # part removed

@@ -369,3 +369,20 @@ def test_without_a_token_private_is_eacces(hf_anon_mnt, demo, hf_hub, daemon):
     assert errno_of(os.stat, hf / "alice/private") == errno.EACCES
     assert "no token (set HF_TOKEN" in daemon.log_text()
     assert errno_of((hf / "alice/demo/x.txt").write_bytes, b"x") in (errno.EACCES, errno.EIO)
+
+
+def test_copies_through_the_hub_keep_their_cid(hf_mnt, demo, hf_hub, tmp_path):
+    """/ipfs -> /hf records the CID in the commit; /hf -> /mfs is then a link to it."""
+    from .conftest import mcpfs
+    data = pattern_bytes(9 * MiB + 3, seed=4)
+    (tmp_path / "c.bin").write_bytes(data)
+    cid = mcpfs("add", "-Q", "--profile", "unixfs-v1-2025", str(tmp_path / "c.bin")
+                ).stdout.strip()
+    root = hf_mnt / "hf/alice/demo"
+    run("cp", str(hf_mnt / "ipfs" / cid), str(root / "c.bin"))
+    assert f"(ipfs-cid {cid})" in head(hf_hub, demo).title
+    assert os.getxattr(root / "c.bin", "user.mcpfs.source") == f"/ipfs/{cid}".encode()
+    run("cp", str(root / "c.bin"), str(hf_mnt / "mfs/c.bin"))
+    assert os.getxattr(hf_mnt / "mfs/c.bin", "user.mcpfs.cid") == cid.encode()
+    assert os.getxattr(hf_mnt / "mfs/c.bin", "user.mcpfs.source") == b"/hf/alice/demo/c.bin"
+    assert (hf_mnt / "mfs/c.bin").read_bytes() == data

@@ -1,0 +1,101 @@
+"""The bridge in vfs/ without a kernel: a process that reads a file and writes the same
+bytes elsewhere (what cp does) gets the native route; other writes are unchanged."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import trio
+
+from mcpfs.backends.ipfs.importer import PROFILES
+from mcpfs.bridge import Bridge, ProvenanceDB
+from mcpfs.config import paths
+from mcpfs.mounts import build_mounts
+from mcpfs.vfs import VFS
+from tests.conftest import pattern_bytes
+from tests.vfs.conftest import Driver, add_bytes, only_hash
+
+PID = 4242
+
+
+@pytest.fixture
+def bridged(repo, journal):
+    db = ProvenanceDB(paths().state_dir)
+    bridge = Bridge(db, repo.mfs_params, repo=repo, mfs_params=repo.mfs_params)
+    vfs = VFS(build_mounts(repo), paths().cache_dir / "spool", journal, bridge)
+    yield Driver(vfs, repo), bridge
+    db.close()
+
+
+async def copy(drv: Driver, src: str, dst: str, data: bytes | None = None,
+               pid: int = PID, piece: int = 128 * 1024) -> None:
+    """cp: open src, create dst, read/write in pieces, close dst, close src. ``data``:
+    write these bytes instead of what was read."""
+    rfh, _ = await drv.vfs.open(await drv.ino(src), os.O_RDONLY, pid)
+    parent, name = await drv.parent(dst)
+    wfh, _ = await drv.vfs.create(parent, name, os.O_WRONLY | os.O_CREAT, pid)
+    off = 0
+    while chunk := await drv.vfs.read(rfh, off, piece):
+        await drv.vfs.write(wfh, off, chunk if data is None else data[off:off + len(chunk)])
+        off += len(chunk)
+    await drv.vfs.flush(wfh)
+    await drv.vfs.release(wfh)
+    await drv.vfs.release(rfh)
+
+
+def block_count(repo) -> int:
+    return sum(1 for _ in repo.flatfs.cids())
+
+
+async def test_copy_from_ipfs_links_the_source_dag(bridged, repo):
+    drv, bridge = bridged
+    data = pattern_bytes(3_000_000, 1)
+    cid = str(add_bytes(repo, data, PROFILES["unixfs-v1-2025"]).cid)
+    before = block_count(repo)
+    await copy(drv, f"ipfs/{cid}", "mfs/c.bin")
+    assert (await drv.stat("mfs/c.bin")).attr.cid == cid
+    assert block_count(repo) == before + 1  # MFS's new root directory only
+    assert await drv.vfs.getxattr(await drv.ino("mfs/c.bin"), "user.mcpfs.source") == \
+        f"/ipfs/{cid}".encode()
+    assert await drv.cat("mfs/c.bin") == data
+
+
+async def test_same_length_other_bytes_are_imported_as_written(bridged, repo):
+    drv, _ = bridged
+    data, other = pattern_bytes(1_000_000, 1), pattern_bytes(1_000_000, 2)
+    cid = str(add_bytes(repo, data, PROFILES["unixfs-v1-2025"]).cid)
+    await copy(drv, f"ipfs/{cid}", "mfs/o.bin", data=other)
+    assert (await drv.stat("mfs/o.bin")).attr.cid == only_hash(other)
+    assert await drv.cat("mfs/o.bin") == other
+    assert await drv.errno_of(drv.vfs.getxattr(await drv.ino("mfs/o.bin"),
+                                               "user.mcpfs.source")) == 61  # ENODATA
+
+
+async def test_another_process_writing_is_not_a_copy(bridged, repo):
+    drv, _ = bridged
+    data = pattern_bytes(600_000, 5)
+    cid = str(add_bytes(repo, data, PROFILES["unixfs-v1-2025"]).cid)
+    rfh, _ = await drv.vfs.open(await drv.ino(f"ipfs/{cid}"), os.O_RDONLY, PID)
+    assert await drv.vfs.read(rfh, 0, 1 << 20) == data
+    await drv.write_file("mfs/w.bin", data)  # pid None: not matched to the reader
+    await drv.vfs.release(rfh)
+    assert (await drv.stat("mfs/w.bin")).attr.cid == only_hash(data)
+
+
+async def test_reads_and_commits_are_recorded(bridged, repo):
+    drv, bridge = bridged
+    data = pattern_bytes(2_000_000, 8)
+    await drv.write_file("mfs/r.bin", data)
+    cid = (await drv.stat("mfs/r.bin")).attr.cid
+    assert bridge.db.cached("/mfs/r.bin").identity == cid
+    other = str(add_bytes(repo, data, PROFILES["unixfs-v1-2025"]).cid)
+    assert await drv.cat(f"ipfs/{other}") == data
+    for _ in range(100):  # the hash of a read ends in its own thread, shortly after
+        if bridge.db.cached(f"/ipfs/{other}") is not None:
+            break
+        await trio.sleep(0.05)
+    bridge.db.flush()
+    assert bridge.db.lookup_sync(f"/ipfs/{other}").identity == cid  # same bytes
+    assert {r.location for r in bridge.db.locations_sync(cid)} >= {
+        "/mfs/r.bin", f"/ipfs/{cid}", f"/ipfs/{other}"}
