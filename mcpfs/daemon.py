@@ -100,16 +100,26 @@ async def _fuse_loop(cancel: trio.CancelScope, state: dict) -> None:
 
 
 def build_bridge(state_dir: Any, repo: Any, config: Config | None, stats: Stats) -> Any:
-    """The bridge over the provenance DB in ``state_dir`` (blocking: opens SQLite). Its
-    identity profile is ``[bridge] profile`` (an ``ipfs add --profile`` name), else the MFS
-    import params."""
+    """The bridge over the provenance DB in ``state_dir`` (blocking: opens SQLite), or None
+    (logged) when that DB cannot be opened: the mount then works without native copies.
+    Its identity profile is ``[bridge] profile`` (an ``ipfs add --profile`` name), else the
+    MFS import params; an unknown profile is McpfsError."""
+    import sqlite3
+
     from .backends.ipfs.importer import params_for
     from .bridge import Bridge, ProvenanceDB
     section = config.section("bridge") if config is not None else {}
     profile = section.get("profile")
-    params = params_for(profile) if profile else repo.mfs_params
-    return Bridge(ProvenanceDB(state_dir), params, repo=repo, mfs_params=repo.mfs_params,
-                  stats=stats)
+    try:
+        params = params_for(profile) if profile else repo.mfs_params
+    except McpfsError as exc:
+        raise McpfsError(f"[bridge] profile: {exc}") from None
+    try:
+        db = ProvenanceDB(state_dir)
+    except (sqlite3.Error, OSError) as exc:
+        log.error("provenance DB unusable (%s): running without the bridge", exc)
+        return None
+    return Bridge(db, params, repo=repo, mfs_params=repo.mfs_params, stats=stats)
 
 
 async def serve(mountpoint: str, config: Config | None = None,
@@ -130,7 +140,8 @@ async def serve(mountpoint: str, config: Config | None = None,
     stats = Stats()
     bridge = await trio.to_thread.run_sync(build_bridge, where.state_dir, repo, config, stats)
     vfs = VFS(mounts, where.cache_dir / "spool", journal, bridge)
-    bridge.transfers = Transfers(bridge, vfs, where.cache_dir)
+    if bridge is not None:
+        bridge.transfers = Transfers(bridge, vfs, where.cache_dir)
     for mount in mounts.values():  # backends count their own requests (Stats.backend)
         attach = getattr(mount, "attach_stats", None)
         if attach is not None:
@@ -141,7 +152,8 @@ async def serve(mountpoint: str, config: Config | None = None,
         fuse_ops.mount(fuse_ops.FuseOps(vfs, stats), mountpoint, debug_fuse)
     except BaseException:
         journal.close()
-        bridge.db.close()
+        if bridge is not None:
+            bridge.db.close()
         raise
     state = {"unmounted": False}
     try:
@@ -155,7 +167,8 @@ async def serve(mountpoint: str, config: Config | None = None,
                                                       vfs=vfs), repo)
             await _wait_live(mountpoint)
             log.info("mounted %s", mountpoint)
-            await nursery.start(bridge.transfers.serve)  # mcpfs cp; resumes unfinished ones
+            if bridge is not None:  # mcpfs cp; resumes unfinished transfers
+                await nursery.start(bridge.transfers.serve)
             sd_notify(f"READY=1\nSTATUS=mounted {mountpoint}\nMAINPID={os.getpid()}")
     finally:
         sd_notify("STOPPING=1")
@@ -165,7 +178,8 @@ async def serve(mountpoint: str, config: Config | None = None,
                 await mount.aclose()
         fuse_ops.close(unmount=not state["unmounted"])
         journal.close()
-        bridge.db.close()
+        if bridge is not None:
+            bridge.db.close()
         log.info("unmounted %s", mountpoint)
 
 

@@ -70,6 +70,16 @@ def plain_version(version: str | None) -> str | None:
     return version.strip('"') if version else version
 
 
+def parent_pid(pid: int) -> int | None:
+    """The parent of a live process (``/proc/<pid>/stat``; one small read), else None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        return int(stat[stat.rindex(b")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def hash_file_sync(path: str, params: ImportParams) -> str:
     """The identity of a local file's bytes (blocking)."""
     def pieces():
@@ -150,9 +160,20 @@ class Bridge:
 
     def candidate(self, pid: int | None, dest: str) -> ReadTracker | None:
         """The copy source of a file ``pid`` opens for writing at ``dest``: its most
-        recent reader that read from the start (trio thread)."""
+        recent reader that read from the start, else one of a child of ``pid`` (``sh -c
+        'cat a > b'``: the shell opens b, its child cat reads a) (trio thread)."""
         if pid is None:
             return None
+        found = self._recent(pid, dest)
+        if found is None:
+            for other in list(self._readers):
+                if other != pid and parent_pid(other) == pid:
+                    found = self._recent(other, dest)
+                    if found is not None:
+                        break
+        return found
+
+    def _recent(self, pid: int, dest: str) -> ReadTracker | None:
         now = trio.current_time()
         for tracker in reversed(self._readers.get(pid, ())):
             if tracker.location == dest or not tracker.read_from_start:

@@ -46,17 +46,16 @@ from typing import Any, Final
 import trio
 from cachetools import TTLCache
 
-from ..backends.s3 import ObjectInfo, S3Backend, first_error
+from ..backends.s3 import ObjectInfo, S3Backend
 from ..errors import McpfsError
 from .base import DIR, FILE, XATTR_PREFIX, Attr, Capabilities, Mount, StatFS, Writer, split
 from .prefetch import Prefetcher
+from .s3_rename import S3Renames
 
 log = logging.getLogger("mcpfs.mounts.s3")
 
 LISTING_CACHE_ENTRIES: Final = 500_000  # directory entries kept over all cached listings
 ATTR_CACHE: Final = 100_000  # HEAD results kept
-RENAME_PARALLEL: Final = 16  # concurrent CopyObjects in a directory rename
-PROGRESS_EVERY: Final = 1000  # keys between progress lines of a directory rename
 META_PREFIX: Final = "user.s3.meta."
 CID_META: Final = "ipfs-cid"  # x-amz-meta-ipfs-cid: a CID of the object's bytes (the bridge)
 SOURCE_META: Final = "mcpfs-source"  # x-amz-meta-mcpfs-source: where a copy came from
@@ -104,7 +103,7 @@ def _file_attr(info: ObjectInfo) -> Attr:
     return Attr(FILE, info.size, mtime_ns=info.mtime_ns or time.time_ns())
 
 
-class S3Mount(Mount):
+class S3Mount(S3Renames, Mount):
     name = "s3"
 
     def __init__(self, backend: S3Backend) -> None:
@@ -468,82 +467,6 @@ class S3Mount(Mount):
             await self.backend.delete(bucket, key + "/")  # the marker (no-op without)
         finally:
             self._invalidate(path)
-
-    async def rename(self, src: str, dst: str) -> None:
-        """CopyObject + Delete for a file, the same per key for a directory (see the module
-        docstring for what a failure leaves)."""
-        s, d = split(src), split(dst)
-        if len(s) < 2 or len(d) < 2:
-            raise McpfsError(f"/s3/{src}: buckets cannot be renamed", errno=errno.EPERM)
-        if s == d:
-            return
-        if d[:len(s)] == s:
-            raise McpfsError("cannot move a directory into itself", errno=errno.EINVAL)
-        async with self._ns_lock:
-            try:
-                await self._rename_locked(src, dst)
-            finally:
-                self._invalidate(src)
-                self._invalidate(dst)
-
-    async def _rename_locked(self, src: str, dst: str) -> None:
-        src_attr, _ = await self._stat(src)
-        try:
-            dst_attr: Attr | None = (await self._stat(dst))[0]
-        except McpfsError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
-            dst_attr = None
-            await self._parent_is_dir(dst)
-        (sb, sk), (db, dk) = self._where(src), self._where(dst)
-        if not src_attr.is_dir:
-            if dst_attr is not None and dst_attr.is_dir:
-                raise McpfsError(f"/s3/{dst}: is a directory", errno=errno.EISDIR)
-            info = await self._head(src)
-            await self.backend.copy(sb, sk, db, dk, info.size)
-            await self.backend.delete(sb, sk)
-            return
-        if dst_attr is not None:
-            if not dst_attr.is_dir:
-                raise McpfsError(f"/s3/{dst}: not a directory", errno=errno.ENOTDIR)
-            await self.rmdir(dst)  # ENOTEMPTY when it has keys
-        await self._rename_dir(sb, sk + "/", db, dk + "/")
-
-    async def _rename_dir(self, sb: str, sp: str, db: str, dp: str) -> None:
-        """Copy every key under ``sp`` to ``dp`` (bounded parallel), then delete them."""
-        done: list[str] = []
-        limit = trio.CapacityLimiter(RENAME_PARALLEL)
-        started = time.monotonic()
-
-        async def one(info: ObjectInfo) -> None:
-            target = dp + info.key[len(sp):]
-            async with limit:
-                if info.key.endswith("/") and not info.size:  # a marker: make a new one
-                    await self.backend.put_bytes(db, target, b"")
-                else:
-                    await self.backend.copy(sb, info.key, db, target, info.size)
-            done.append(info.key)
-            if len(done) % PROGRESS_EVERY == 0:
-                log.info("rename s3://%s/%s -> s3://%s/%s: %d keys copied (%.1f s)", sb, sp,
-                         db, dp, len(done), time.monotonic() - started)
-        try:
-            async with trio.open_nursery() as nursery:
-                async for page in self.backend.walk(sb, sp):
-                    for info in page:
-                        nursery.start_soon(one, info)
-        except BaseExceptionGroup as group:
-            err = first_error(group)
-            log.error("rename s3://%s/%s failed after %d keys copied; sources kept",
-                      sb, sp, len(done))
-            raise err from None
-        # then directory entries deepest first: no-ops on AWS, but SeaweedFS keeps emptied
-        # directories (shown in listings) until their ``dir/`` key is deleted
-        dirs = {sp} | {info_key[:i + 1] for info_key in done
-                       for i in range(len(sp), len(info_key) - 1) if info_key[i] == "/"}
-        await self.backend.delete_many(sb, [k for k in done if k not in dirs] +
-                                       sorted(dirs, key=lambda d: -d.count("/")))
-        log.info("rename s3://%s/%s -> s3://%s/%s: %d keys in %.1f s", sb, sp, db, dp,
-                 len(done), time.monotonic() - started)
 
     def refresh(self, path: str) -> None:
         self._invalidate(path)

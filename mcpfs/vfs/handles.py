@@ -82,6 +82,7 @@ class OpenFile:
         self.stream: Any = None  # the Mount's streaming import, while sequential
         self.bridge: Any = None  # the bridge (set by vfs): identities and native routes
         self.copy_source: Any = None  # the bridge's ReadTracker of the file copied in
+        self.writer_pid: int | None = None  # who opened it, until the first write
 
     def _add_row_sync(self) -> None:
         """The journal row of a memory spool about to be written to disk (worker thread,

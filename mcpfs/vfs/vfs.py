@@ -35,6 +35,7 @@ import trio
 from ..errors import McpfsError, NotFound, ReadOnly
 from ..mounts.base import FILE, Attr, Mount, StatFS, Writer
 from ..mounts.root import RootMount
+from .page_cache import PageCache
 from .handles import PENDING_ROW_DELAY, DirHandle, FileHandle, HandleTable, OpenFile
 from .inodes import InodeTable, Node, child_path, parent_of
 from .journal import Journal
@@ -71,7 +72,7 @@ class VFS:
         self.inodes = InodeTable()
         self.handles = HandleTable()
         self.open_files: dict[int, OpenFile] = {}  # ino -> write state
-        self._reading: dict[int, dict[str | None, int]] = {}  # ino -> identity -> readers
+        self.page_cache = PageCache()  # whether a read-only open keeps the kernel's pages
         self._sweeping = False  # the journal-row sweeper runs (see _sweep_rows)
 
     # ---------------------------------------------------------------- routing
@@ -351,13 +352,19 @@ class VFS:
 
     def _copy_source(self, of: OpenFile, pid: int | None) -> None:
         """Ask the bridge whether the process writing ``of`` is copying a file it reads
-        (then a copy into /mfs only hashes while it is written: see bridge/core.py)."""
+        (then a copy into /mfs only hashes while it is written: see bridge/core.py). Asked
+        at open and again at the first write: ``cat a > b`` opens b (in the shell's child)
+        before cat opens a."""
         if self.bridge is None or of.copy_source is not None or of.handles:
             return
-        source = self.bridge.candidate(pid, f"/{of.node.path}")
+        of.writer_pid = pid
+        self._find_source(of)
+
+    def _find_source(self, of: OpenFile) -> None:
+        source = self.bridge.candidate(of.writer_pid, f"/{of.node.path}")
         if source is None:
             return
-        of.copy_source = source
+        of.copy_source, of.writer_pid = source, None
         if source.ipfs_cid is not None and of.stream is None:
             of.writer.extra["hash_only"] = True
 
@@ -381,44 +388,12 @@ class VFS:
             reader = await mount.open_read(sub)
             handle = FileHandle(node, mount, reader=reader,
                                 identity=getattr(reader, "identity", None))
-            handle.keep_cache = self._keep_cache(node, mount, handle.identity)
+            immutable = mount.capabilities_for(sub).immutable
+            handle.keep_cache = self.page_cache.opened(node, handle.identity, immutable)
             if self.bridge is not None and isinstance(node.attr, Attr):
                 handle.tracker = self.bridge.track_read(mount.name, sub, reader,
                                                         node.attr.size, pid)
         return self.handles.add(handle), handle
-
-    def _keep_cache(self, node: Node, mount: Mount, identity: str | None) -> bool:
-        """Whether a read-only open may keep the kernel's page cache of the inode: always on
-        an immutable subtree; elsewhere when the content identity (CID, etag) the reader
-        reads equals the one the cache was filled from (``node.cache_id``) and every other
-        open reader of the inode reads it too (an older reader still open could refill the
-        cache with its content). Otherwise the kernel drops the cache at this open and
-        ``node.cache_id`` becomes the new identity (None while readers disagree). Writes
-        through the mount reset it (``_open_file``, ``_commit``); a reader closing with
-        another identity than the cache's resets it too (its reads may be in the cache)."""
-        if mount.capabilities_for(self.route(node.path)[1]).immutable:
-            return True
-        others = self._reading.setdefault(node.ino, {})
-        agree = all(ident == identity for ident in others)
-        keep = identity is not None and node.cache_id == identity and agree
-        if not keep:
-            node.cache_id = identity if agree else None
-        others[identity] = others.get(identity, 0) + 1
-        return keep
-
-    def _closed_reader(self, handle: FileHandle) -> None:
-        if handle.node.ino not in self._reading:
-            return
-        others = self._reading[handle.node.ino]
-        n = others.get(handle.identity, 0) - 1
-        if n > 0:
-            others[handle.identity] = n
-        else:
-            others.pop(handle.identity, None)
-            if not others:
-                del self._reading[handle.node.ino]
-        if handle.identity != handle.node.cache_id:
-            handle.node.cache_id = None
 
     async def create(self, parent: int, name: str, flags: int, pid: int | None = None
                      ) -> tuple[int, Entry]:
@@ -450,7 +425,12 @@ class VFS:
         handle: FileHandle = self.handles.get(fh)
         if not handle.writable or handle.open_file is None:
             raise McpfsError("file not open for writing", errno=errno.EBADF)
-        return await handle.open_file.write(offset, data)
+        of = handle.open_file
+        if of.writer_pid is not None:  # the first write: ask for a copy source once more
+            if of.copy_source is None:
+                self._find_source(of)
+            of.writer_pid = None
+        return await of.write(offset, data)
 
     async def flush(self, fh: int) -> None:
         """close(): commit when this is the last writing handle (errors reach close())."""
@@ -470,7 +450,7 @@ class VFS:
     async def release(self, fh: int) -> None:
         handle: FileHandle = self.handles.pop(fh)
         if handle.reader is not None:
-            self._closed_reader(handle)
+            self.page_cache.closed(handle.node, handle.identity)
             if handle.tracker is not None:
                 self.bridge.closed_read(handle.tracker)
             await handle.reader.close()

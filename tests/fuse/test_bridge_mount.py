@@ -231,3 +231,43 @@ def test_mcpfs_cp_survives_a_daemon_kill_and_finishes_after_restart(daemon, s3_e
     assert raw.head_object(Bucket=bucket, Key="big.bin")["Metadata"]["ipfs-cid"] == cid
     assert "resuming transfer" in daemon.log_text()
     assert not list((Path(daemon.home) / "cache" / "transfers").iterdir())  # part removed
+
+
+def test_shell_redirection_and_python_copies_are_copies(mnt, mcpfs_home, tmp_path):
+    src = tmp_path / "s.bin"
+    src.write_bytes(pattern_bytes(6 * MiB, 8))
+    cid = mcpfs("add", "-Q", "--profile", "unixfs-v1-2025", str(src)).stdout.strip()
+    ipfs = mnt / "ipfs" / cid
+    before = blocks(mcpfs_home)
+    # the shell's child opens the target before cat opens the source
+    run("sh", "-c", f"cat '{ipfs}' > '{mnt / 'mfs' / 'cat.bin'}'")
+    run("python3", "-c", "import shutil, sys; shutil.copyfile(sys.argv[1], sys.argv[2])",
+        str(ipfs), str(mnt / "mfs" / "shutil.bin"))
+    for name in ("cat.bin", "shutil.bin"):
+        assert xattr(mnt / "mfs" / name, "user.mcpfs.cid") == cid, name
+        assert xattr(mnt / "mfs" / name, "user.mcpfs.source") == f"/ipfs/{cid}"
+    added = new_blocks(before, blocks(mcpfs_home))
+    assert all(size < 1024 for size in added.values()), added  # directory nodes only
+
+
+def test_an_unusable_provenance_db_leaves_a_working_mount(daemon, mcpfs_home, tmp_path):
+    state = Path(mcpfs_home) / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "bridge.sqlite").write_bytes(b"this is not a database" * 100)
+    mnt = daemon.start()
+    (tmp_path / "f").write_bytes(b"still works")
+    run("cp", str(tmp_path / "f"), str(mnt / "mfs" / "f"))
+    assert (mnt / "mfs" / "f").read_bytes() == b"still works"
+    assert "running without the bridge" in daemon.log_text()
+    out = mcpfs("where", "/mfs/f", check=False)
+    assert out.returncode == 1 and out.stderr.startswith("Error: ")
+
+
+def test_an_unknown_profile_is_a_one_line_error(daemon, mcpfs_home):
+    cfg = Path(mcpfs_home) / "config"
+    cfg.mkdir(parents=True, exist_ok=True)
+    (cfg / "config.toml").write_text('[bridge]\nprofile = "fastest"\n')
+    out = mcpfs("mount", str(daemon.mnt), check=False)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines()[-1] == \
+        "Error: [bridge] profile: unknown profile 'fastest'"

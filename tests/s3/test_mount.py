@@ -255,7 +255,7 @@ async def test_rename_file(mount, bucket, raw):
 
 
 async def test_rename_dir_per_key_with_progress(mount, bucket, raw, caplog, monkeypatch):
-    import mcpfs.mounts.s3 as s3mod
+    import mcpfs.mounts.s3_rename as s3mod
     monkeypatch.setattr(s3mod, "PROGRESS_EVERY", 10)
     caplog.set_level(logging.INFO, logger="mcpfs")
     keys = [f"src/{i:03d}" for i in range(40)] + ["src/deep/x", "src/"]
