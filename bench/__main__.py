@@ -1,7 +1,7 @@
-"""``python -m bench [ipfs|mount|s3|hf|bridge|all]``: mcpfs vs its peers in one run; tables and JSON files.
+"""``python -m bench [GROUP]``: mcpfs vs its peers in one run; tables and JSON files.
 
-Three groups (default: all, in the order ipfs, mount, s3). ``mount``: the mounted tree vs a
-pyfuse3 passthrough, direct disk and kubo (see ``bench/mount.py``). ``s3``: /s3 of the mount
+Groups (default: all, in the order ipfs, mount, s3, hf, bridge). ``mount``: the mounted tree
+vs a pyfuse3 passthrough, direct disk and kubo (see ``bench/mount.py``). ``s3``: /s3 of the mount
 vs ``rclone mount`` and ``s3fs`` on one SeaweedFS (see ``bench/s3.py``). ``bridge``: native
 copies between subtrees (cp /ipfs -> /mfs, mcpfs cp /s3 -> /s3 and /s3 -> /mfs) vs the copies
 they replace (see ``bench/bridge.py``). ``ipfs``: mcpfs's

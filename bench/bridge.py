@@ -105,6 +105,18 @@ def route_delta(before: dict, after: dict) -> dict[str, int]:
     return {r: b[r] - a.get(r, 0) for r in b if b[r] != a.get(r, 0)}
 
 
+def fuse_ops(snap: dict, mount: str, op: str) -> int:
+    """How many FUSE ``op`` requests the daemon served on ``mount`` (its stats)."""
+    return snap.get("Mounts", {}).get(mount, {}).get("Ops", {}).get(op, {}).get("Count", 0)
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def count_blocks(blocks: Path) -> int:
     n = 0
     for shard in os.scandir(blocks):
@@ -171,7 +183,6 @@ def run(work: Path, runs: int, sizes: Sizes,
         step: Callable[[str], None]) -> tuple[dict, list[Row], dict]:
     size = sizes.file_mib * MiB
     label = label_of(sizes.file_mib)
-    small = SMALL_MIB * MiB
     small_runs = max(SMALL_RUNS, runs)
     home, mnt, srcdir = work / "home", work / "mnt", work / "src"
     for folder in (home, mnt, srcdir):
@@ -229,27 +240,36 @@ def run(work: Path, runs: int, sizes: Sizes,
         for tag, flags in PROFILES:
             imp = row(f"import {label} into /mfs, cold", "cp LOCAL mnt/mfs/ (first import of "
                       "these bytes)", nbytes=size)
-            cp = row(f"cp /ipfs -> /mfs {label}, cold", f"mcpfs add {' '.join(flags) or '(default)'}"
-                     f"; cp mnt/ipfs/CID mnt/mfs/", goal=f">= {COPY_GOAL:.0f} x import",
-                     nbytes=size)
-            imp.extra.update(blocks_added=[])
-            cp.extra.update(blocks_added=[], routes=[])
+            added = " ".join(flags) or "(default)"
+            cp = row(f"cp /ipfs -> /mfs {label}, cold",
+                     f"mcpfs add {added}; cp mnt/ipfs/CID mnt/mfs/",
+                     goal=f">= {COPY_GOAL:.0f} x import", nbytes=size)
+            imp.extra.update(blocks_added=[], daemon_cpu_s=[], fuse_writes=[])
+            cp.extra.update(blocks_added=[], daemon_cpu_s=[], fuse_writes=[], routes=[])
             for i in range(runs):
                 step(f"1. {tag}: run {i + 1}/{runs}: import, mcpfs add, cp /ipfs -> /mfs")
                 src, sha = source(f"r1-{tag}-{i}.bin")
                 cold()
-                n0 = count_blocks(blocks)
+                s0, n0, c0 = d.stats(), count_blocks(blocks), cpu_s(m.pid)
                 imp.add(run_cmd(["cp", str(src), str(mfs / f"import-{tag}-{i}.bin")],
                                 CMD_TIMEOUT), 0)
-                imp.extra["blocks_added"].append(count_blocks(blocks) - n0)
+                c1, n1, s1 = cpu_s(m.pid), count_blocks(blocks), d.stats()
+                imp.extra["blocks_added"].append(n1 - n0)
+                imp.extra["daemon_cpu_s"].append(round(c1 - c0, 2))
+                imp.extra["fuse_writes"].append(fuse_ops(s1, "mfs", "write") -
+                                                fuse_ops(s0, "mfs", "write"))
                 cid = d.run("add", "-Q", *flags, str(src))[1].strip()
                 cold()
-                s0, n0 = d.stats(), count_blocks(blocks)
+                s0, n0, c0 = d.stats(), count_blocks(blocks), cpu_s(m.pid)
                 dst = mfs / f"copy-{tag}-{i}.bin"
                 cp.add(run_cmd(["cp", str(ipfs / cid), str(dst)], CMD_TIMEOUT), 0)
+                c1, n1, s1 = cpu_s(m.pid), count_blocks(blocks), d.stats()
                 cp.extra.setdefault("cids", []).append(cid)
-                cp.extra["blocks_added"].append(count_blocks(blocks) - n0)
-                cp.extra["routes"].append(route_delta(s0, d.stats()))
+                cp.extra["blocks_added"].append(n1 - n0)
+                cp.extra["daemon_cpu_s"].append(round(c1 - c0, 2))
+                cp.extra["fuse_writes"].append(fuse_ops(s1, "mfs", "write") -
+                                               fuse_ops(s0, "mfs", "write"))
+                cp.extra["routes"].append(route_delta(s0, s1))
                 got = cid_of(dst)
                 check(f"1. {tag}: copy's user.mcpfs.cid == the added CID", got == cid,
                       f"run {i}: {got} != {cid}")
@@ -267,9 +287,9 @@ def run(work: Path, runs: int, sizes: Sizes,
             blocks_note = ", ".join(map(str, cp.extra["blocks_added"]))
             cp.judge(ratio >= COPY_GOAL,
                      f"{ratio:.2f} x import; blockstore +{blocks_note} file(s); "
-                     f"routes {cp.extra['routes'][-1] or 'none counted'}")
+                     f"routes {cp.extra['routes'][-1] or 'none counted'}; {_work(cp)}")
             imp.note = (f"blockstore +{', '.join(map(str, imp.extra['blocks_added']))} "
-                        f"file(s)")
+                        f"file(s); {_work(imp)}")
             checks[f"ratio 1. {tag}: cp /ipfs -> /mfs over import"] = f"{ratio:.2f}"
             first_rows += [cp, imp]
 
@@ -336,6 +356,12 @@ def run(work: Path, runs: int, sizes: Sizes,
                   f"printed {sorted(cli_routes)}")
             s3_rows.update({("mcpfs", mib): mc, ("cp", mib): pc, ("boto3", mib): bc})
         big, little = s3_rows[("mcpfs", sizes.file_mib)], s3_rows[("mcpfs", SMALL_MIB)]
+        own = {mib: s3_rows[("mcpfs", mib)].median - s3_rows[("boto3", mib)].median
+               for mib in (SMALL_MIB, sizes.file_mib)}
+        meta["mcpfs_cp_s3_own_s"] = {label_of(k): round(v, 3) for k, v in own.items()}
+        for mib in (SMALL_MIB, sizes.file_mib):
+            s3_rows[("mcpfs", mib)].note += (f"; minus the server's CopyObject: "
+                                             f"{own[mib]:.3f} s")
         through = sum(big.extra["s3_bytes_in"] + big.extra["s3_bytes_out"] +
                       little.extra["s3_bytes_in"] + little.extra["s3_bytes_out"])
         flat = big.median / little.median
@@ -343,6 +369,8 @@ def run(work: Path, runs: int, sizes: Sizes,
         big.judge(through == 0 and flat <= FLAT_GOAL,
                   f"{flat:.2f} x the {SMALL_MIB} MiB time")
         checks[f"ratio 2. mcpfs cp time {label} / {SMALL_MIB} MiB"] = f"{flat:.2f}"
+        checks[f"ratio 2. mcpfs cp time minus CopyObject's, {label} / {SMALL_MIB} MiB"] = (
+            f"{own[sizes.file_mib] / own[SMALL_MIB]:.2f}")
         checks["2. mcpfs cp: S3 bytes through mcpfs (in + out, all runs)"] = str(through)
         for lab_mib in (SMALL_MIB, sizes.file_mib):
             pc = s3_rows[("cp", lab_mib)]
@@ -360,7 +388,9 @@ def run(work: Path, runs: int, sizes: Sizes,
         rd = row(f"read /s3 {label}, cold", "cat mnt/s3/bench/OBJ2 > /dev/null", nbytes=size)
         im = row(f"import {label} into /mfs, cold", "cp LOCAL mnt/mfs/ (OBJ2's bytes)",
                  nbytes=size)
-        st.extra.update(routes=[], s3_bytes_in=[], cli_routes=[])
+        st.extra.update(routes=[], s3_bytes_in=[], cli_routes=[], daemon_cpu_s=[])
+        rd.extra.update(daemon_cpu_s=[])
+        im.extra.update(daemon_cpu_s=[], fuse_writes=[])
         for i in range(runs):
             step(f"3. run {i + 1}/{runs}: mcpfs cp /s3 -> /mfs, cat /s3, cp local -> /mfs")
             a, sha_a = source(f"r3-obj-{i}.bin")
@@ -368,9 +398,10 @@ def run(work: Path, runs: int, sizes: Sizes,
             upload(raw, a, f"stream/obj-{i}.bin")
             upload(raw, b, f"stream/read-{i}.bin")
             cold()
-            s0 = d.stats()
+            s0, c0 = d.stats(), cpu_s(m.pid)
             secs, route = d.cp(f"/s3/{BUCKET}/stream/obj-{i}.bin", f"/mfs/stream-{i}.bin")
-            s1 = d.stats()
+            c1, s1 = cpu_s(m.pid), d.stats()
+            st.extra["daemon_cpu_s"].append(round(c1 - c0, 2))
             st.add(secs, 0)
             st.extra["cli_routes"].append(route)
             st.extra["routes"].append(route_delta(s0, s1))
@@ -383,9 +414,16 @@ def run(work: Path, runs: int, sizes: Sizes,
                 check("3. streamed file's CID == add -n of its bytes (MFS params)",
                       got == want, f"{got} != {want}")
             cold()
+            c0 = cpu_s(m.pid)
             rd.add(run_cmd(["cat", str(bucket / "stream" / f"read-{i}.bin")], CMD_TIMEOUT), 0)
+            rd.extra["daemon_cpu_s"].append(round(cpu_s(m.pid) - c0, 2))
             cold()
+            s0, c0 = d.stats(), cpu_s(m.pid)
             im.add(run_cmd(["cp", str(b), str(mfs / f"import3-{i}.bin")], CMD_TIMEOUT), 0)
+            c1, s1 = cpu_s(m.pid), d.stats()
+            im.extra["daemon_cpu_s"].append(round(c1 - c0, 2))
+            im.extra["fuse_writes"].append(fuse_ops(s1, "mfs", "write") -
+                                           fuse_ops(s0, "mfs", "write"))
             delete_prefix(raw, "stream/")
             a.unlink()
             b.unlink()
@@ -394,7 +432,8 @@ def run(work: Path, runs: int, sizes: Sizes,
         st.judge(ratio >= STREAM_GOAL,
                  f"{ratio:.2f} x the slower side ({'read' if rd.mbps <= im.mbps else 'import'}"
                  f" {slower:.0f} MB/s); S3 in "
-                 f"{'/'.join(human(x) for x in st.extra['s3_bytes_in'])}")
+                 f"{'/'.join(human(x) for x in st.extra['s3_bytes_in'])}; {_work(st)}")
+        rd.note, im.note = _work(rd), _work(im)
         check("3. mcpfs cp /s3 -> /mfs: route stream", set(st.extra["cli_routes"]) == {"stream"},
               f"printed {sorted(set(st.extra['cli_routes']))}")
         checks["ratio 3. mcpfs cp /s3 -> /mfs over the slower side"] = f"{ratio:.2f}"
@@ -408,6 +447,14 @@ def run(work: Path, runs: int, sizes: Sizes,
     cli.note = "part of every mcpfs cp row"
     meta["cli_overhead_s"] = cli.median
     return meta, first_rows + second_rows + third_rows + [cli], checks
+
+
+def _work(r: Row) -> str:
+    """The daemon's CPU seconds (and FUSE write requests) per run, for a note."""
+    out = f"daemon CPU {'/'.join(f'{x:.1f}' for x in r.extra['daemon_cpu_s'])} s"
+    if r.extra.get("fuse_writes"):
+        out += f", {'/'.join(map(str, r.extra['fuse_writes']))} FUSE writes"
+    return out
 
 
 def _status(pid: int, name: str) -> int | None:

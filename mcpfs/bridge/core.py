@@ -33,6 +33,8 @@ has its own locks (db.py). Hashing and DB reads run in worker threads under ``li
 from __future__ import annotations
 
 import logging
+import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -102,6 +104,9 @@ class Bridge:
         self.limiter = trio.CapacityLimiter(THREADS)
         self._readers: dict[int, list[ReadTracker]] = {}
         self.transfers: Any = None  # the daemon's transfers.Transfers (mcpfs cp)
+        self._later: deque[Callable[[], None]] = deque()  # identities to compute
+        self._later_lock = threading.Lock()
+        self._later_running = False
 
     # ---------------------------------------------------------------- reads
     def track_read(self, mount: str, sub: str, reader: Any, size: int | None,
@@ -248,7 +253,29 @@ class Bridge:
         got = source.identity
         if got is None:
             got = await self._thread(lambda: source.wait(SOURCE_WAIT))
+        if got is None and source.ipfs_cid is not None and source.ipfs_cid == source.version:
+            got = await self._dag_identity(source.ipfs_cid)  # a DAG read without hashing
         return source if got == identity else None
+
+    async def _dag_identity(self, cid: str) -> str | None:
+        """The identity of a local DAG: recorded, else computed from the blockstore."""
+        known = self.db.cached(ipfs_location(cid))
+        if known is not None:
+            return known.identity
+        if self.repo is None:
+            return None
+        try:
+            return await self._thread(lambda: self._dag_identity_sync(cid))
+        except McpfsError:
+            return None
+
+    def _dag_identity_sync(self, cid: str) -> str:
+        """Hash the local DAG ``cid`` under the profile and record it (blocking)."""
+        root = CID.decode(cid)
+        identity = str(hash_pieces(self.repo.reader.iter_file(root), self.params).cid)
+        self.db.record(Location(ipfs_location(cid), identity, cid,
+                                self.repo.reader.stat(root).size))
+        return identity
 
     async def _dag_of(self, identity: str, match: ReadTracker | None) -> str | None:
         """A CID of a DAG holding these bytes: the source's when it is known to be, else
@@ -275,15 +302,7 @@ class Bridge:
             extra["route"] = "stream" if match is not None else None
             return
         cid = CID.decode(dag)
-
-        def local_tsize() -> int | None:
-            if not self.repo.store.has(cid):
-                return None
-            return self.repo.reader.stat(cid).cumulative_size
-        try:
-            tsize = await self._thread(local_tsize)
-        except McpfsError:
-            tsize = None
+        tsize = await self._local_tsize(cid)
         if tsize is None:
             extra["route"] = "stream"
             return
@@ -308,21 +327,97 @@ class Bridge:
                 return
         extra["route"] = "stream" if match is not None else None
 
+    async def native_extra(self, check: Any, size: int) -> dict | None:
+        """The ``writer.extra`` of a checked copy's native commit (copycheck.py), or None
+        when the route is not possible after all (the DAG's root is not local)."""
+        extra = check.native_extra(size)
+        if check.route == "mfs-link":
+            cid = extra.pop("link_cid")
+            tsize = await self._local_tsize(cid)
+            if tsize is None:
+                return None
+            extra["link"] = (cid, tsize)
+            known = self.db.cached(ipfs_location(str(cid)))
+            if known is not None:
+                extra["identity"] = known.identity
+        elif "identity" not in extra:
+            known = self.db.cached(check.source.location)
+            if known is not None and known.version == check.source.version:
+                extra["identity"] = known.identity
+        return extra
+
+    async def _local_tsize(self, cid: CID) -> int | None:
+        """The DAG's cumulative size when its root block is in the blockstore."""
+        if self.repo is None:
+            return None
+
+        def work() -> int | None:
+            if not self.repo.store.has(cid):
+                return None
+            return self.repo.reader.stat(cid).cumulative_size
+        try:
+            return await self._thread(work)
+        except McpfsError:
+            return None
+
+    def identify_later(self, location: str, cid: str, size: int,
+                       source: str | None) -> None:
+        """Compute the identity of the local DAG ``cid`` in a background thread (a link
+        made without hashing) and record it for ``location`` and ``/ipfs/<cid>``."""
+        if self.repo is None:
+            return
+        def work() -> None:
+            try:
+                identity = self._dag_identity_sync(cid)
+            except Exception as exc:  # noqa: BLE001 - advisory; a later read retries
+                log.info("identity of %s: %s", cid, exc)
+                return
+            current = self.db.cached(location)
+            if current is None or current.version == cid:
+                self.db.record(Location(location, identity, cid, size, source))
+        with self._later_lock:
+            self._later.append(work)
+            if self._later_running:
+                return
+            self._later_running = True
+        threading.Thread(target=self._run_later, name="bridge-identify", daemon=True).start()
+
+    def _run_later(self) -> None:
+        while True:
+            with self._later_lock:
+                if not self._later:
+                    self._later_running = False
+                    return
+                work = self._later.popleft()
+            work()
+
     def after_commit(self, mount: str, sub: str, writer: Any, attr: Any) -> None:
         """Record the committed file's identity and location; count the transfer."""
         extra = writer.extra
         identity = extra.get("identity")
+        if identity is None and mount == "mfs" and extra.get("route") == "mfs-link" \
+                and attr.cid:  # linked without hashing: the DAG's CID until it is known
+            location = location_of(mount, sub)
+            self.db.record(Location(location, attr.cid, attr.cid, attr.size,
+                                    extra.get("source")))
+            self.identify_later(location, attr.cid, attr.size, extra.get("source"))
+            self._count(extra, attr)
+            return
         if identity is None and mount == "mfs" and self.identity_from_mfs:
             identity = attr.cid
         if identity is None:
+            self._count(extra, attr)
             return
         version = plain_version(extra.get("version")) or attr.cid
         location = location_of(mount, sub)
         self.db.record(Location(location, identity, version, attr.size, extra.get("source")))
         if mount == "mfs" and attr.cid:
             self.db.record(Location(ipfs_location(attr.cid), identity, attr.cid, attr.size))
-        route = extra.get("copied_route") or extra.get("route")
-        if route and self.stats is not None and hasattr(self.stats, "bridge"):
+        self._count(extra, attr)
+
+    def _count(self, extra: dict, attr: Any) -> None:
+        route = extra.get("route")
+        if route and self.stats is not None:
             self.stats.bridge(route, route in NATIVE_ROUTES, attr.size)
 
     # ---------------------------------------------------------------- namespace

@@ -23,6 +23,7 @@ written once, by the hashing thread or the trio thread, and read after ``_finish
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Final
 
@@ -32,6 +33,7 @@ from ..backends.ipfs.stream_import import StreamImport, hash_pieces
 INLINE_MAX: Final = 256 * 1024  # files up to this size are hashed on the trio thread
 REORDER_MAX: Final = 32  # out-of-order reads buffered before tracking gives up
 HASH_QUEUE: Final = 256  # pieces (<= 128 KiB) queued to the hashing thread (32 MiB)
+WINDOW_MAX: Final = 64 << 20  # bytes read and not yet written back kept for a CopyCheck
 
 
 class ReadTracker:
@@ -46,15 +48,17 @@ class ReadTracker:
         self.params = params
         self._on_done = on_done
         self._next = 0  # the next offset expected in order
+        self._ordered = True  # every read so far fitted the in-order stream
+        self._hashing = identity is None
         self._head: list[bytes] = []  # pieces before the hasher starts (or all, if small)
         self._ahead: dict[int, bytes] = {}
         self._stream: StreamImport | None = None
-        self._dead = False
         self._finished = threading.Event()
         self._result: str | None = identity
+        self.window: deque[tuple[int, bytes]] | None = None  # kept for a CopyCheck
+        self._window_bytes = 0
         self.closed_at: float | None = None
         if identity is not None:  # already known: nothing to compute
-            self._dead = True
             self._finished.set()
 
     @property
@@ -65,18 +69,18 @@ class ReadTracker:
     @property
     def read_from_start(self) -> bool:
         """Whether the reads so far all came in order from offset 0 (a copy's source)."""
-        return not self._dead or self._result is not None
+        return self._ordered
 
     def wait(self, timeout: float) -> str | None:
         """Block until the identity is known (or it never will be); None then."""
-        if self._dead and not self._finished.is_set():
+        if not self._hashing and not self._finished.is_set():
             return None
         self._finished.wait(timeout)
         return self._result
 
     # ---------------------------------------------------------------- trio thread
     def on_read(self, offset: int, data: bytes) -> None:
-        if self._dead or not data:
+        if not self._ordered or not data or not (self._hashing or self.window is not None):
             return
         if offset != self._next:
             if offset < self._next:  # a re-read (page cache dropped): keep the new tail
@@ -85,16 +89,26 @@ class ReadTracker:
                 data = data[self._next - offset:]
             else:
                 if len(self._ahead) >= REORDER_MAX:
-                    self._give_up()
+                    self._unordered()
                     return
                 self._ahead[offset] = data
                 return
         self._take(data)
-        while self._next in self._ahead and not self._dead:
+        while self._next in self._ahead and self._ordered:
             self._take(self._ahead.pop(self._next))
 
     def _take(self, data: bytes) -> None:
+        offset = self._next
         self._next += len(data)
+        if self.window is not None:
+            self.window.append((offset, data))
+            self._window_bytes += len(data)
+            if self._window_bytes > WINDOW_MAX:  # the writer does not follow: no copy
+                self.window = None
+        if self._hashing:
+            self._hash(data)
+
+    def _hash(self, data: bytes) -> None:
         if self._stream is None:
             self._head.append(data)
             if self._next >= self.size:
@@ -108,10 +122,10 @@ class ReadTracker:
             head, self._head = self._head, []
             for piece in head:
                 if not self._stream.offer(piece):
-                    self._give_up()
+                    self.stop_hashing()
                     return
         elif not self._stream.offer(data):
-            self._give_up()
+            self.stop_hashing()
             return
         if self._next >= self.size:
             stream, self._stream = self._stream, None
@@ -121,37 +135,76 @@ class ReadTracker:
     def _finish(self, stream: StreamImport) -> None:
         imported = stream.finish()
         if imported is None:
-            self._dead = True
+            self._hashing = False
             self._finished.set()
             return
         self._done(str(imported.cid))
 
     def _done(self, cid: str) -> None:
         self._result = cid
-        self._dead = True  # nothing more to take
+        self._hashing = False  # nothing more to take
         self._finished.set()
         self._on_done(self, cid)
 
-    def _give_up(self) -> None:
-        self._dead = True
+    def stop_hashing(self) -> None:
+        """No identity from this read (a reader faster than hashing, a gap, or a copy that
+        is checked byte by byte instead)."""
+        if not self._hashing:
+            return
+        self._hashing = False
         self._head = []
-        self._ahead.clear()
         if self._stream is not None:
             self._stream.abandon()
             self._stream = None
         if self._result is None:
             self._finished.set()
 
+    def _unordered(self) -> None:
+        self._ordered = False
+        self._ahead.clear()
+        self.window = None
+        self.stop_hashing()
+
+    # ---------------------------------------------------------------- copies
+    def keep_window(self) -> bool:
+        """Keep the pieces read in order until a CopyCheck consumes them; only possible
+        before the first read (False otherwise)."""
+        if self._next or not self._ordered:
+            return False
+        self.window = deque()
+        return True
+
+    def matches(self, offset: int, data: bytes) -> bool:
+        """Whether ``data`` equals what was read at ``offset`` (from the window), dropping
+        the pieces that end at or before ``offset``."""
+        window = self.window
+        if window is None:
+            return False
+        while window and window[0][0] + len(window[0][1]) <= offset:
+            self._window_bytes -= len(window.popleft()[1])
+        end, parts, pos = offset + len(data), [], offset
+        for start, piece in window:
+            if start > pos or pos >= end:
+                break
+            parts.append(piece[pos - start:min(end - start, len(piece))])
+            pos = start + min(end - start, len(piece))
+        if pos < end:
+            return False
+        got = parts[0] if len(parts) == 1 else b"".join(parts)
+        return got == data
+
     def close(self, now: float) -> None:
         """The handle is released: a read that did not reach the end leaves no identity
         (an empty file, never read, has the empty file's)."""
         self.closed_at = now
+        if self._ahead:  # reads past a gap that was never filled
+            self._unordered()
         if self._finished.is_set():
             return
-        if self.size == 0 and not self._dead:
+        if self.size == 0 and self._hashing:
             self._done(str(hash_pieces([], self.params).cid))
         elif self._next < self.size:
-            self._give_up()
+            self.stop_hashing()
 
 
 __all__ = ["ReadTracker", "INLINE_MAX"]

@@ -277,7 +277,9 @@ class MfsMount(Mount):
             if link is not None:
                 cid, tsize = link
                 await self.mfs.link(path, cid, tsize)
-                return Attr(FILE, await writer.spool.size(), cid=str(cid))
+                size = writer.extra.pop("content_size", None)
+                return Attr(FILE, await writer.spool.size() if size is None else size,
+                            cid=str(cid))
             if imported is None and stream is not None and not stream.only_hash:
                 imported = await trio.to_thread.run_sync(stream.finish)
             elif stream is not None:

@@ -351,7 +351,9 @@ class S3Mount(S3Renames, Mount):
         ``ipfs-cid``/``mcpfs-source`` metadata; ``extra["version"]`` gets the new ETag.
         The caches of the path are dropped whatever the outcome. The spool is left to vfs."""
         bucket, key = self._object_path(writer.path, "a file")
-        size = await writer.spool.size()
+        size = writer.extra.pop("content_size", None)
+        if size is None:
+            size = await writer.spool.size()
         ctype = mimetypes.guess_type(key)[0]
         inm = self.backend.config.if_none_match and not writer.existed
         meta = {k: v for k, v in ((CID_META, writer.extra.get("ipfs_cid")),
@@ -361,6 +363,9 @@ class S3Mount(S3Renames, Mount):
             info = None
             if copy_from is not None:
                 info = await self._copy_if_unchanged(copy_from, bucket, key, size, meta, ctype)
+                if info is None and writer.extra.get("copy_only"):  # no spool to upload
+                    raise McpfsError(f"s3://{copy_from[0]}/{copy_from[1]} changed during "
+                                     "the copy", errno=errno.ESTALE)
                 if info is None:
                     writer.extra["route"] = "stream"
             if info is None:

@@ -83,6 +83,7 @@ class OpenFile:
         self.bridge: Any = None  # the bridge (set by vfs): identities and native routes
         self.copy_source: Any = None  # the bridge's ReadTracker of the file copied in
         self.writer_pid: int | None = None  # who opened it, until the first write
+        self.copycheck: Any = None  # a bridge.copycheck.CopyCheck: writes only compared
 
     def _add_row_sync(self) -> None:
         """The journal row of a memory spool about to be written to disk (worker thread,
@@ -130,7 +131,60 @@ class OpenFile:
             await self.mount.fill_spool(self.writer)
             self.filled = True
 
+    async def _end_copycheck(self) -> None:
+        """Back to an ordinary spooled write: the bytes accepted so far go into the spool
+        (read again from the source). If that fails the write is lost as a whole (the
+        file is dropped, nothing partial is committed) and EIO is raised. Under ``lock``."""
+        check, self.copycheck = self.copycheck, None
+        if not check.verified and check.route == "mfs-link" and self.stream is None:
+            # e.g. the source came from the kernel's page cache (no read reached us): the
+            # streaming import only hashes, and the commit still links when they match
+            self.writer.extra["hash_only"] = True
+        try:
+            await check.materialize(self.spool)
+        except (McpfsError, OSError) as exc:
+            self.unlinked = True
+            log.error("copy into /%s/%s: cannot read the source again (%s); the file is "
+                      "dropped", self.mount.name, self.writer.path, exc)
+            raise McpfsError(f"copy source unreadable: {exc}", errno=errno.EIO) from None
+
+    async def _commit_copy(self, sub_path: str) -> Attr | None:
+        """Commit a checked copy natively; None (the copy check ended, the spool filled)
+        when the file is not the whole source or the native route failed. Under ``lock``."""
+        check = self.copycheck
+        extra = None
+        if check.complete(self.size) and self.bridge is not None:
+            extra = await self.bridge.native_extra(check, self.size)
+        if extra is not None:
+            self.writer.path = sub_path
+            self.writer.extra.update(extra)
+            try:
+                attr = await self.mount.commit(self.writer)
+            except McpfsError as exc:
+                log.info("native copy into /%s/%s failed (%s): spooling it", self.mount.name,
+                         sub_path, exc)
+            else:
+                self.copycheck = None
+                self.dirty = False
+                self.writer.existed = True
+                self.node.attr = attr
+                self.bridge.after_commit(self.mount.name, sub_path, self.writer, attr)
+                self._clear_route()
+                return attr
+            self._clear_route()
+        await self._end_copycheck()
+        return None
+
+    def _clear_route(self) -> None:
+        for key in ("identity", "source", "route", "link", "copy_from", "ipfs_cid",
+                    "version", "imported", "hash_only", "content_size", "copy_only"):
+            self.writer.extra.pop(key, None)  # a later commit decides afresh
+
     async def read(self, offset: int, size: int) -> bytes:
+        if self.copycheck is not None:
+            async with self.lock:
+                if self.copycheck is not None:
+                    await self._end_copycheck()
         if not self.filled:
             async with self.lock:
                 await self._fill_locked()
@@ -140,6 +194,12 @@ class OpenFile:
 
     async def write(self, offset: int, data: bytes) -> int:
         async with self.lock:
+            if self.copycheck is not None:
+                if offset == self.size and self.copycheck.accept(offset, data):
+                    self.size += len(data)
+                    self.dirty = True
+                    return len(data)
+                await self._end_copycheck()
             await self._fill_locked()
             await self._redirty()
             if self.sequential and offset != self.size:
@@ -175,6 +235,8 @@ class OpenFile:
 
     async def truncate(self, size: int) -> None:
         async with self.lock:
+            if self.copycheck is not None:
+                await self._end_copycheck()
             if size == 0:
                 self.filled = True
             if size != self.size or not (self.sequential and size == 0):
@@ -193,6 +255,10 @@ class OpenFile:
         async with self.lock:
             if not self.dirty or self.unlinked:
                 return None
+            if self.copycheck is not None:
+                attr = await self._commit_copy(sub_path)
+                if attr is not None:
+                    return attr
             await self._fill_locked()
             self.writer.path = sub_path
             memory = self.spool.in_memory and getattr(self.mount, "memory_commit", False)
@@ -225,9 +291,7 @@ class OpenFile:
             self.node.attr = attr
             if self.bridge is not None:
                 self.bridge.after_commit(self.mount.name, sub_path, self.writer, attr)
-            for key in ("identity", "source", "route", "link", "copy_from", "ipfs_cid",
-                        "version", "imported", "hash_only"):
-                self.writer.extra.pop(key, None)  # a later commit decides afresh
+            self._clear_route()
             return attr
 
     async def discard(self) -> None:

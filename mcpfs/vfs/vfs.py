@@ -35,6 +35,7 @@ import trio
 from ..errors import McpfsError, NotFound, ReadOnly
 from ..mounts.base import FILE, Attr, Mount, StatFS, Writer
 from ..mounts.root import RootMount
+from ..bridge.copycheck import CopyCheck, native_route
 from .page_cache import PageCache
 from .handles import PENDING_ROW_DELAY, DirHandle, FileHandle, HandleTable, OpenFile
 from .inodes import InodeTable, Node, child_path, parent_of
@@ -359,6 +360,19 @@ class VFS:
             return
         of.writer_pid = pid
         self._find_source(of)
+        source = of.copy_source
+        if source is None or not (of.filled and of.size == 0):
+            return
+        route = native_route(of.mount.name, source)
+        if route is not None and source.keep_window():  # nothing read yet: check each write
+            of.copycheck = CopyCheck(source, route, lambda: self._open_location(source.location))
+            of.writer.extra.pop("hash_only", None)
+            if route == "mfs-link":
+                source.stop_hashing()  # the DAG itself is linked; its identity comes later
+
+    async def _open_location(self, location: str):
+        mount, sub = self.route(location.strip("/"))
+        return await mount.open_read(sub)
 
     def _find_source(self, of: OpenFile) -> None:
         source = self.bridge.candidate(of.writer_pid, f"/{of.node.path}")

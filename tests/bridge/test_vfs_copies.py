@@ -99,3 +99,68 @@ async def test_reads_and_commits_are_recorded(bridged, repo):
     assert bridge.db.lookup_sync(f"/ipfs/{other}").identity == cid  # same bytes
     assert {r.location for r in bridge.db.locations_sync(cid)} >= {
         "/mfs/r.bin", f"/ipfs/{cid}", f"/ipfs/{other}"}
+
+
+# ---------------------------------------------------------------- checked copies
+async def open_copy(drv: Driver, src: str, dst: str, pid: int = PID):
+    """Open src for reading and create dst, as cp does before its first read."""
+    rfh, _ = await drv.vfs.open(await drv.ino(src), os.O_RDONLY, pid)
+    parent, name = await drv.parent(dst)
+    wfh, _ = await drv.vfs.create(parent, name, os.O_WRONLY | os.O_CREAT, pid)
+    return rfh, wfh
+
+
+async def close_copy(drv: Driver, rfh: int, wfh: int) -> None:
+    await drv.vfs.flush(wfh)
+    await drv.vfs.release(wfh)
+    await drv.vfs.release(rfh)
+
+
+async def test_a_checked_copy_writes_nothing_locally(bridged, repo):
+    drv, _ = bridged
+    data = pattern_bytes(3_000_000, 4)
+    cid = str(add_bytes(repo, data, PROFILES["unixfs-v1-2025"]).cid)
+    rfh, wfh = await open_copy(drv, f"ipfs/{cid}", "mfs/k.bin")
+    of = drv.vfs.handles.get(wfh).open_file
+    assert of.copycheck is not None
+    off = 0
+    while chunk := await drv.vfs.read(rfh, off, 256 * 1024):
+        for i in range(0, len(chunk), 64 * 1024):  # the kernel's splice: 64 KiB writes
+            await drv.vfs.write(wfh, off + i, chunk[i:i + 64 * 1024])
+        off += len(chunk)
+    assert of.copycheck is not None and of.spool.in_memory and await of.spool.size() == 0
+    assert (await drv.stat("mfs/k.bin")).attr.size == len(data)  # pending: its local size
+    await close_copy(drv, rfh, wfh)
+    assert (await drv.stat("mfs/k.bin")).attr.cid == cid
+    assert await drv.cat("mfs/k.bin") == data
+
+
+@pytest.mark.parametrize("case", ["diverges", "shorter", "read back"])
+async def test_a_checked_copy_that_stops_being_one_keeps_every_byte(bridged, repo, case):
+    drv, _ = bridged
+    data = pattern_bytes(2_000_000, 6)
+    cid = str(add_bytes(repo, data, PROFILES["unixfs-v1-2025"]).cid)
+    rfh, wfh = await open_copy(drv, f"ipfs/{cid}", "mfs/d.bin")
+    expected = bytearray()
+    off = 0
+    while chunk := await drv.vfs.read(rfh, off, 128 * 1024):
+        if case == "diverges" and off >= 1_000_000:
+            chunk = bytes(len(chunk))  # zeros instead of the source's bytes
+        if case == "shorter" and off >= 1_200_000:
+            break
+        await drv.vfs.write(wfh, off, chunk)
+        expected += chunk
+        off += len(chunk)
+        if case == "read back" and off >= 500_000 and off - len(chunk) < 500_000:
+            other, _ = await drv.vfs.open(await drv.ino("mfs/d.bin"), os.O_RDONLY)
+            assert await drv.vfs.read(other, 0, off) == bytes(expected)
+            await drv.vfs.release(other)
+        if case == "truncated" and off >= 900_000 and off - len(chunk) < 900_000:
+            await drv.vfs.setattr(await drv.ino("mfs/d.bin"), size=700_000, fh=wfh)
+            del expected[700_000:]
+            off = 700_000
+    await close_copy(drv, rfh, wfh)
+    assert await drv.cat("mfs/d.bin") == bytes(expected)
+    # the same bytes in the end (read back): still the source's DAG, found by hashing
+    assert (await drv.stat("mfs/d.bin")).attr.cid == (
+        cid if bytes(expected) == data else only_hash(bytes(expected)))
