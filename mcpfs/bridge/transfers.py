@@ -283,11 +283,7 @@ class Transfers:
             dag = source.ipfs_cid  # /ipfs or /mfs: the DAG read is the content
         if dag is not None:
             cid = CID.decode(dag)
-            repo = self.bridge.repo
-
-            def tsize() -> int | None:
-                return repo.reader.stat(cid).cumulative_size if repo.store.has(cid) else None
-            size = await trio.to_thread.run_sync(tsize)
+            size = await self.bridge._local_tsize(cid)
             if size is not None:
                 await dm.link_dag(ds, cid, size)
                 job.done = job.total
