@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import pyfuse3
 
+from . import fuse_copy_range
 from .errors import McpfsError
 from .stats import Stats
 from .vfs import VFS, Entry
@@ -39,7 +40,7 @@ BLOCK = 512  # st_blocks unit
 IO_BLOCK = 128 * 1024  # st_blksize: the kernel's FUSE read size
 
 
-HANDLE_OPS = frozenset({"read", "write", "flush", "fsync", "release"})  # first arg is an fh
+HANDLE_OPS = frozenset({"read", "write", "flush", "fsync", "release", "copy_file_range"})  # first arg is an fh
 # Errnos that are answers, not failures: a lookup of a missing name, a missing xattr.
 EXPECTED_ERRNOS = frozenset({errno.ENOENT, errno.ENODATA})
 
@@ -75,7 +76,8 @@ def _errors(fn: F) -> F:
         finally:
             if self.stats is not None:
                 nbytes = len(result) if op == "read" and result else (
-                    result if op == "write" and isinstance(result, int) else 0)
+                    result if op in ("write", "copy_file_range") and isinstance(result, int)
+                    else 0)
                 self.stats.record(mount, op, nbytes, time.perf_counter() - started, failed)
     return wrapper  # type: ignore[return-value]
 
@@ -221,6 +223,14 @@ class FuseOps(pyfuse3.Operations):
         return await self.vfs.write(fh, off, buf)
 
     @_errors
+    async def copy_file_range(self, fh_in: int, off_in: int, fh_out: int, off_out: int,
+                              length: int, flags: int) -> int:
+        """Called through fuse_copy_range.py (pyfuse3 has no such handler)."""
+        if flags:
+            raise McpfsError("copy_file_range flags", errno=errno.EINVAL)
+        return await self.vfs.copy_range(fh_in, off_in, fh_out, off_out, length)
+
+    @_errors
     async def flush(self, fh: int) -> None:
         await self.vfs.flush(fh)
 
@@ -279,11 +289,13 @@ def mount(ops: FuseOps, mountpoint: str, debug: bool = False) -> None:
         pyfuse3.init(ops, mountpoint, options)
     except RuntimeError as exc:
         raise McpfsError(f"cannot mount {mountpoint}: {exc}") from None
+    fuse_copy_range.install(ops.copy_file_range)  # before the first request is served
 
 
 async def serve() -> None:
     """Answer kernel requests until the file system is unmounted (or we are cancelled)."""
-    await pyfuse3.main(min_tasks=1, max_tasks=MAX_TASKS)
+    async with fuse_copy_range.serving():
+        await pyfuse3.main(min_tasks=1, max_tasks=MAX_TASKS)
 
 
 def close(unmount: bool = True) -> None:

@@ -5,7 +5,8 @@ mount whose bytes can be committed natively at the destination (a DAG in the blo
 into /mfs: a link; an S3 object into /s3: a server-side copy), vfs gives the new file a
 :class:`CopyCheck` instead of spooling it: the source's tracker keeps what it reads
 (``ReadTracker.keep_window``), and each write that appends exactly the bytes read at that
-offset is only counted (``accept``). At the commit, a file that is the whole source is
+offset is only counted (``accept``); a ``copy_file_range`` from the source itself is
+counted without reading (``accept_unread``). At the commit, a file that is the whole source is
 committed through ``native_extra`` (the Mount's ``link``/``copy_from``), with nothing
 written locally. Anything else (other bytes, a write elsewhere, a truncate, a read of the
 pending file, a shorter file at close) ends the check: ``materialize`` puts the bytes
@@ -46,6 +47,16 @@ class CopyCheck:
             return False
         self.verified += len(data)
         return True
+
+    def accept_unread(self, offset: int, length: int) -> int | None:
+        """Count the source's own bytes ``[offset, offset + length)`` (clipped to its end)
+        as written, unread (``copy_file_range`` from the source itself); None unless the
+        copy has reached exactly ``offset``."""
+        if offset != self.verified:
+            return None
+        count = max(0, min(length, self.source.size - offset))
+        self.verified += count
+        return count
 
     def complete(self, size: int) -> bool:
         return self.verified == size == self.source.size

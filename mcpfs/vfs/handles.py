@@ -217,6 +217,20 @@ class OpenFile:
             self.dirty = True
             return n
 
+    async def copy_unread(self, source: Any, offset: int, length: int) -> int | None:
+        """``copy_file_range`` of ``source``'s bytes to the same ``offset``: counted, not
+        read, when this file is a checked copy of ``source`` that has reached ``offset``
+        (copies.py); None otherwise (the caller copies the bytes)."""
+        async with self.lock:
+            check = self.copycheck
+            if check is None or check.source is not source or offset != self.size:
+                return None
+            count = check.accept_unread(offset, length)
+            if count is not None:
+                self.size += count
+                self.dirty = True
+            return count
+
     async def _start_stream(self) -> None:
         """Begin the Mount's streaming import with what the (memory) spool holds."""
         start = getattr(self.mount, "start_stream", None)

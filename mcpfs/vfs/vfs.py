@@ -17,7 +17,7 @@ what is still pending at unmount.
 
 Concurrency: everything runs on the trio thread; the tables (inodes, handles,
 ``open_files``) change only between awaits, so no lock guards them. Per-file ordering is
-OpenFile.lock's job (handles.py).
+OpenFile.lock's job (handles.py). Copies (a copy's source, ``copy_file_range``): copies.py.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import trio
 from ..errors import McpfsError, NotFound, ReadOnly
 from ..mounts.base import FILE, Attr, Mount, StatFS, Writer
 from ..mounts.root import RootMount
-from ..bridge.copycheck import CopyCheck, native_route
+from .copies import Copies
 from .page_cache import PageCache
 from .handles import PENDING_ROW_DELAY, DirHandle, FileHandle, HandleTable, OpenFile
 from .inodes import InodeTable, Node, child_path, parent_of
@@ -59,7 +59,7 @@ class Entry:
     entry_timeout: float
 
 
-class VFS:
+class VFS(Copies):
     def __init__(self, mounts: dict[str, Mount], spool_dir: str | os.PathLike[str],
                  journal: Journal | None = None, bridge: Any = None) -> None:
         """``bridge``: a bridge.Bridge (content identities of reads and commits, native
@@ -350,37 +350,6 @@ class VFS:
         of.node.cache_id = None  # new content: the next open drops the kernel's page cache
         with trio.CancelScope(shield=True):  # never leave a half-recorded commit behind
             await of.commit(sub)
-
-    def _copy_source(self, of: OpenFile, pid: int | None) -> None:
-        """Ask the bridge whether the process writing ``of`` is copying a file it reads
-        (then a copy into /mfs only hashes while it is written: see bridge/core.py). Asked
-        at open and again at the first write: ``cat a > b`` opens b (in the shell's child)
-        before cat opens a."""
-        if self.bridge is None or of.copy_source is not None or of.handles:
-            return
-        of.writer_pid = pid
-        self._find_source(of)
-        source = of.copy_source
-        if source is None or not (of.filled and of.size == 0):
-            return
-        route = native_route(of.mount.name, source)
-        if route is not None and source.keep_window():  # nothing read yet: check each write
-            of.copycheck = CopyCheck(source, route, lambda: self._open_location(source.location))
-            of.writer.extra.pop("hash_only", None)
-            if route == "mfs-link":
-                source.stop_hashing()  # the DAG itself is linked; its identity comes later
-
-    async def _open_location(self, location: str):
-        mount, sub = self.route(location.strip("/"))
-        return await mount.open_read(sub)
-
-    def _find_source(self, of: OpenFile) -> None:
-        source = self.bridge.candidate(of.writer_pid, f"/{of.node.path}")
-        if source is None:
-            return
-        of.copy_source, of.writer_pid = source, None
-        if source.ipfs_cid is not None and of.stream is None:
-            of.writer.extra["hash_only"] = True
 
     async def open(self, ino: int, flags: int, pid: int | None = None
                    ) -> tuple[int, FileHandle]:

@@ -42,8 +42,15 @@ def test_cp_ipfs_to_mfs_links_the_dag_and_writes_no_block(mnt, mcpfs_home, tmp_p
     # another profile than MFS's (CIDv1, raw leaves, 1 MiB chunks): re-importing these bytes
     # into /mfs would write a whole new DAG
     cid = mcpfs("add", "-Q", "--profile", "unixfs-v1-2025", str(src)).stdout.strip()
-    before = blocks(mcpfs_home)
+    before, ops_before = blocks(mcpfs_home), mount_ops()
     run("cp", str(mnt / "ipfs" / cid), str(mnt / "mfs" / "copy.bin"))
+    ops = mount_ops()
+    # coreutils cp sends copy_file_range: one request for the whole file (not read: a
+    # link), no write request, no read of the source
+    assert ops[("ipfs", "copy_file_range")] == ops_before.get(("ipfs", "copy_file_range"),
+                                                              0) + 1
+    for key in (("mfs", "write"), ("ipfs", "read")):
+        assert ops.get(key, 0) == ops_before.get(key, 0), key
     # the one new block is MFS's new root directory (it names copy.bin); no content block
     added = new_blocks(before, blocks(mcpfs_home))
     assert len(added) == 1 and max(added.values()) < 1024, added
@@ -79,6 +86,12 @@ def daemon_stats() -> dict:
     return json.loads(mcpfs("status", "--json").stdout)["Stats"]
 
 
+def mount_ops() -> dict[tuple[str, str], int]:
+    """(subtree, FUSE op) -> requests answered so far."""
+    return {(mount, op): o["Count"] for mount, m in daemon_stats()["Mounts"].items()
+            for op, o in m.get("Ops", {}).items()}
+
+
 def test_cp_s3_to_s3_is_a_server_side_copy(s3_mnt, raw, bucket, tmp_path):
     data = pattern_bytes(24 * MiB, 5)
     raw.put_object(Bucket=bucket, Key="src/model.bin", Body=data, Metadata={"run": "7"})
@@ -88,8 +101,9 @@ def test_cp_s3_to_s3_is_a_server_side_copy(s3_mnt, raw, bucket, tmp_path):
     before = daemon_stats()
     run("cp", str(b / bucket / "src/model.bin"), str(b / (bucket + "-b") / "copy.bin"))
     after = daemon_stats()
-    # the bytes were read through the mount, but none went back up: a CopyObject
+    # one copy_file_range request, answered without reading: a CopyObject, no byte out
     assert s3_bytes_out(after) == s3_bytes_out(before)
+    assert after["Backends"]["s3"]["BytesIn"] == before["Backends"]["s3"]["BytesIn"]
     ops = after["Backends"]["s3"]["Ops"]
     assert ops["copy"]["Count"] == before["Backends"]["s3"]["Ops"].get("copy", {}).get(
         "Count", 0) + 1
