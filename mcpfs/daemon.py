@@ -166,6 +166,7 @@ async def serve(mountpoint: str, config: Config | None = None,
                 await nursery.start(functools.partial(control, stats=stats, bridge=bridge,
                                                       vfs=vfs), repo)
             await _wait_live(mountpoint)
+            await trio.to_thread.run_sync(fuse_ops.tune_read_ahead, mountpoint)
             log.info("mounted %s", mountpoint)
             if bridge is not None:  # mcpfs cp; resumes unfinished transfers
                 await nursery.start(bridge.transfers.serve)

@@ -37,7 +37,11 @@ log = logging.getLogger("mcpfs.fuse")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 MAX_TASKS = 64  # concurrent requests pyfuse3 may run (each a trio task)
 BLOCK = 512  # st_blocks unit
-IO_BLOCK = 128 * 1024  # st_blksize: the kernel's FUSE read size
+# st_blksize: cp, cat and dd size their buffers by it, and the kernel passes a write of up
+# to max_write (1 MiB, libfuse's default) through as one request: 1 MiB writes take 1024
+# requests per GiB instead of 8192 (cp of 1 GiB into /mfs: 3.1 s -> 1.3 s here)
+IO_BLOCK = 1024 * 1024
+READ_AHEAD_KIB = 1024  # the kernel's read-ahead for the mount (tune_read_ahead)
 
 
 HANDLE_OPS = frozenset({"read", "write", "flush", "fsync", "release", "copy_file_range"})  # first arg is an fh
@@ -298,8 +302,32 @@ async def serve() -> None:
         await pyfuse3.main(min_tasks=1, max_tasks=MAX_TASKS)
 
 
+def tune_read_ahead(mountpoint: str, kib: int = READ_AHEAD_KIB) -> bool:
+    """Raise the kernel's read-ahead for this mount to ``kib`` (its backing device's
+    ``read_ahead_kb``; FUSE starts at 128 KiB), so a sequential read arrives in 1 MiB
+    requests (libfuse's max_pages), a quarter as many as before. Only after INIT is
+    answered (the kernel lowers the value to what INIT agreed). Best effort: needs write
+    access to /sys (root); False, logged at debug level, otherwise. Blocking (a worker
+    thread; it reads /proc/self/mountinfo, which sends no request to us)."""
+    path = os.path.abspath(mountpoint)  # the parent resolved (the mount itself is ours)
+    target = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    for ch in "\\ \t\n":  # mountinfo writes these as octal escapes
+        target = target.replace(ch, f"\\{ord(ch):03o}")
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            devs = [line.split()[2] for line in fh if line.split()[4] == target]
+        if not devs:
+            raise OSError(errno.ENOENT, "not in mountinfo")
+        with open(f"/sys/class/bdi/{devs[-1]}/read_ahead_kb", "w") as fh:
+            fh.write(str(kib))
+    except OSError as exc:
+        log.debug("read-ahead of %s left as it is (%s)", mountpoint, exc)
+        return False
+    return True
+
+
 def close(unmount: bool = True) -> None:
     pyfuse3.close(unmount=unmount)
 
 
-__all__ = ["FuseOps", "mount", "serve", "close"]
+__all__ = ["FuseOps", "mount", "serve", "close", "tune_read_ahead"]

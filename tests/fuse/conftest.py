@@ -127,6 +127,14 @@ def mcpfs(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return run(sys.executable, "-c", CLI, *args, check=check)
 
 
+def mount_ops() -> dict[tuple[str, str], int]:
+    """(subtree, FUSE op) -> requests the running daemon answered so far."""
+    import json
+    stats = json.loads(mcpfs("status", "--json").stdout)["Stats"]
+    return {(mount, op): o["Count"] for mount, m in stats["Mounts"].items()
+            for op, o in m.get("Ops", {}).items()}
+
+
 # ---------------------------------------------------------------- /s3 (SeaweedFS)
 # The server (``s3_server``, ``raw``, ``bucket``, ``many_keys``) is tests/s3_server.py's,
 # shared with tests/s3/ through tests/conftest.py.

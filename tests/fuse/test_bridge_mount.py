@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.conftest import pattern_bytes
 
-from .conftest import CLI, mcpfs, run
+from .conftest import CLI, mcpfs, mount_ops, run
 from .test_s3_mount import exists
 
 MiB = 1 << 20
@@ -84,12 +84,6 @@ def s3_bytes_out(stats: dict) -> int:
 
 def daemon_stats() -> dict:
     return json.loads(mcpfs("status", "--json").stdout)["Stats"]
-
-
-def mount_ops() -> dict[tuple[str, str], int]:
-    """(subtree, FUSE op) -> requests answered so far."""
-    return {(mount, op): o["Count"] for mount, m in daemon_stats()["Mounts"].items()
-            for op, o in m.get("Ops", {}).items()}
 
 
 def test_cp_s3_to_s3_is_a_server_side_copy(s3_mnt, raw, bucket, tmp_path):

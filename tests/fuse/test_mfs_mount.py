@@ -15,7 +15,7 @@ from mcpfs.backends.ipfs.pins import walk_dag
 from mcpfs.config import paths
 from tests.conftest import pattern_bytes
 
-from .conftest import mcpfs, run
+from .conftest import mcpfs, mount_ops, run
 
 
 def test_cp_cat_ls_and_files_ls(mnt, tmp_path):
@@ -196,3 +196,36 @@ def test_many_small_files_committed_without_fsync_survive_kill_9(daemon):
     synced = repo.mfs.records.read_synced()
     assert synced == repo.mfs.root() and repo.mfs.tree.lookup(synced, ["last"]) is not None
     assert not repo.mfs.records.log_path.exists()
+
+
+def test_cp_into_mfs_writes_1_mib_requests(mnt, tmp_path):
+    """st_blksize is 1 MiB, so cp's buffer is, and the kernel passes each buffer through as
+    one write request (8 per 8 MiB, not 64 of 128 KiB)."""
+    src = tmp_path / "eight.bin"
+    data = pattern_bytes(8 << 20, 12)
+    src.write_bytes(data)
+    before = mount_ops()
+    run("cp", str(src), str(mnt / "mfs" / "eight.bin"))
+    writes = mount_ops()[("mfs", "write")] - before.get(("mfs", "write"), 0)
+    assert writes <= 9, writes
+    assert os.stat(mnt / "mfs" / "eight.bin").st_blksize == 1 << 20
+    assert (mnt / "mfs" / "eight.bin").read_bytes() == data
+
+
+def test_the_mount_reads_ahead_in_1_mib_requests(mnt, tmp_path):
+    """The daemon raises the kernel's read-ahead for its mount (root here), so a cold
+    sequential read arrives in 1 MiB requests."""
+    with open("/proc/self/mountinfo") as fh:
+        dev = [line.split()[2] for line in fh if line.split()[4] == str(mnt)][-1]
+    with open(f"/sys/class/bdi/{dev}/read_ahead_kb") as fh:
+        assert fh.read().strip() == "1024"
+    data = pattern_bytes(16 << 20, 13)
+    src = tmp_path / "sixteen.bin"
+    src.write_bytes(data)
+    mcpfs("files", "write", "--create", "/sixteen.bin", str(src))
+    before = mount_ops()
+    with open(mnt / "mfs" / "sixteen.bin", "rb") as fh:
+        os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        assert fh.read() == data
+    reads = mount_ops()[("mfs", "read")] - before.get(("mfs", "read"), 0)
+    assert reads <= 20, reads  # 16 of 1 MiB (64 of 256 KiB before)
