@@ -107,6 +107,10 @@ class MfsMount(Mount):
         # file Attr by CID (content-addressed: never stale); filled in worker threads, read
         # on the trio thread: guarded by _attrs_lock
         self._file_attrs: LRUCache[CID, Attr] = LRUCache(FILE_ATTRS)
+        # (root CID, path) -> (CID, Attr) of paths resolved through the reader (a directory
+        # not decoded in this process: after a restart, or a HAMT): never stale either, as
+        # a new root is a new key. Same lock.
+        self._resolved: LRUCache[tuple[CID, str], tuple[CID, Attr]] = LRUCache(FILE_ATTRS)
         self._attrs_lock = threading.Lock()
 
     # ---------------------------------------------------------------- reading
@@ -151,8 +155,13 @@ class MfsMount(Mount):
             return hit
 
         def work() -> tuple[CID, Attr]:
+            root = self.mfs.root()
             cid = self._resolve_sync(path)
-            return cid, self._attr(cid)
+            found = cid, self._attr(cid)
+            if self.mfs.root() == root:  # resolved under ``root`` throughout
+                with self._attrs_lock:
+                    self._resolved[(root, path)] = found
+            return found
         return await ipfs_call(self.limiter, work, f"/mfs/{path}")
 
     def _peek(self, path: str) -> tuple[CID, Attr] | None:
@@ -161,6 +170,10 @@ class MfsMount(Mount):
         directory lacks (the lookup before every create); None when it needs the reader
         (which also gives the ENOTDIR of a path through a file)."""
         cid = self.mfs.root()
+        with self._attrs_lock:
+            known = self._resolved.get((cid, path))
+        if known is not None:
+            return known
         attr: Attr | None = None
         for name in split(path):
             state = self.mfs.tree.dirs.get(cid)

@@ -363,3 +363,30 @@ async def test_memory_spool_held_open_gets_a_row_for_status(drv, journal, monkey
     assert await drv.repo.mfs.read("/held") == b"not yet committed"
     await trio.sleep(0.3)
     assert not drv.vfs._sweeping  # no file open: the sweeper ended
+
+
+async def test_a_path_resolved_through_the_reader_is_not_resolved_again(drv, monkeypatch):
+    """After a restart (nothing decoded in this process) the first open of a path goes to
+    a worker thread; later ones are answered from the (root, path) cache until the root
+    changes."""
+    from mcpfs.mounts import mfs as mfs_module
+    from mcpfs.mounts.mfs import MfsMount
+    await drv.repo.mfs.mkdir("/d")
+    await drv.write_file("mfs/d/small.txt", b"hi\n")
+    fresh = MfsMount(drv.repo)  # another process' view: empty caches
+    calls = []
+    real = mfs_module.ipfs_call
+
+    async def counting(*args, **kw):
+        calls.append(args[2] if len(args) > 2 else "")
+        return await real(*args, **kw)
+    monkeypatch.setattr(mfs_module, "ipfs_call", counting)
+    for _ in range(3):
+        reader = await fresh.open_read("d/small.txt")
+        assert await reader.read(0, 10) == b"hi\n"
+        await reader.close()
+    assert calls.count("/mfs/d/small.txt") == 1
+    await drv.repo.mfs.write("/d/small.txt", b"new", truncate=True)  # a new root
+    reader = await fresh.open_read("d/small.txt")
+    assert await reader.read(0, 10) == b"new"
+    await reader.close()
