@@ -373,7 +373,10 @@ async def test_a_path_resolved_through_the_reader_is_not_resolved_again(drv, mon
     from mcpfs.mounts.mfs import MfsMount
     await drv.repo.mfs.mkdir("/d")
     await drv.write_file("mfs/d/small.txt", b"hi\n")
-    fresh = MfsMount(drv.repo)  # another process' view: empty caches
+    from mcpfs.backends.ipfs.node import Repo
+    await drv.repo.mfs.flush()
+    other = Repo(paths().repo_dir)  # what the next daemon opens: nothing decoded yet
+    fresh = MfsMount(other)
     calls = []
     real = mfs_module.ipfs_call
 
@@ -386,7 +389,7 @@ async def test_a_path_resolved_through_the_reader_is_not_resolved_again(drv, mon
         assert await reader.read(0, 10) == b"hi\n"
         await reader.close()
     assert calls.count("/mfs/d/small.txt") == 1
-    await drv.repo.mfs.write("/d/small.txt", b"new", truncate=True)  # a new root
+    await other.mfs.write("/d/small.txt", b"new", truncate=True)  # a new root
     reader = await fresh.open_read("d/small.txt")
     assert await reader.read(0, 10) == b"new"
     await reader.close()
