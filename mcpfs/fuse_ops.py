@@ -88,10 +88,6 @@ def _errors(fn: F) -> F:
 
 class FuseOps(pyfuse3.Operations):
     enable_writeback_cache = False
-    # FUSE_POSIX_ACL: the kernel asks for system.posix_acl_* once per inode and caches the
-    # answer (ENODATA: no ACL) instead of sending `ls -l`'s getxattr for every file every
-    # time; it implies default_permissions, which pyfuse3's default options set anyway
-    enable_acl = True
     supports_dot_lookup = True
 
     def __init__(self, vfs: VFS, stats: Stats | None = None) -> None:
