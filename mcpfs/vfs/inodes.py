@@ -22,7 +22,7 @@ Concurrency: only touched from the trio thread, between awaits; no lock.
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import McpfsError
@@ -37,7 +37,7 @@ class Node:
     lookups: int = 0
     attached: bool = True  # False once unlinked/replaced: path no longer maps here
     attr: Any = None  # last Attr seen (served for detached nodes)
-    extra: dict = field(default_factory=dict)
+    open_file: Any = None  # the OpenFile while one is open (keeps the node while pending)
     cache_id: str | None = None  # content identity the kernel's page cache may hold
 
 
@@ -93,7 +93,7 @@ class InodeTable:
         if node is None or ino == ROOT_INODE:
             return
         node.lookups -= n
-        if node.lookups <= 0 and not node.extra:
+        if node.lookups <= 0 and node.open_file is None:
             self.drop(node)
 
     def drop(self, node: Node) -> None:
@@ -139,7 +139,7 @@ class InodeTable:
         """``path`` was removed: its node (and nodes below it) stop mapping from paths."""
         for node in self._cut(path):
             node.attached = False
-            if node.lookups <= 0 and not node.extra:
+            if node.lookups <= 0 and node.open_file is None:
                 self.by_ino.pop(node.ino, None)
 
     def rename(self, old: str, new: str) -> None:

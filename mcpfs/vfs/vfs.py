@@ -307,7 +307,7 @@ class VFS(Copies):
         if truncate:
             of.dirty = True
         self.open_files[node.ino] = of
-        node.extra["open"] = of
+        node.open_file = of
         return of
 
     async def _sweep_rows(self) -> None:
@@ -334,7 +334,7 @@ class VFS(Copies):
         if of.handles > 0:
             return
         self.open_files.pop(of.node.ino, None)
-        of.node.extra.pop("open", None)
+        of.node.open_file = None
         with trio.CancelScope(shield=True):
             if of.dirty and not of.unlinked:
                 await of.keep()

@@ -101,6 +101,9 @@ def test_hamt_lookup_and_listing(tmp_path):
     pb, fsdata = reader.unixfs_node(root)
     assert fsdata.type == 5  # HAMTShard: 1500 * (206 + 34) bytes > 256 KiB
     assert sorted(link.name for link in reader.list_dir(root)) == names
+    # a whole listing does not keep the decoded shards below the root (its caller keeps
+    # the listing); only the root, decoded above, is in the node cache
+    assert list(reader._nodes.keys()) == [root]
     hit = reader.find(root, names[777])
     assert reader.read(hit.cid, 0, 1000) == names[777].encode()
     assert reader.find(root, "absent") is None

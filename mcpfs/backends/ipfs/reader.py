@@ -26,13 +26,16 @@ from .blockstore import Blockstore
 from .cid import CID, DAG_PB, RAW
 
 NODE_CACHE_BYTES = 32 << 20  # decoded dag-pb nodes kept, by size (leaves hold their data)
+LINK_BYTES = 320  # memory of one decoded link, for the node cache's budget
 READ_AHEAD = 8  # children iter_file fetches ahead (file read + sha256 run without the GIL)
 _FETCH = ThreadPoolExecutor(4, thread_name_prefix="unixfs-readahead")
 
 
 def _node_size(entry) -> int:
     pb, fsdata = entry
-    return 200 + len(pb.data or b"") + (len(fsdata.data or b"") if fsdata else 0) + 64 * len(pb.links)
+    # a link costs ~320 B of Python objects (PBLink, its name, its CID, the CID's bytes)
+    return 200 + len(pb.data or b"") + (len(fsdata.data or b"") if fsdata else 0) + \
+        LINK_BYTES * len(pb.links)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +66,10 @@ class UnixFSReader:
             self._nodes.clear()
 
     # ---------------------------------------------------------------- nodes
-    def node(self, cid: CID) -> tuple[dagpb.PBNode, unixfs.UnixFSData | None]:
-        """Decode a dag-pb block (UnixFS data decoded when present and valid)."""
+    def node(self, cid: CID, cache: bool = True
+             ) -> tuple[dagpb.PBNode, unixfs.UnixFSData | None]:
+        """Decode a dag-pb block (UnixFS data decoded when present and valid); kept in the
+        node cache unless ``cache`` is False (a cached node is still served)."""
         if cid.codec != DAG_PB:
             raise InvalidInput(f"{cid} is not a dag-pb node")
         with self._lock:
@@ -76,12 +81,14 @@ class UnixFSReader:
             fsdata = unixfs.decode(pb.data) if pb.data is not None else None
         except InvalidInput as exc:
             raise InvalidInput(f"{cid}: {exc}") from None
-        with self._lock:
-            self._nodes[cid] = (pb, fsdata)
+        if cache:
+            with self._lock:
+                self._nodes[cid] = (pb, fsdata)
         return pb, fsdata
 
-    def unixfs_node(self, cid: CID) -> tuple[dagpb.PBNode, unixfs.UnixFSData]:
-        pb, fsdata = self.node(cid)
+    def unixfs_node(self, cid: CID, cache: bool = True
+                    ) -> tuple[dagpb.PBNode, unixfs.UnixFSData]:
+        pb, fsdata = self.node(cid, cache)
         if fsdata is None:
             raise InvalidInput(f"{cid} is not a UnixFS node")
         return pb, fsdata
@@ -198,6 +205,11 @@ class UnixFSReader:
     def _get_shard(self, cid: CID) -> tuple[dagpb.PBNode, unixfs.UnixFSData]:
         return self.unixfs_node(cid)
 
+    def _walk_shard(self, cid: CID) -> tuple[dagpb.PBNode, unixfs.UnixFSData]:
+        # a whole listing visits every shard once and its caller keeps the result
+        # (mounts' Listings): decoded shards are not kept, only lookups' are
+        return self.unixfs_node(cid, cache=False)
+
     def _dir_node(self, cid: CID) -> tuple[dagpb.PBNode, unixfs.UnixFSData]:
         if cid.codec != DAG_PB:
             raise NotADirectory(f"{cid} is not a directory")
@@ -210,7 +222,7 @@ class UnixFSReader:
         """Entries of a directory (plain: sorted by name; HAMT: shard order)."""
         pb, fsdata = self._dir_node(cid)
         if fsdata.type == unixfs.HAMT_SHARD:
-            yield from hamt.iter_entries(pb, fsdata, self._get_shard)
+            yield from hamt.iter_entries(pb, fsdata, self._walk_shard)
         else:
             yield from pb.links
 
