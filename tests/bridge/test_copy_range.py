@@ -15,23 +15,12 @@ from mcpfs.config import paths
 from mcpfs.mounts import build_mounts
 from mcpfs.vfs.copies import COPY_RANGE_MAX
 from tests.bridge.test_vfs_copies import PID, block_count, bridged  # noqa: F401 - fixture
+from tests.bridge.test_vfs_copies import close_copy as closed
+from tests.bridge.test_vfs_copies import open_copy as opened
 from tests.conftest import pattern_bytes
 from tests.vfs.conftest import Driver, add_bytes, only_hash
 
 PROFILE = PROFILES["unixfs-v1-2025"]
-
-
-async def opened(drv: Driver, src: str, dst: str, pid: int | None = PID):
-    rfh, _ = await drv.vfs.open(await drv.ino(src), os.O_RDONLY, pid)
-    parent, name = await drv.parent(dst)
-    wfh, _ = await drv.vfs.create(parent, name, os.O_WRONLY | os.O_CREAT, pid)
-    return rfh, wfh
-
-
-async def closed(drv: Driver, rfh: int, wfh: int) -> None:
-    await drv.vfs.flush(wfh)
-    await drv.vfs.release(wfh)
-    await drv.vfs.release(rfh)
 
 
 async def copy_all(drv: Driver, rfh: int, wfh: int, off_in: int = 0, off_out: int = 0,
