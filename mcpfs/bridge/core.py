@@ -56,6 +56,7 @@ HASH_PIECE: Final = 1 << 20  # bytes per read when hashing a spool file
 THREADS: Final = 2  # concurrent hashing / DB lookups of the bridge
 
 NATIVE_ROUTES: Final = frozenset({"mfs-link", "s3-copy"})
+S3_COPY_MIN: Final = 1 << 20  # bytes below which same-content dedupe into /s3 just uploads
 
 
 def location_of(mount: str, sub: str) -> str:
@@ -203,8 +204,10 @@ class Bridge:
         return await self._thread(lambda: hash_file_sync(spool.path, self.params))
 
     async def before_commit(self, mount: str, sub: str, writer: Any,
-                            source: ReadTracker | None) -> None:
-        """Fill ``writer.extra`` with the identity and the route (module docstring)."""
+                            source: ReadTracker | None, size: int | None = None) -> None:
+        """Fill ``writer.extra`` with the identity and the route (module docstring).
+        ``size``: the file's size, when known (a small file is uploaded, not copied from
+        an object of the same bytes: ``S3_COPY_MIN``)."""
         extra = writer.extra
         try:
             identity = await self._write_identity(mount, writer, source)
@@ -217,7 +220,7 @@ class Bridge:
             if mount == "mfs":
                 await self._route_to_mfs(identity, match, extra)
             elif mount == "s3":
-                await self._route_to_s3(identity, match, extra)
+                await self._route_to_s3(identity, match, extra, size)
                 extra["ipfs_cid"] = await self._dag_of(identity, match) or identity
             else:
                 extra["ipfs_cid"] = await self._dag_of(identity, match) or identity
@@ -311,10 +314,14 @@ class Bridge:
         extra["route"] = "mfs-link"
 
     async def _route_to_s3(self, identity: str, match: ReadTracker | None,
-                           extra: dict) -> None:
+                           extra: dict, size: int | None = None) -> None:
         candidates: list[tuple[str, str | None]] = []
         if match is not None and match.location.startswith("/s3/"):
             candidates.append((match.location, match.version))
+        elif size is not None and size < S3_COPY_MIN:
+            # same bytes elsewhere in S3, but a PUT of them is one request where a copy
+            # is a HEAD and a CopyObject: not worth it for a small file
+            pass
         else:
             rows = await self._thread(lambda: self.db.locations_sync(identity))
             candidates.extend((r.location, r.version) for r in rows

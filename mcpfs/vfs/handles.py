@@ -286,7 +286,7 @@ class OpenFile:
                 self.row_state = COMMITTING
             if self.bridge is not None:  # identity, and maybe a native route
                 await self.bridge.before_commit(self.mount.name, sub_path, self.writer,
-                                                self.copy_source)
+                                                self.copy_source, self.size)
             try:
                 attr = await self.mount.commit(self.writer)
             except BaseException as exc:

@@ -279,3 +279,23 @@ def test_an_unknown_profile_is_a_one_line_error(daemon, mcpfs_home):
     assert out.returncode != 0
     assert out.stderr.strip().splitlines()[-1] == \
         "Error: [bridge] profile: unknown profile 'fastest'"
+
+
+def test_same_bytes_again_in_s3_is_copied_only_when_big(s3_mnt, raw, bucket):
+    """A file whose bytes are already an object is a CopyObject when it is big (no upload)
+    and a plain PUT when small (one request instead of a HEAD and a copy)."""
+    b = s3_mnt / "s3" / bucket
+    small, big = pattern_bytes(1024, 21), pattern_bytes(2 * MiB, 22)
+
+    def s3_ops() -> dict[str, int]:
+        return {op: o["Count"] for op, o in daemon_stats()["Backends"]["s3"]["Ops"].items()}
+    (b / "small-1").write_bytes(small)
+    (b / "big-1").write_bytes(big)
+    before = s3_ops()
+    (b / "small-2").write_bytes(small)
+    (b / "big-2").write_bytes(big)
+    after = s3_ops()
+    assert after.get("copy", 0) - before.get("copy", 0) == 1  # big-2 only
+    assert after.get("put", 0) - before.get("put", 0) == 1  # small-2
+    assert raw.get_object(Bucket=bucket, Key="small-2")["Body"].read() == small
+    assert raw.get_object(Bucket=bucket, Key="big-2")["Body"].read() == big
