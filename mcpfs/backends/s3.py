@@ -40,8 +40,7 @@ it raised, bytes in (GetObject bodies) and out (PutObject and UploadPart bodies)
 succeeded. A paginated listing done in one worker call counts once. CopyObject is
 server-side: no byte goes through mcpfs, so it counts 0 bytes out.
 
-Limits: CopyObject is a single request, so a rename of an object above 5 GiB raises EXDEV
-(``mv`` then falls back to copy + delete through the mount); multipart copy is not built.
+Copies are server-side (s3_copy.py): CopyObject, or a multipart copy above 5 GiB.
 """
 
 from __future__ import annotations
@@ -62,6 +61,7 @@ import botocore.exceptions
 import trio
 
 from ..errors import McpfsError
+from .s3_copy import MAX_COPY_SIZE, ServerSideCopies  # noqa: F401  (re-exported)
 from .s3_upload import (  # noqa: F401  (re-exported: the mount and tests use them)
     UPLOAD_SUFFIX, MiB, MultipartUploads, ObjectInfo, first_error)
 
@@ -71,7 +71,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("mcpfs.backends.s3")
 T = TypeVar("T")
 
-MAX_COPY_SIZE: Final = 5 * 1024 * MiB  # CopyObject's single-request limit
 DELETE_BATCH: Final = 1000  # keys per DeleteObjects request (S3's limit)
 STATS_NAME: Final = "s3"  # the backend's name in Stats.backend / backend_cache
 
@@ -185,7 +184,7 @@ def map_error(exc: BaseException, what: str, denied: _Denied | None = None) -> M
     return McpfsError(f"{what}: {type(exc).__name__}", errno=errno.EIO)
 
 
-class S3Backend(MultipartUploads):
+class S3Backend(MultipartUploads, ServerSideCopies):
     """Async S3 operations over one boto3 client; see the module docstring.
 
     Concurrency: the client is thread-safe and shared; ``limiter`` bounds worker threads.
@@ -382,34 +381,6 @@ class S3Backend(MultipartUploads):
                         "may overwrite a concurrent writer's")
             self._inm_ok = False
             return await self.call(lambda: work(False), what, op, bytes_out=bytes_out)
-
-    async def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str,
-                   size: int, *, if_match: str | None = None,
-                   metadata: dict[str, str] | None = None, content_type: str | None = None
-                   ) -> ObjectInfo:
-        """Server-side CopyObject; above 5 GiB EXDEV (see module doc). The source's
-        metadata is copied, or with ``metadata`` replaced by the source's plus these keys
-        (one HEAD more). ``if_match``: only while the source has that ETag (EEXIST when
-        it changed, ENOENT when it is gone)."""
-        if size > MAX_COPY_SIZE:
-            raise McpfsError(f"s3://{src_bucket}/{src_key}: above 5 GiB, no server-side "
-                             "copy", errno=errno.EXDEV)
-        kwargs: dict[str, Any] = {"Bucket": dst_bucket, "Key": dst_key,
-                                  "CopySource": {"Bucket": src_bucket, "Key": src_key},
-                                  "MetadataDirective": "COPY"}
-        if if_match:
-            kwargs["CopySourceIfMatch"] = if_match
-        if metadata:
-            src = await self.head(src_bucket, src_key)
-            if if_match and (src.etag or '').strip('"') != if_match.strip('"'):
-                raise McpfsError(f"s3://{src_bucket}/{src_key} changed", errno=errno.EEXIST)
-            kwargs.update(MetadataDirective="REPLACE", Metadata={**src.metadata, **metadata},
-                          ContentType=content_type or src.content_type or
-                          "application/octet-stream")
-        resp = await self.call(lambda: self.client.copy_object(**kwargs),
-                               f"copy s3://{src_bucket}/{src_key}", "copy")
-        result = resp.get("CopyObjectResult", {})
-        return ObjectInfo(dst_key, size, 0, result.get("ETag"), resp.get("VersionId"))
 
     async def delete(self, bucket: str, key: str) -> None:
         await self.call(lambda: self.client.delete_object(Bucket=bucket, Key=key),

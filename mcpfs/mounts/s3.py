@@ -23,7 +23,7 @@ overwrite, append and random writes work; ``commit`` is one PutObject or a multi
 config says ``if_none_match`` (a concurrent creator wins: EEXIST from close()).
 
 POSIX deviations: ``mkdir`` of a name at ``/s3`` creates a bucket, ``rmdir`` deletes an empty
-one; renaming a bucket is EPERM; renaming an object above 5 GiB is EXDEV (``mv`` copies);
+one; renaming a bucket is EPERM; renaming an object above 5 GiB is a multipart copy;
 a directory rename copies every key then deletes the sources (not atomic: on failure the
 copies made so far stay, the sources are untouched, EIO); mtimes are the objects' upload
 times; permissions are fixed (0644/0755).
@@ -391,7 +391,7 @@ class S3Mount(S3Renames, Mount):
             return await self.backend.copy(sb, sk, bucket, key, size, if_match=etag,
                                            metadata=meta, content_type=ctype)
         except McpfsError as exc:
-            if exc.errno not in (errno.EEXIST, errno.ENOENT, errno.EXDEV):
+            if exc.errno not in (errno.EEXIST, errno.ENOENT):
                 raise
             log.info("s3://%s/%s changed or is gone: uploading s3://%s/%s instead", sb, sk,
                      bucket, key)

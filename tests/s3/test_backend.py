@@ -153,10 +153,29 @@ async def test_copy_and_delete(backend, bucket, raw):
     assert await backend.first_keys(bucket, "") == []
 
 
-async def test_copy_above_5gib_is_exdev(backend, bucket):
+async def test_copy_above_the_single_request_limit_is_in_parts(backend, bucket, raw,
+                                                               monkeypatch):
+    """Above CopyObject's 5 GiB a copy is a multipart upload of UploadPartCopy ranges
+    (limits lowered here so a 21 MiB object takes 3 parts on the real server)."""
+    from mcpfs.backends import s3_copy
+    monkeypatch.setattr(s3_copy, "MAX_COPY_SIZE", 8 << 20)
+    monkeypatch.setattr(s3_copy, "COPY_PART_MIN", 8 << 20)
+    data = os.urandom(21 << 20)
+    raw.put_object(Bucket=bucket, Key="big", Body=data, Metadata={"k": "v"})
+    etag = raw.head_object(Bucket=bucket, Key="big")["ETag"]
+    await backend.copy(bucket, "big", bucket, "copy", len(data), if_match=etag,
+                       metadata={"mcpfs-source": "/s3/x"})
+    got = raw.get_object(Bucket=bucket, Key="copy")
+    assert got["Body"].read() == data
+    assert got["Metadata"] == {"k": "v", "mcpfs-source": "/s3/x"}
+    assert raw.head_object(Bucket=bucket, Key="copy", PartNumber=1)["PartsCount"] == 3
+    with pytest.raises(McpfsError) as exc:  # the source changed: nothing is left behind
+        await backend.copy(bucket, "big", bucket, "copy2", len(data), if_match='"0"')
+    assert exc.value.errno == errno.EEXIST
+    assert raw.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     with pytest.raises(McpfsError) as exc:
-        await backend.copy(bucket, "a", bucket, "b", 6 << 30)
-    assert exc.value.errno == errno.EXDEV
+        await backend.copy(bucket, "gone", bucket, "copy3", len(data))
+    assert exc.value.errno == errno.ENOENT
 
 
 async def test_wrong_secret_is_eacces_without_secret_in_logs(s3_server, caplog):
