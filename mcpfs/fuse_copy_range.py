@@ -11,9 +11,10 @@ How: libfuse dispatches requests through the ``struct fuse_lowlevel_ops`` held i
 session, copied at ``fuse_session_new`` from the one pyfuse3 fills (module-static
 ``fuse_ops``, zeroed and filled in ``pyfuse3.init``). pyfuse3 never sets the
 ``copy_file_range`` slot, and libfuse reads the slot only when such a request arrives.
-So :func:`install`, called after ``pyfuse3.init`` and before the first request is
-served, finds pyfuse3's ``fuse_ops`` and ``session`` in the extension's symbol table
-(pyelftools; pyfuse3 is built from source, so its symbols are there), checks that
+So :func:`prepare` (before ``pyfuse3.init``: reading the symbol table takes ~0.1 s, and
+the mount is visible from init on) finds pyfuse3's ``fuse_ops`` and ``session`` in the
+extension's symbol table (pyelftools; pyfuse3 is built from source, so its symbols are
+there), and :func:`install` (after init, before the first request is served) checks that
 ``fuse_ops`` is libfuse's ``sizeof(struct fuse_lowlevel_ops)``, finds the session's copy by
 its content (the same 352 bytes, near the start of ``struct fuse_session``: no private
 libfuse layout is assumed), and writes a ctypes callback into slot 42 of that copy
@@ -86,25 +87,43 @@ def _symbols(path: str) -> dict[str, tuple[int, int]]:
     return found
 
 
-def install(handler: Handler) -> bool:
-    """Answer ``copy_file_range`` with ``handler`` in the session ``pyfuse3.init`` just
-    made; False (logged) when this pyfuse3 or libfuse does not look as expected."""
+def prepare() -> None:
+    """Find pyfuse3's symbols and libfuse's reply functions (reading the extension's
+    symbol table takes ~0.1 s): called before ``pyfuse3.init``, so :func:`install` after
+    it only touches memory. A failure is kept and reported by :func:`install`."""
+    if "layout" in _state or "unusable" in _state:
+        return
     try:
-        slot = _session_slot()
+        _state["layout"] = _layout()
         libfuse = ctypes.CDLL("libfuse3.so.3")
         libfuse.fuse_reply_write.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
         libfuse.fuse_reply_err.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        _state["libfuse"] = libfuse
     except (OSError, LookupError, ImportError, AttributeError, ValueError) as exc:
+        _state.pop("layout", None)
+        _state["unusable"] = str(exc)
+
+
+def install(handler: Handler) -> bool:
+    """Answer ``copy_file_range`` with ``handler`` in the session ``pyfuse3.init`` just
+    made (fast: :func:`prepare` did the slow part); False (logged) when this pyfuse3 or
+    libfuse does not look as expected."""
+    prepare()
+    try:
+        if "unusable" in _state:
+            raise LookupError(_state["unusable"])
+        slot = _session_slot(*_state["layout"])
+    except LookupError as exc:
         log.info("copy_file_range not offered (%s): cp within the mount is spliced", exc)
         return False
     callback = _state.get("callback") or _CALLBACK(_on_request)
-    _state.update(callback=callback, libfuse=libfuse, handler=handler)
+    _state.update(callback=callback, handler=handler)
     slot.value = ctypes.cast(callback, ctypes.c_void_p).value
     return True
 
 
-def _session_slot() -> ctypes.c_void_p:
-    """The ``copy_file_range`` slot of the live session's ops (LookupError if not sure)."""
+def _layout() -> tuple[int, int, int]:
+    """(address of pyfuse3's ``fuse_ops``, address of its ``session`` pointer, size)."""
     spec = importlib.util.find_spec("pyfuse3")
     path = spec.origin if spec is not None else None
     if not path or not path.endswith(".so"):
@@ -119,13 +138,18 @@ def _session_slot() -> ctypes.c_void_p:
     if anchor is None:
         raise LookupError("pyfuse3's init function has no address")
     base = anchor - symbols[ANCHOR_SYMBOL][0]
-    ops = ctypes.string_at(base + ops_offset, OPS_SIZE)
+    return base + ops_offset, base + symbols[SESSION_SYMBOL][0], ops_size
+
+
+def _session_slot(ops_address: int, session_address: int, ops_size: int) -> ctypes.c_void_p:
+    """The ``copy_file_range`` slot of the live session's ops (LookupError if not sure)."""
+    ops = ctypes.string_at(ops_address, ops_size)
     if not any(ops) or ops[COPY_FILE_RANGE_SLOT * 8:(COPY_FILE_RANGE_SLOT + 1) * 8] != bytes(8):
         raise LookupError("pyfuse3's operations are not as expected")
-    session = ctypes.c_void_p.from_address(base + symbols[SESSION_SYMBOL][0]).value
+    session = ctypes.c_void_p.from_address(session_address).value
     if not session:
         raise LookupError("no FUSE session")
-    found = ctypes.string_at(session, SESSION_SEARCH + OPS_SIZE).find(ops)
+    found = ctypes.string_at(session, SESSION_SEARCH + ops_size).find(ops)
     if found < 0 or found > SESSION_SEARCH or found % 8:
         raise LookupError("the session's operations were not found")
     return ctypes.c_void_p.from_address(session + found + COPY_FILE_RANGE_SLOT * 8)

@@ -289,11 +289,16 @@ def mount(ops: FuseOps, mountpoint: str, debug: bool = False) -> None:
     options |= {"fsname=mcpfs", "subtype=mcpfs"}
     if debug:
         options.add("debug")
+    fuse_copy_range.prepare()  # the slow part, before the mount is visible
     try:
         pyfuse3.init(ops, mountpoint, options)
     except RuntimeError as exc:
         raise McpfsError(f"cannot mount {mountpoint}: {exc}") from None
-    fuse_copy_range.install(ops.copy_file_range)  # before the first request is served
+    try:
+        fuse_copy_range.install(ops.copy_file_range)  # before the first request is served
+    except BaseException:  # e.g. Ctrl-C right now: never leave a mount nobody serves
+        pyfuse3.close(unmount=True)
+        raise
 
 
 async def serve() -> None:

@@ -18,8 +18,9 @@ async def never(*_args):  # a handler install must not call
     raise AssertionError("called")
 
 
-def test_before_pyfuse3_init_it_is_refused_and_logged(caplog):
+def test_before_pyfuse3_init_it_is_refused_and_logged(monkeypatch, caplog):
     pytest.importorskip("pyfuse3")
+    monkeypatch.setattr(fcr, "_state", {})
     with caplog.at_level(logging.INFO, logger="mcpfs.fuse"):
         assert fcr.install(never) is False
     # pyfuse3 fills its operations in init(): nothing to find a session's copy by yet
@@ -28,6 +29,7 @@ def test_before_pyfuse3_init_it_is_refused_and_logged(caplog):
 
 def test_a_stripped_pyfuse3_is_refused(monkeypatch, caplog):
     pytest.importorskip("pyfuse3")
+    monkeypatch.setattr(fcr, "_state", {})
     monkeypatch.setattr(fcr, "_symbols", lambda path: {})
     with caplog.at_level(logging.INFO, logger="mcpfs.fuse"):
         assert fcr.install(never) is False
@@ -36,6 +38,7 @@ def test_a_stripped_pyfuse3_is_refused(monkeypatch, caplog):
 
 def test_other_libfuse_layout_is_refused(monkeypatch, caplog):
     pytest.importorskip("pyfuse3")
+    monkeypatch.setattr(fcr, "_state", {})
     real = fcr._symbols
     monkeypatch.setattr(fcr, "_symbols", lambda path: {
         k: (v[0], v[1] + 8 if k == fcr.OPS_SYMBOL else v[1]) for k, v in real(path).items()})
