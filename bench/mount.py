@@ -482,10 +482,11 @@ def run(work: Path, runs: int, sizes: Sizes, use_kubo: bool,
         kadd = row("add (reference for cp)", KUBO, "AddFile, fresh repo, sync", "MB/s",
                    nbytes=size)
         k = stack.enter_context(KuboProcess(data / "read.bin", work)) if use_kubo else None
-        os.sync()
         for i in range(runs):
+            os.sync()  # neither side times the other's pending writeback
             cp.add(run_cmd(["cp", str(cpdir / f"src-{i}.bin"), str(mfs / f"cp-{i}.bin")]), 0)
             if k:
+                os.sync()
                 out = k.call("add")
                 kadd.add(out["secs"], out["rss_growth_mib"], out["cid"])
         if k:
