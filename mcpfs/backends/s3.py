@@ -361,11 +361,11 @@ class S3Backend(MultipartUploads, ServerSideCopies):
             raise
 
     async def put_bytes(self, bucket: str, key: str, data: bytes, *,
-                        if_none_match: bool = False, content_type: str | None = None
-                        ) -> ObjectInfo:
-        """One PutObject of ``data`` (markers, small files)."""
+                        if_none_match: bool = False, content_type: str | None = None,
+                        metadata: dict[str, str] | None = None) -> ObjectInfo:
+        """One PutObject of ``data`` (markers, small files committed from memory)."""
         return await self._put_object(bucket, key, lambda: nullcontext(data), len(data),
-                                      if_none_match, content_type)
+                                      if_none_match, content_type, metadata)
 
     async def _conditional(self, work: Callable[[bool], T], inm: bool, what: str,
                            op: str = "other", bytes_out: int = 0) -> T:

@@ -105,6 +105,10 @@ def _file_attr(info: ObjectInfo) -> Attr:
 
 class S3Mount(S3Renames, Mount):
     name = "s3"
+    # vfs may hand commit() a spool still in memory (up to spool.MEMORY_MAX): one PUT from
+    # memory, no spool file or journal row; all-or-nothing like any PUT, and close() has
+    # not returned until it is done (a crash before that loses a write never confirmed)
+    memory_commit = True
 
     def __init__(self, backend: S3Backend) -> None:
         self.backend = backend
@@ -368,7 +372,11 @@ class S3Mount(S3Renames, Mount):
                                      "the copy", errno=errno.ESTALE)
                 if info is None:
                     writer.extra["route"] = "stream"
-            if info is None:
+            if info is None and writer.spool.in_memory:  # a small file: no spool file
+                info = await self.backend.put_bytes(
+                    bucket, key, await writer.spool.read(0, size), if_none_match=inm,
+                    content_type=ctype, metadata=meta)
+            elif info is None:
                 info = await self.backend.upload_file(bucket, key, writer.spool.path, size,
                                                       if_none_match=inm, content_type=ctype,
                                                       metadata=meta)

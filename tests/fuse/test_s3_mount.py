@@ -383,12 +383,15 @@ def test_status_lists_open_write_and_unclosed_file_is_discarded(daemon, s3_env, 
 
 
 def test_status_lists_write_until_closed(s3_mnt, raw, bucket):
-    """The same pending row while open; close() commits it and the row goes away."""
+    """The same pending row while open (a small file is held in memory and gets its row
+    once it stays open half a second); close() commits it and the row goes away."""
     path = s3_mnt / "s3" / bucket / "later.txt"
     with open(path, "wb") as fh:
         fh.write(b"later")
         fh.flush()
-        rows = pending_writes(paths().state_dir)
+        deadline = time.monotonic() + 5
+        while not (rows := pending_writes(paths().state_dir)) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert [(r["Path"], r["State"]) for r in rows] == [(f"/s3/{bucket}/later.txt", "open")]
     assert get(raw, bucket, "later.txt") == b"later"
     assert pending_writes(paths().state_dir) == []

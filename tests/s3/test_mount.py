@@ -319,3 +319,21 @@ async def test_open_write_checks(mount, bucket, raw, tmp_path):
     assert await errno_of(mount.open_write(f"{bucket}/no/f", spool, True)) == errno.ENOENT
     assert await errno_of(mount.open_write(f"{bucket}/d/f/g", spool, True)) == errno.ENOTDIR
     await spool.close()
+
+
+async def test_a_small_file_is_committed_from_memory(mount, bucket, raw, tmp_path):
+    """A spool still in memory (vfs hands one over: ``memory_commit``) is one PUT of its
+    bytes, with the metadata the bridge asked for; no spool file is ever made."""
+    spool = Spool.create_sync(tmp_path / "spool", memory=True)
+    try:
+        writer = await mount.open_write(f"{bucket}/m.txt", spool, truncate=True, create=True)
+        await spool.write(0, b"from memory")
+        writer.extra.update(ipfs_cid="bafy-test", source="/mfs/m.txt")
+        assert spool.in_memory
+        attr = await mount.commit(writer)
+    finally:
+        await spool.close()
+    assert attr.size == 11 and not list((tmp_path / "spool").glob("*"))
+    got = raw.get_object(Bucket=bucket, Key="m.txt")
+    assert got["Body"].read() == b"from memory"
+    assert got["Metadata"] == {"ipfs-cid": "bafy-test", "mcpfs-source": "/mfs/m.txt"}
