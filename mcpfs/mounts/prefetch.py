@@ -168,7 +168,10 @@ class Prefetcher:
             gap_end = self._chunks[i].start if i < len(self._chunks) else self.size
             if demanded:  # random: exactly what is asked; sequential: at least a chunk
                 stop = min(gap_end, self.size, end, pos + MAX_CHUNK)
-                if self.window:  # a whole chunk when the budget has room for it
+                # a whole chunk when the budget has room for it; not for the reader's very
+                # first request, whose answer is the time to first byte (the read-ahead
+                # covers the rest of the window, concurrently)
+                if self.window and self.requests:
                     whole = min(gap_end, self.size, max(end, pos + step), pos + MAX_CHUNK)
                     if self.budget.fits(whole - pos):
                         stop = whole
