@@ -7,7 +7,9 @@ a *range source* (``async fetch(start, end) -> bytes``, ``end`` exclusive):
   fetched or being fetched: the kernel issues read-ahead out of order) grow a read-ahead
   window: ``MIN_WINDOW`` (1 MiB), doubling on each sequential read up to ``max_window``
   (64 MiB). The window ahead of the read is covered by chunks of ``window / MAX_INFLIGHT``
-  bytes (1..16 MiB), so several requests are in flight at once.
+  bytes (1..16 MiB), so several requests are in flight at once. A reader's very first
+  request is only the range asked (its answer is the time to first byte); the window's
+  read-ahead is requested right after it.
 - A random read (anywhere else) resets the window: only the asked range is fetched, and
   chunks that do not overlap it are cancelled and dropped.
 - Chunks entirely behind the reader (more than ``KEEP_BEHIND`` bytes) are dropped, so the
