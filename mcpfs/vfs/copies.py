@@ -29,6 +29,7 @@ import errno
 from typing import Any, Final
 
 from ..bridge.copycheck import CopyCheck, native_route
+from ..bridge.core import plain_version
 from ..errors import McpfsError
 from .handles import FileHandle, OpenFile
 
@@ -62,15 +63,29 @@ class Copies:
         route = native_route(of.mount.name, source)
         if route is None or (window and not source.keep_window()):
             return False
-        of.copycheck = CopyCheck(source, route, lambda: self._open_location(source.location))
+        of.copycheck = CopyCheck(source, route, lambda: self._open_source(source))
         of.writer.extra.pop("hash_only", None)
         if route == "mfs-link":
             source.stop_hashing()  # the DAG itself is linked; its identity comes later
         return True
 
-    async def _open_location(self, location: str):
+    async def _open_source(self, source: Any):
+        """A Reader of exactly the bytes ``source`` tracked (a checked copy's fallback reads
+        them again): a DAG by its CID (an /mfs path may name other bytes by now), anything
+        else at its location; ESTALE when that holds another version now (then the copy
+        fails as a whole rather than take bytes the writer never wrote)."""
+        location = source.location
+        if source.ipfs_cid is not None and source.ipfs_cid == source.version \
+                and "ipfs" in self.mounts:  # type: ignore[attr-defined]
+            location = f"/ipfs/{source.ipfs_cid}"
         mount, sub = self.route(location.strip("/"))  # type: ignore[attr-defined]
-        return await mount.open_read(sub)
+        reader = await mount.open_read(sub)
+        now = plain_version(getattr(reader, "identity", None))
+        if source.version is not None and now is not None and now != source.version:
+            await reader.close()
+            raise McpfsError(f"{source.location} changed since it was read",
+                             errno=errno.ESTALE)
+        return reader
 
     def _find_source(self, of: OpenFile) -> None:
         source = self.bridge.candidate(of.writer_pid, f"/{of.node.path}")

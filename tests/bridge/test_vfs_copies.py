@@ -166,3 +166,22 @@ async def test_a_checked_copy_that_stops_being_one_keeps_every_byte(bridged, rep
     # the same bytes in the end (read back): still the source's DAG, found by hashing
     assert (await drv.stat("mfs/d.bin")).attr.cid == (
         cid if bytes(expected) == data else only_hash(bytes(expected)))
+
+
+async def test_a_checked_copy_whose_source_changed_keeps_what_was_read(bridged, repo):
+    """A checked copy that falls back re-reads the prefix it accepted: from the DAG that
+    was read (by CID), not from the /mfs path, which names other bytes by now."""
+    drv, _ = bridged
+    data, other = pattern_bytes(1_000_000, 31), pattern_bytes(1_000_000, 32)
+    await drv.write_file("mfs/src.bin", data)
+    rfh, wfh = await open_copy(drv, "mfs/src.bin", "mfs/dst.bin")
+    assert drv.vfs.handles.get(wfh).open_file.copycheck is not None
+    off = 0
+    while off < 500_000:
+        chunk = await drv.vfs.read(rfh, off, 100_000)
+        await drv.vfs.write(wfh, off, chunk)
+        off += len(chunk)
+    await drv.write_file("mfs/src.bin", other)  # the source path now names other bytes
+    await drv.vfs.write(wfh, off, b"tail")  # not the source's next bytes: the spool takes over
+    await close_copy(drv, rfh, wfh)
+    assert await drv.cat("mfs/dst.bin") == data[:off] + b"tail"
