@@ -44,7 +44,8 @@ IO_BLOCK = 1024 * 1024
 READ_AHEAD_KIB = 1024  # the kernel's read-ahead for the mount (tune_read_ahead)
 
 
-HANDLE_OPS = frozenset({"read", "write", "flush", "fsync", "release", "copy_file_range"})  # first arg is an fh
+# ops whose first argument is a file handle
+HANDLE_OPS = frozenset({"read", "write", "flush", "fsync", "release", "copy_file_range"})
 # Errnos that are answers, not failures: a lookup of a missing name, a missing xattr.
 EXPECTED_ERRNOS = frozenset({errno.ENOENT, errno.ENODATA})
 

@@ -1,7 +1,8 @@
 """Server-side copies: one CopyObject, or a multipart copy above CopyObject's 5 GiB limit.
 
 Mixed into :class:`~mcpfs.backends.s3.S3Backend` (it uses the backend's ``client``,
-``config``, ``call``, ``head`` and the multipart helpers of s3_upload.py). Nothing goes
+``config``, ``call``, ``head`` and the multipart helpers of s3_upload.py: ``part_size_for``,
+``_all_parts``, ``_abort``). Nothing goes
 through mcpfs: the stats count the requests ("copy", "create_upload", "upload_part_copy",
 "complete", "abort") with 0 bytes out.
 
@@ -18,12 +19,13 @@ Errors: ENOENT (the source is gone), EEXIST (``if_match`` no longer holds), othe
 from __future__ import annotations
 
 import errno
+import functools
 from typing import Any, Final
 
 import trio
 
 from ..errors import McpfsError
-from .s3_upload import MAX_PARTS, MiB, ObjectInfo, first_error
+from .s3_upload import MiB, ObjectInfo
 
 MAX_COPY_SIZE: Final = 5 * 1024 * MiB  # CopyObject's single-request limit (and a part's)
 COPY_PART_MIN: Final = 512 * MiB  # bytes per UploadPartCopy (grown to fit 10,000 parts)
@@ -46,40 +48,34 @@ class ServerSideCopies:
         if if_match:
             kwargs["CopySourceIfMatch"] = if_match
         if metadata:
-            src = await self._copy_source_info(src_bucket, src_key, if_match)
-            kwargs.update(MetadataDirective="REPLACE", Metadata={**src.metadata, **metadata},
-                          ContentType=content_type or src.content_type or
-                          "application/octet-stream")
+            kwargs.update(MetadataDirective="REPLACE", **await self._copy_metadata(
+                src_bucket, src_key, if_match, metadata, content_type))
         resp = await self.call(lambda: self.client.copy_object(**kwargs),
                                f"copy s3://{src_bucket}/{src_key}", "copy")
         result = resp.get("CopyObjectResult", {})
         return ObjectInfo(dst_key, size, 0, result.get("ETag"), resp.get("VersionId"))
 
-    async def _copy_source_info(self, bucket: str, key: str,
-                                if_match: str | None) -> ObjectInfo:
+    async def _copy_metadata(self, bucket: str, key: str, if_match: str | None,
+                             metadata: dict[str, str] | None,
+                             content_type: str | None) -> dict[str, Any]:
+        """``Metadata`` and ``ContentType`` of a copy of ``key``: the source's (one HEAD)
+        plus ``metadata``; EEXIST when the source no longer has the ETag ``if_match``."""
         src = await self.head(bucket, key)
         if if_match and (src.etag or "").strip('"') != if_match.strip('"'):
             raise McpfsError(f"s3://{bucket}/{key} changed", errno=errno.EEXIST)
-        return src
-
-    def copy_part_size_for(self, size: int) -> int:
-        """``COPY_PART_MIN``, grown (in MiB steps) so the copy needs at most 10,000 parts."""
-        need = -(-size // MAX_PARTS)
-        return max(COPY_PART_MIN, -(-need // MiB) * MiB)
+        return {"Metadata": {**src.metadata, **(metadata or {})},
+                "ContentType": content_type or src.content_type or "application/octet-stream"}
 
     async def _multipart_copy(self, src_bucket: str, src_key: str, dst_bucket: str,
                               dst_key: str, size: int, if_match: str | None,
                               metadata: dict[str, str] | None,
                               content_type: str | None) -> ObjectInfo:
         what = f"copy s3://{src_bucket}/{src_key} to s3://{dst_bucket}/{dst_key}"
-        src = await self._copy_source_info(src_bucket, src_key, if_match)
-        create: dict[str, Any] = {
-            "Bucket": dst_bucket, "Key": dst_key, "Metadata": {**src.metadata,
-                                                               **(metadata or {})},
-            "ContentType": content_type or src.content_type or "application/octet-stream"}
+        meta = await self._copy_metadata(src_bucket, src_key, if_match, metadata, content_type)
+        create: dict[str, Any] = {"Bucket": dst_bucket, "Key": dst_key, **meta}
         upload_id = (await self.call(lambda: self.client.create_multipart_upload(**create),
                                      what, "create_upload"))["UploadId"]
-        part = self.copy_part_size_for(size)
+        part = self.part_size_for(size, COPY_PART_MIN)
         etags: dict[int, str] = {}
         parts = trio.CapacityLimiter(self.config.part_concurrency)
 
@@ -95,12 +91,8 @@ class ServerSideCopies:
                                        f"{what} part {number}", "upload_part_copy")
             etags[number] = resp["CopyPartResult"]["ETag"]
         try:
-            try:
-                async with trio.open_nursery() as nursery:
-                    for i, offset in enumerate(range(0, size, part)):
-                        nursery.start_soon(one, i + 1, offset)
-            except BaseExceptionGroup as group:
-                raise first_error(group) from None
+            await self._all_parts([functools.partial(one, i + 1, offset)
+                                   for i, offset in enumerate(range(0, size, part))])
             resp = await self.call(lambda: self.client.complete_multipart_upload(
                 Bucket=dst_bucket, Key=dst_key, UploadId=upload_id,
                 MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]}

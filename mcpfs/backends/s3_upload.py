@@ -14,6 +14,7 @@ on the server whose size and MD5 match are kept, the rest are sent.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -93,10 +94,23 @@ class MultipartUploads:
                                        "put", bytes_out=size)
         return ObjectInfo(key, size, 0, resp.get("ETag"), resp.get("VersionId"))
 
-    def part_size_for(self, size: int) -> int:
-        """``part_size``, grown (in MiB steps) so the upload needs at most 10,000 parts."""
+    def part_size_for(self, size: int, minimum: int | None = None) -> int:
+        """``minimum`` (default ``part_size``), grown (in MiB steps) so the upload needs at
+        most 10,000 parts."""
         need = -(-size // MAX_PARTS)
-        return max(self.config.part_size, -(-need // MiB) * MiB)
+        return max(self.config.part_size if minimum is None else minimum,
+                   -(-need // MiB) * MiB)
+
+    @staticmethod
+    async def _all_parts(parts: list[Callable[[], Any]]) -> None:
+        """Run ``parts`` (async callables) concurrently; the first failure is raised as
+        itself (not a group), the other parts cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                for part in parts:
+                    nursery.start_soon(part)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
 
     def _upload_part_sync(self, bucket: str, key: str, upload_id: str, number: int,
                           path: str, offset: int, length: int) -> str:
@@ -143,13 +157,9 @@ class MultipartUploads:
                                                    offset, length), f"{what} part {number}",
                     "upload_part", bytes_out=length)
         try:
-            try:
-                async with trio.open_nursery() as nursery:
-                    for i, offset in enumerate(range(0, size, part)):
-                        if i + 1 not in etags:
-                            nursery.start_soon(one, i + 1, offset)
-            except BaseExceptionGroup as group:
-                raise first_error(group) from None
+            await self._all_parts([functools.partial(one, i + 1, offset)
+                                   for i, offset in enumerate(range(0, size, part))
+                                   if i + 1 not in etags])
 
             def complete(inm: bool) -> Any:
                 extra = {"IfNoneMatch": "*"} if inm else {}

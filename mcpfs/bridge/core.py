@@ -318,11 +318,9 @@ class Bridge:
         candidates: list[tuple[str, str | None]] = []
         if match is not None and match.location.startswith("/s3/"):
             candidates.append((match.location, match.version))
-        elif size is not None and size < S3_COPY_MIN:
-            # same bytes elsewhere in S3, but a PUT of them is one request where a copy
-            # is a HEAD and a CopyObject: not worth it for a small file
-            pass
-        else:
+        elif size is None or size >= S3_COPY_MIN:
+            # same bytes elsewhere in S3: not for a small file, where a PUT is one request
+            # and a copy a HEAD and a CopyObject
             rows = await self._thread(lambda: self.db.locations_sync(identity))
             candidates.extend((r.location, r.version) for r in rows
                               if r.location.startswith("/s3/"))
