@@ -321,7 +321,7 @@ def tune_read_ahead(mountpoint: str, kib: int = READ_AHEAD_KIB) -> bool:
         target = target.replace(ch, f"\\{ord(ch):03o}")
     try:
         with open("/proc/self/mountinfo") as fh:
-            devs = [line.split()[2] for line in fh if line.split()[4] == target]
+            devs = [fields[2] for fields in map(str.split, fh) if fields[4] == target]
         if not devs:
             raise OSError(errno.ENOENT, "not in mountinfo")
         with open(f"/sys/class/bdi/{devs[-1]}/read_ahead_kb", "w") as fh:

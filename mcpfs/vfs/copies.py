@@ -29,7 +29,7 @@ import errno
 from typing import Any, Final
 
 from ..bridge.copycheck import CopyCheck, native_route
-from ..bridge.core import plain_version
+from ..bridge.core import ipfs_location, plain_version
 from ..errors import McpfsError
 from .handles import FileHandle, OpenFile
 
@@ -77,7 +77,7 @@ class Copies:
         location = source.location
         if source.ipfs_cid is not None and source.ipfs_cid == source.version \
                 and "ipfs" in self.mounts:  # type: ignore[attr-defined]
-            location = f"/ipfs/{source.ipfs_cid}"
+            location = ipfs_location(source.ipfs_cid)
         mount, sub = self.route(location.strip("/"))  # type: ignore[attr-defined]
         reader = await mount.open_read(sub)
         now = plain_version(getattr(reader, "identity", None))
