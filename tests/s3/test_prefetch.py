@@ -68,8 +68,8 @@ async def test_sequential_window_doubles_to_max_with_requests_in_flight():
     assert await read_all(p, size) == size
     sizes = [e - s for s, e in src.requests]
     # the first request is only what was asked (the time to first byte); the window's
-    # read-ahead follows it at once, concurrently
-    assert sizes[0] == 128 * 1024 and src.requests[1] == (128 * 1024, 128 * 1024 + MIN_WINDOW)
+    # read-ahead follows it at once, concurrently (so either may reach the source first)
+    assert sorted(src.requests)[:2] == [(0, 128 * 1024), (128 * 1024, 128 * 1024 + MIN_WINDOW)]
     assert max(sizes) == MAX_CHUNK  # 64 MiB window / 4 requests
     assert src.max_inflight >= 3
     assert p.window == MAX_WINDOW
