@@ -109,6 +109,7 @@ class Prefetcher:
         self.window = 0  # current read-ahead in bytes (0: random mode)
         self._chunks: list[_Chunk] = []  # sorted by start, non-overlapping
         self._next = 0  # where a sequential read would start
+        self._seeded: _Chunk | None = None  # the chunk seed() made
         self._closed = False
         # observability (tests, stats): bytes requested from the source, peak buffered
         self.fetched = 0
@@ -185,6 +186,21 @@ class Prefetcher:
             self._spawn(pos, stop)
             pos = stop
 
+    def seed(self, data: bytes) -> None:
+        """Take ``data``, the object's first bytes fetched already (with the open), as a
+        finished chunk: reads inside it need no request. Counted as one request."""
+        if not data or self._chunks:
+            return
+        chunk = _Chunk(0, min(len(data), self.size))
+        chunk.data = data[:chunk.end]
+        chunk.done.set()
+        self.budget.take(chunk.end)
+        self._chunks.append(chunk)
+        self._seeded = chunk
+        self.requests += 1
+        self.fetched += chunk.end
+        self.peak_buffered = max(self.peak_buffered, chunk.end)
+
     # ---------------------------------------------------------------- reading
     async def read(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes at ``offset`` (b"" at or past the end). Raises the source's
@@ -194,7 +210,8 @@ class Prefetcher:
         end = min(offset + size, self.size)
         if offset >= end:
             return b""
-        sequential = offset == self._next or self._find(offset) is not None
+        hit = self._find(offset)  # the open's bytes alone are no sign of a sequential reader
+        sequential = offset == self._next or (hit is not None and hit is not self._seeded)
         if sequential:
             self.window = min(self.max_window, max(MIN_WINDOW, self.window * 2))
         else:

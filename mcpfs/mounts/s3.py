@@ -15,8 +15,10 @@ when one page (``SMALL_LISTING`` keys) holds it all, so lookups of its other nam
 A name a cached listing lacks costs one HEAD: an object another client put is found at
 once (and added to the listing); ``ls`` shows it once the listing expires.
 
-Reads: ranged GETs through :class:`~mcpfs.mounts.prefetch.Prefetcher`, pinned to the ETag
-seen at open (an object replaced meanwhile reads as ESTALE). Writes: vfs spools the file;
+Reads: an open is one ranged GET of the first ``OPEN_READ`` bytes, which also says what a
+HEAD would (so an open sees the object as it is now, and a small read after it costs no
+request); later reads are ranged GETs through :class:`~mcpfs.mounts.prefetch.Prefetcher`,
+pinned to the ETag seen at open (an object replaced meanwhile reads as ESTALE). Writes: vfs spools the file;
 ``fill_spool`` (the base method) copies the current object in through the prefetcher, so
 overwrite, append and random writes work; ``commit`` is one PutObject or a multipart upload
 (backends/s3.py), with ``If-None-Match: *`` for files that did not exist at open when the
@@ -60,6 +62,8 @@ META_PREFIX: Final = "user.s3.meta."
 CID_META: Final = "ipfs-cid"  # x-amz-meta-ipfs-cid: a CID of the object's bytes (the bridge)
 SOURCE_META: Final = "mcpfs-source"  # x-amz-meta-mcpfs-source: where a copy came from
 SMALL_LISTING: Final = 1000  # keys of one ListObjectsV2 page: a lookup lists a directory this small
+OPEN_READ: Final = 64 * 1024  # bytes the open's GET fetches: the kernel's first read of a
+# small read() (16 KiB) and any object this small; a random reader wastes at most this much
 FAKE_BLOCKS: Final = 1 << 38  # statfs: 1 PiB of 4 KiB blocks ("no limit")
 
 Listing = dict[str, tuple[Attr, ObjectInfo | None]]
@@ -70,11 +74,13 @@ class S3Reader:
     ETag) and ``ipfs_cid`` (the ``x-amz-meta-ipfs-cid`` a copy from IPFS left) are what
     the bridge knows of the object."""
 
-    def __init__(self, backend: S3Backend, bucket: str, info: ObjectInfo) -> None:
+    def __init__(self, backend: S3Backend, bucket: str, info: ObjectInfo,
+                 first: bytes = b"") -> None:
         async def fetch(start: int, end: int) -> bytes:
             return await backend.get_range(bucket, info.key, start, end, info.etag)
         self.prefetcher = Prefetcher(fetch, info.size, name=f"s3://{bucket}/{info.key}",
                                      on_cache=backend.note_cache if backend.stats else None)
+        self.prefetcher.seed(first)  # the open's GET: the first read is served from it
         self.identity = info.etag
         self.ipfs_cid = info.metadata.get(CID_META)
 
@@ -155,7 +161,7 @@ class S3Mount(S3Renames, Mount):
         return out
 
     async def _small_listing(self, path: str) -> Listing | None:
-        """The listing of the directory ``path`` (below a bucket) when one page of
+        """The listing of the directory ``path`` (a bucket or below) when one page of
         ``SMALL_LISTING`` keys holds all of it (then cached), else None. An empty page is
         returned but not cached (the directory may not exist). Lookups in a directory not
         listed yet use it: one request answers every name in it, as rclone's dir cache."""
@@ -235,8 +241,8 @@ class S3Mount(S3Renames, Mount):
             if self.backend.config.buckets is not None and segs[0] not in \
                     self.backend.config.buckets:
                 raise McpfsError(f"/s3/{path}: no such bucket", errno=errno.ENOENT)
-            await self.backend.head_bucket(segs[0])
-            return Attr(DIR), None
+            await self._small_listing(segs[0])  # the bucket exists (else NoSuchBucket:
+            return Attr(DIR), None  # ENOENT), and lookups in it are answered (one request)
         small = await self._small_listing(parent)
         if small is not None:
             return await self._from_listing(path, small)
@@ -278,8 +284,17 @@ class S3Mount(S3Renames, Mount):
         attr, _ = await self._stat(path)
         if attr.is_dir:
             raise McpfsError(f"/s3/{path}: is a directory", errno=errno.EISDIR)
-        info = await self._head(path)  # the ETag the reads are pinned to
-        return S3Reader(self.backend, self._where(path)[0], info)
+        # one GET: the object as it is now (the ETag the reads are pinned to, the metadata
+        # the bridge reads) and its first bytes, so a small read after open costs nothing
+        gen = self._gen
+        bucket, key = self._where(path)
+        if attr.size:
+            info, first = await self.backend.open_object(bucket, key, OPEN_READ)
+        else:  # empty as far as we know: a range GET of it is an InvalidRange error
+            info, first = await self.backend.head(bucket, key), b""
+        if gen == self._gen:
+            self._heads["/".join(split(path))] = info
+        return S3Reader(self.backend, bucket, info, first)
 
     async def getxattr(self, path: str, name: str) -> bytes:
         values = await self._xattrs(path)

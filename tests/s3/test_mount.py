@@ -12,8 +12,9 @@ import pytest
 
 from mcpfs.mounts.base import DIR, FILE
 from mcpfs.mounts.prefetch import KEEP_BEHIND, MiB, Prefetcher
-from mcpfs.mounts.s3 import S3Mount
+from mcpfs.mounts.s3 import OPEN_READ, S3Mount
 from mcpfs.vfs.spool import Spool
+from mcpfs.stats import Stats
 
 from ..conftest import pattern_bytes
 from ..mount_helpers import errno_of, names, read_all
@@ -188,9 +189,12 @@ async def test_random_reads_through_mount(mount, bucket, raw):
     data = pattern_bytes(5 * MiB)
     raw.put_object(Bucket=bucket, Key="r", Body=data)
     reader = await mount.open_read(f"{bucket}/r")
-    for off in (4 * MiB, 17, 2 * MiB + 3):
+    for off in (17, 4 * MiB, 2 * MiB + 3):
         assert await reader.read(off, 1000) == data[off:off + 1000]
-    assert reader.prefetcher.fetched == 3000
+    # the open fetched the first OPEN_READ bytes (the read at 17 is inside them); each
+    # other random read fetched exactly what it asked
+    assert reader.prefetcher.fetched == OPEN_READ + 2000
+    assert reader.prefetcher.requests == 3
     await reader.close()
 
 
@@ -337,3 +341,26 @@ async def test_a_small_file_is_committed_from_memory(mount, bucket, raw, tmp_pat
     got = raw.get_object(Bucket=bucket, Key="m.txt")
     assert got["Body"].read() == b"from memory"
     assert got["Metadata"] == {"ipfs-cid": "bafy-test", "mcpfs-source": "/mfs/m.txt"}
+
+
+async def test_open_is_one_get_and_a_small_read_after_it_none(mount, bucket, raw):
+    small, empty = pattern_bytes(5000), b""
+    raw.put_object(Bucket=bucket, Key="o/small", Body=small)
+    raw.put_object(Bucket=bucket, Key="o/empty", Body=empty)
+    stats = Stats()
+    mount.attach_stats(stats)
+    assert (await mount.lookup(bucket)).is_dir  # the bucket's first page, not a HEAD
+    assert await errno_of(mount.lookup("no-such-bucket-here")) == errno.ENOENT
+    reader = await mount.open_read(f"{bucket}/o/small")
+    assert await reader.read(0, 100_000) == small  # all of it came with the open
+    await reader.close()
+    reader = await mount.open_read(f"{bucket}/o/empty")  # listed as empty: a HEAD
+    assert await reader.read(0, 10) == b""
+    await reader.close()
+    got = stats.snapshot()["Backends"]["s3"]["Ops"]
+    assert got["get"]["Count"] == 1 and got["head"]["Count"] == 1, got
+    assert got["list"]["Count"] == 3 and "head_bucket" not in got, got  # bench, o/, missing
+    raw.put_object(Bucket=bucket, Key="o/small", Body=b"new")
+    reader = await mount.open_read(f"{bucket}/o/small")  # an open sees the object now
+    assert await reader.read(0, 10) == b"new"
+    await reader.close()

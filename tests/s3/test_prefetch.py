@@ -207,3 +207,22 @@ async def test_on_cache_reports_window_hits_and_misses():
     assert await p.read(0, 4096) == content(0, 4096)  # behind KEEP_BEHIND: dropped, fetched
     assert seen[-1] is False
     await p.close()
+
+
+async def test_seeded_bytes_are_read_without_a_request_and_start_no_window():
+    src = FakeSource(8 * MiB)
+    p = Prefetcher(src, src.size, budget=MemoryBudget())
+    p.seed(content(0, 64 * 1024))  # what an open's GET brought
+    assert await p.read(17, 1000) == content(17, 1017)
+    assert src.requests == [] and p.window == 0  # a read inside them is not sequential
+    assert await p.read(5 * MiB, 10) == content(5 * MiB, 5 * MiB + 10)
+    assert src.requests == [(5 * MiB, 5 * MiB + 10)]
+    await p.close()
+
+    src = FakeSource(8 * MiB)
+    p = Prefetcher(src, src.size, budget=MemoryBudget())
+    p.seed(content(0, 64 * 1024))
+    assert await read_all(p, src.size) == src.size  # from the start: read-ahead as usual
+    assert min(start for start, _ in src.requests) == 64 * 1024 and p.window > 0
+    assert p.fetched == src.size and p.requests == len(src.requests) + 1
+    await p.close()
