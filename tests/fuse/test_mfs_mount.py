@@ -230,3 +230,22 @@ def test_the_mount_reads_ahead_in_1_mib_requests(mnt, tmp_path):
         assert fh.read() == data
     reads = mount_ops()[("mfs", "read")] - before.get(("mfs", "read"), 0)
     assert reads <= 20, reads  # 16 of 1 MiB (64 of 256 KiB before)
+
+
+def test_ls_l_asks_for_security_labels_and_acls_once_per_device(mnt):
+    """security.selinux and system.posix_acl_access are ENOTSUP (not ENODATA), so ls -l
+    stops asking after the first entry: 2 requests for 200 entries instead of 400."""
+    d = mnt / "mfs" / "many"
+    d.mkdir()
+    for i in range(200):
+        (d / f"f{i:03}").write_bytes(b"x")
+    for name in ("security.selinux", "system.posix_acl_access"):
+        with pytest.raises(OSError) as info:
+            os.getxattr(d / "f000", name)
+        assert info.value.errno == errno.ENOTSUP
+    assert os.getxattr(d / "f000", "user.mcpfs.size") == b"1"
+    before = mount_ops()
+    listing = run("ls", "-l", str(d)).stdout
+    asked = mount_ops().get(("mfs", "getxattr"), 0) - before.get(("mfs", "getxattr"), 0)
+    assert listing.count(" f") == 200 and "?" not in listing.split("\n", 2)[1]
+    assert asked <= 4, asked
