@@ -274,6 +274,8 @@ class MfsMount(Mount):
         gc_lock = getattr(self.mfs, "_gc_lock", None)
         return StreamImport(self.mfs.tree.import_pieces,
                             hold=gc_lock.writing if gc_lock is not None else None,
+                            read_back=lambda imported: self.mfs.tree.read_range(
+                                imported.cid, 0, None),
                             name="mfs-stream-import")
 
     async def commit(self, writer: Writer) -> Attr:

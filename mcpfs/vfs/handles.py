@@ -17,6 +17,15 @@ import running as they arrive: started once the file outgrows the memory spool
 blocks when the importer is behind: back-pressure), and handed to the Mount's ``commit``
 in ``writer.extra["stream"]`` when the file is still purely sequential. Any other write or
 truncate abandons it (``stream.abandon()``) and the commit imports the spool as before.
+A stream that writes blocks (``stream.keeps_bytes``: its DAG holds every byte fed) is
+*unspooled*: the writes after it started go only to the import (no spool pwrite, no
+worker-thread hop while its queue has room), which halves the bytes a ``cp`` into /mfs
+writes to disk. Anything that needs the bytes back (a read, a write elsewhere, a truncate,
+a failed commit kept for the journal's retry) first finishes the import and writes its DAG
+into the spool (``_respool``). An import that fails (a full disk) has lost the bytes: the
+write is dropped as a whole and its error (ENOSPC, EIO) reaches the writer. Unspooled, the
+journal row never says ``committing`` (the spool could not be committed again), so a crash
+before close() returned loses the file, as with a memory commit.
 A memory spool is committed from memory when the Mount says ``memory_commit`` (the journal
 row then stays ``open``: nothing on disk could be re-committed after a crash, and close()
 has not returned); other Mounts get the spool written out first.
@@ -80,6 +89,7 @@ class OpenFile:
         self.opened = trio.current_time()
         self.sequential = filled and size == 0  # every write so far appended to empty
         self.stream: Any = None  # the Mount's streaming import, while sequential
+        self.unspooled = False  # the spool lacks what ``stream`` holds (module docstring)
         self.bridge: Any = None  # the bridge (set by vfs): identities and native routes
         self.copy_source: Any = None  # the bridge's ReadTracker of the file copied in
         self.writer_pid: int | None = None  # who opened it, until the first write
@@ -98,21 +108,87 @@ class OpenFile:
         """The journal row of a memory spool held open (``PENDING_ROW_DELAY``): only so that
         ``mcpfs status`` shows the write as pending (recovery discards ``open`` rows)."""
         async with self.lock:
-            if self.journal is None or self.journal_id is not None or self.spool.closed \
-                    or not self.spool.in_memory:
-                return
-            row = await self.journal.add(self.mount.name, self.writer.path, self.spool.path)
-            if self.spool.closed:  # discarded meanwhile (discard takes no lock)
-                await self.journal.remove(row)
-                return
-            self.journal_id = row
-            self.row_state = OPEN
+            await self._add_row_locked()
 
-    def _abandon_stream(self) -> None:
+    async def _add_row_locked(self) -> None:
+        if self.journal is None or self.journal_id is not None or self.spool.closed \
+                or not self.spool.in_memory:
+            return
+        row = await self.journal.add(self.mount.name, self.writer.path, self.spool.path)
+        if self.spool.closed:  # discarded meanwhile (discard takes no lock)
+            await self.journal.remove(row)
+            return
+        self.journal_id = row
+        self.row_state = OPEN
+
+    async def _leave_stream(self, keep: bool = True) -> None:
+        """Writes stop streaming (a write elsewhere, a truncate, a read): an unspooled
+        stream's bytes go back into the spool first (unless ``keep`` is False: a truncate
+        to 0), any other stream is abandoned. Under ``lock``."""
         self.sequential = False
-        if self.stream is not None:
-            self.stream.abandon()
+        stream, self.stream = self.stream, None
+        if stream is None:
+            return
+        if self.unspooled and keep:
+            await self._respool(stream)
+        else:
+            self.unspooled = False
+            stream.abandon()
+
+    async def _respool(self, stream: Any) -> None:
+        """Finish an unspooled ``stream`` and write its bytes into the spool (one worker
+        thread; the blocks are read back). Raises (the write dropped) when the import
+        failed. Under ``lock``."""
+        self.unspooled = False
+
+        def work() -> bool:
+            chunks = stream.content()
+            if chunks is None:
+                return False
+            self.spool.replace_sync(chunks)
+            return True
+        if not await trio.to_thread.run_sync(work, limiter=spool_limiter()):
+            raise self._stream_lost(stream)
+
+    def _stream_lost(self, stream: Any) -> McpfsError:
+        """An unspooled import failed: the bytes written are gone, so the write is dropped
+        as a whole (as a failed copy check is) and its error is what the writer gets."""
+        self.unlinked = True
+        self.unspooled = self.sequential = False
+        if self.stream is stream:
             self.stream = None
+        stream.abandon()
+        err = stream.error
+        log.error("write to /%s/%s: the streaming import failed (%s); the file is dropped",
+                  self.mount.name, self.writer.path, err or "abandoned")
+        if isinstance(err, McpfsError):
+            return err
+        return McpfsError(f"import failed: {err}",
+                          errno=getattr(err, "errno", None) or errno.EIO)
+
+    async def _feed(self, data: bytes) -> None:
+        """The next sequential bytes of an unspooled file, into its import only: queued
+        from the trio thread, or from a worker thread when the importer is behind."""
+        stream = self.stream
+        if not stream.try_feed(data):
+            await trio.to_thread.run_sync(stream.feed, data, limiter=spool_limiter())
+        if stream.failed:
+            raise self._stream_lost(stream)
+
+    async def _finish_unspooled(self) -> Any:
+        """Commit of an unspooled file: wait for its import, hand the DAG to the Mount
+        (``imported``; for the bridge the identity, which is the import's CID) and return
+        the stream (its bytes can still be read back). Under ``lock``."""
+        stream, self.stream = self.stream, None
+        self.unspooled = self.sequential = False
+        imported = await trio.to_thread.run_sync(stream.finish)
+        if imported is None:
+            raise self._stream_lost(stream)
+        self.writer.extra["imported"] = imported
+        self.writer.extra["content_size"] = imported.size
+        if self.bridge is not None:
+            self.writer.extra["identity"] = str(imported.cid)
+        return stream
 
     async def _redirty(self) -> None:
         """A change after a commit: the row must say OPEN again (a committing row would be
@@ -185,6 +261,10 @@ class OpenFile:
             async with self.lock:
                 if self.copycheck is not None:
                     await self._end_copycheck()
+        if self.unspooled:
+            async with self.lock:
+                if self.unspooled:
+                    await self._leave_stream()
         if not self.filled:
             async with self.lock:
                 await self._fill_locked()
@@ -203,13 +283,18 @@ class OpenFile:
             await self._fill_locked()
             await self._redirty()
             if self.sequential and offset != self.size:
-                self._abandon_stream()
+                await self._leave_stream()
             if offset > self.size:  # a hole: make the spool's length the logical size first
                 await self.spool.truncate(self.size)
             feed = None
             if self.sequential:
                 if self.stream is None and offset + len(data) > MEMORY_MAX:
                     await self._start_stream()
+                if self.unspooled:
+                    await self._feed(data)
+                    self.size += len(data)
+                    self.dirty = True
+                    return len(data)
                 if self.stream is not None:
                     feed = self.stream.feed
             n = await self.spool.write(offset, data, feed)
@@ -246,6 +331,12 @@ class OpenFile:
         if self.size:
             head = await self.spool.read(0, self.size)
             await trio.to_thread.run_sync(self.stream.feed, head, limiter=spool_limiter())
+        # the bridge's identity must be the import's CID (same params), else it hashes
+        # the spool, which then has to hold the bytes
+        self.unspooled = getattr(self.stream, "keeps_bytes", False) and \
+            getattr(self.bridge, "identity_from_mfs", True)
+        if self.unspooled:  # a large write in progress: listed by ``mcpfs status``, and a
+            await self._add_row_locked()  # crash is logged as a discarded write at start
 
     async def truncate(self, size: int) -> None:
         async with self.lock:
@@ -254,7 +345,7 @@ class OpenFile:
             if size == 0:
                 self.filled = True
             if size != self.size or not (self.sequential and size == 0):
-                self._abandon_stream()
+                await self._leave_stream(keep=size != 0)
             if size == 0 and self.stream is None:
                 self.sequential = True  # empty again: the next writes may stream
             await self._fill_locked()
@@ -273,15 +364,17 @@ class OpenFile:
                 attr = await self._commit_copy(sub_path)
                 if attr is not None:
                     return attr
+            streamed = await self._finish_unspooled() if self.unspooled else None
             await self._fill_locked()
             self.writer.path = sub_path
             memory = self.spool.in_memory and getattr(self.mount, "memory_commit", False)
-            if not memory:
+            if not memory and streamed is None:
                 await self.spool.materialize()
             if self.stream is not None:  # still purely sequential: the DAG is being built
                 self.writer.extra["stream"], self.stream = self.stream, None
                 self.sequential = False  # consumed: later appends go through the spool
-            if not memory and self.journal is not None and self.journal_id is not None:
+            if not memory and streamed is None and self.journal is not None \
+                    and self.journal_id is not None:
                 await self.journal.set(self.journal_id, COMMITTING, sub_path)
                 self.row_state = COMMITTING
             if self.bridge is not None:  # identity, and maybe a native route
@@ -290,6 +383,12 @@ class OpenFile:
             try:
                 attr = await self.mount.commit(self.writer)
             except BaseException as exc:
+                if streamed is not None:  # the retry needs the bytes: from the DAG
+                    with trio.CancelScope(shield=True):
+                        try:
+                            await self._respool(streamed)
+                        except McpfsError:
+                            raise exc from None  # dropped (logged): nothing to retry
                 await self.spool.materialize()  # kept for the journal's retry
                 if self.journal is not None and self.journal_id is not None:
                     with trio.CancelScope(shield=True):

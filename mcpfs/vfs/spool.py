@@ -23,7 +23,7 @@ from __future__ import annotations
 import errno
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 import trio
@@ -186,6 +186,21 @@ class Spool:
             return len(self.mem)
         return await trio.to_thread.run_sync(lambda: os.fstat(self.fd).st_size,
                                              limiter=limiter())
+
+    def replace_sync(self, chunks: Iterable[bytes]) -> int:
+        """Make the content exactly ``chunks`` (blocking): the file is created if the spool
+        was in memory, then truncated and written from offset 0. Returns the byte count."""
+        if self.mem is not None:
+            self.mem = bytearray()
+            self.materialize_sync()
+        try:
+            os.ftruncate(self.fd, 0)
+        except OSError as exc:
+            raise _oserror(exc, f"spool {self.path}") from None
+        offset = 0
+        for chunk in chunks:
+            offset += self._pwrite(offset, chunk)
+        return offset
 
     async def write_from(self, chunks: AsyncIterator[bytes]) -> int:
         """Write ``chunks`` one after another from offset 0; return the byte count."""

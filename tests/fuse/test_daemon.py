@@ -225,25 +225,38 @@ def test_kill_9_during_a_write_keeps_mfs_intact(daemon, tmp_path):
     assert not list((paths().cache_dir / "spool").iterdir())
 
 
-def test_disk_full_is_enospc_to_the_writer(daemon, mcpfs_home):
-    cache = paths().cache_dir
-    cache.mkdir(parents=True)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(cache)],
+def _small_tmpfs(folder) -> None:
+    folder.mkdir(parents=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)],
                       capture_output=True).returncode:
         pytest.skip("cannot mount tmpfs here")
+
+
+@pytest.mark.parametrize("full", ["spool", "blocks"])
+def test_disk_full_is_enospc_to_the_writer(daemon, mcpfs_home, full):
+    """The spool's disk full (random writes are spooled), or the blockstore's (a sequential
+    write streams into the import, unspooled): ENOSPC to the writer, earlier data intact."""
+    folder = paths().cache_dir if full == "spool" else paths().state_dir
+    _small_tmpfs(folder)
     try:
         mnt = daemon.start()
         (mnt / "mfs" / "early").write_bytes(b"early data")
         with pytest.raises(OSError) as info:
             with open(mnt / "mfs" / "big", "wb") as fh:
+                if full == "spool":
+                    fh.seek(4 << 20)  # a write past the end: not sequential, spooled
+                    fh.write(b"!")
+                    fh.seek(0)
                 for _ in range(16):
-                    fh.write(b"q" * (256 << 10))
+                    fh.write(os.urandom(256 << 10))  # distinct blocks: no dedup
         assert info.value.errno == errno.ENOSPC
         assert (mnt / "mfs" / "early").read_bytes() == b"early data"
+        if full == "blocks":  # the streamed bytes are gone: the write is dropped whole
+            assert "big" not in os.listdir(mnt / "mfs")
         daemon.stop()
     finally:
         daemon.stop()
-        subprocess.run(["umount", str(cache)], check=True)
+        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_foreground_mount_and_ctrl_c(cli_mnt):

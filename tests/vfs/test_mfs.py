@@ -14,6 +14,7 @@ from mcpfs.vfs import vfs as vfs_module
 from mcpfs.vfs.spool import MEMORY_MAX
 from mcpfs.mounts import build_mounts
 from mcpfs.config import paths
+from mcpfs.errors import McpfsError
 from tests.conftest import pattern_bytes
 
 from .conftest import add_bytes, only_hash
@@ -310,12 +311,18 @@ async def test_journal_row_only_for_spools_on_disk(drv, journal, monkeypatch):
     await drv.vfs.release(fh)
     assert added == [] and journal.pending() == [] and not list(spool_dir.iterdir())
     assert await drv.repo.mfs.read("/small") == b"tiny"
-    # The row comes with the spool file, before the file exists, as an open row.
+    # A file growing sequentially past the memory spool streams into its import only
+    # (unspooled): an open row at once (a write in progress), no spool file.
     fh, _ = await drv.vfs.create(root, "grows", os.O_WRONLY | os.O_CREAT)
     await drv.vfs.write(fh, 0, b"x")
     of = drv.vfs.open_files[await drv.ino("mfs/grows")]
     assert of.journal_id is None and journal.pending() == []
     await drv.vfs.write(fh, 1, b"y" * MEMORY_MAX)
+    assert of.unspooled and not list(spool_dir.iterdir())
+    assert [(r.path, r.state) for r in journal.pending()] == [("grows", OPEN)]
+    # A write elsewhere needs the spool: the bytes are read back from the import into
+    # the spool file, under the same open row.
+    await drv.vfs.write(fh, 0, b"x")
     rows = journal.pending()
     assert [(r.mount, r.path, r.spool, r.state) for r in rows] == \
         [("mfs", "grows", of.spool.path, OPEN)] and of.journal_id == rows[0].id
@@ -393,3 +400,95 @@ async def test_a_path_resolved_through_the_reader_is_not_resolved_again(drv, mon
     reader = await fresh.open_read("d/small.txt")
     assert await reader.read(0, 10) == b"new"
     await reader.close()
+
+
+# ---------------------------------------------------------------- unspooled streaming
+async def _unspooled(drv, name: str, data: bytes):
+    """A new /mfs file written sequentially in 128 KiB pieces, still open: (fh, OpenFile)."""
+    fh, _ = await drv.vfs.create(await drv.ino("mfs"), name, os.O_RDWR | os.O_CREAT)
+    for i in range(0, len(data), 128 << 10):
+        await drv.vfs.write(fh, i, data[i:i + (128 << 10)])
+    of = drv.vfs.open_files[await drv.ino(f"mfs/{name}")]
+    assert of.unspooled and of.spool.in_memory  # the bytes are only in the import
+    return fh, of
+
+
+async def _close(drv, fh) -> None:
+    await drv.vfs.flush(fh)
+    await drv.vfs.release(fh)
+
+
+async def test_an_unspooled_file_reads_back_through_its_spool(drv):
+    data = pattern_bytes(3_000_000, 21)
+    fh, of = await _unspooled(drv, "r", data)
+    assert await drv.vfs.read(fh, 1_000_000, 10) == data[1_000_000:1_000_010]
+    assert not of.unspooled and os.path.getsize(of.spool.path) == len(data)
+    await drv.vfs.write(fh, len(data), b"tail")  # appends still work, through the spool
+    await _close(drv, fh)
+    assert await drv.repo.mfs.read("/r") == data + b"tail"
+
+
+async def test_an_unspooled_file_takes_random_writes_and_truncates(drv):
+    data = bytearray(pattern_bytes(2_000_000, 22))
+    fh, _ = await _unspooled(drv, "w", bytes(data))
+    await drv.vfs.write(fh, 5, b"HEADER")  # e.g. a writer patching its header at the end
+    data[5:11] = b"HEADER"
+    await drv.vfs.setattr(await drv.ino("mfs/w"), size=1_500_000, fh=fh)
+    del data[1_500_000:]
+    await _close(drv, fh)
+    assert await drv.repo.mfs.read("/w") == bytes(data)
+    fh, of = await _unspooled(drv, "t", pattern_bytes(1_000_000, 23))
+    await drv.vfs.setattr(await drv.ino("mfs/t"), size=0, fh=fh)  # dropped, not read back
+    assert not of.unspooled and of.spool.in_memory
+    await drv.vfs.write(fh, 0, b"new")
+    await _close(drv, fh)
+    assert await drv.repo.mfs.read("/t") == b"new"
+
+
+async def test_an_unspooled_file_whose_commit_fails_is_kept_whole_for_the_retry(
+        drv, journal, monkeypatch):
+    """The journal's retry needs the bytes: the spool is written from the import's DAG,
+    and the row says failed; recovery then commits the same bytes."""
+    from mcpfs.errors import McpfsError
+    from mcpfs.vfs.journal import FAILED
+    mount = drv.vfs.mounts["mfs"]
+    real_commit = mount.commit
+
+    async def broken(writer):
+        raise McpfsError("backend down", errno=errno.EIO)
+    monkeypatch.setattr(mount, "commit", broken)
+    data = pattern_bytes(1_500_000, 24)
+    fh, _ = await _unspooled(drv, "k", data)
+    assert await drv.errno_of(drv.vfs.flush(fh)) == errno.EIO
+    await drv.vfs.release(fh)
+    rows = journal.pending()
+    assert [(r.path, r.state) for r in rows] == [("k", FAILED)]
+    with open(rows[0].spool, "rb") as fh_:
+        assert fh_.read() == data
+    monkeypatch.setattr(mount, "commit", real_commit)
+    assert await drv.vfs.recover() == [("mfs", "k", "committed")]
+    assert await drv.repo.mfs.read("/k") == data
+
+
+async def test_an_unspooled_import_that_fails_drops_the_write_with_its_error(
+        drv, monkeypatch):
+    """A full blockstore: the streamed bytes are gone, so the writer gets ENOSPC and the
+    file is dropped as a whole (an existing file keeps its old content)."""
+    from mcpfs.errors import NoSpace
+    await drv.write_file("mfs/old", b"old content")
+
+    def full(cid, data):
+        raise NoSpace("no space left writing block")
+    monkeypatch.setattr(drv.repo.store, "put", full)
+    fh, _ = await drv.vfs.open(await drv.ino("mfs/old"), os.O_WRONLY | os.O_TRUNC)
+    got = None
+    try:
+        for i in range(0, 4 << 20, 128 << 10):
+            await drv.vfs.write(fh, i, pattern_bytes(128 << 10, i))
+        await drv.vfs.flush(fh)
+    except McpfsError as exc:
+        got = exc.errno
+    await drv.vfs.release(fh)
+    assert got == errno.ENOSPC
+    assert await drv.repo.mfs.read("/old") == b"old content"
+    assert (await drv.stat("mfs/old")).attr.size == len(b"old content")

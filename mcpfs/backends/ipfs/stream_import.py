@@ -10,8 +10,15 @@ a bounded queue. Two ways to feed it:
   ``offer`` returns False (reads are offered from the trio thread, which must not wait;
   a reader faster than hashing simply gets no identity).
 
+- ``try_feed(data)`` never blocks and never abandons: False when the queue is full (vfs
+  feeds sequential writes from the trio thread this way, and hops to a worker thread to
+  ``feed`` only when the importer is behind).
+
 ``finish()`` (blocking) waits for the root of everything fed: an :class:`Imported`, or
-None when the import failed or was abandoned. ``abandon()`` never blocks. The thread holds
+None when the import failed or was abandoned; ``error`` then says why the import failed.
+``abandon()`` never blocks. A stream made with ``read_back`` (a block-writing import: its
+DAG holds every byte fed) can give those bytes back: ``content()`` finishes it and reads
+the DAG, so a writer may skip keeping its own copy (vfs's spool) while it streams. The thread holds
 ``hold()`` (e.g. the repo's GC ``writing()`` lock) from start to end, so a GC cannot remove
 blocks the import wrote or deduplicated against. Abandoned or failed imports leave
 unreferenced blocks for the next GC.
@@ -55,8 +62,10 @@ class StreamImport:
     def __init__(self, run: Callable[[Iterator[bytes]], Imported], *,
                  hold: Callable[[], AbstractContextManager] | None = None,
                  queue_pieces: int = QUEUE_PIECES, only_hash: bool = False,
+                 read_back: Callable[[Imported], Iterable[bytes]] | None = None,
                  name: str = "stream-import") -> None:
         self.only_hash = only_hash
+        self._read_back = None if only_hash else read_back
         self.fed = 0
         self._run_import = run
         self._hold = hold
@@ -103,12 +112,44 @@ class StreamImport:
     def failed(self) -> bool:
         return self._error is not None or self._aborted
 
+    @property
+    def error(self) -> BaseException | None:
+        """Why the import failed (None while it runs, after success or an abandon)."""
+        return None if isinstance(self._error, _Abandoned) else self._error
+
+    @property
+    def keeps_bytes(self) -> bool:
+        """The DAG holds every byte fed and ``content()`` can read them back."""
+        return self._read_back is not None
+
+    def content(self) -> Iterator[bytes] | None:
+        """Finish (blocking), then the bytes of everything fed, read back from the DAG;
+        None when the import failed or was abandoned (the bytes are gone)."""
+        if self._read_back is None:
+            raise ValueError("this stream keeps no bytes")
+        imported = self.finish() if not self._done.is_set() else self.wait(0)
+        if imported is None:
+            return None
+        return iter(self._read_back(imported))
+
     def feed(self, data: bytes) -> None:
         """Queue the next bytes (blocks while the queue is full and the import runs)."""
         if self.failed:
             return
         self.fed += len(data)
         self._queue.put(bytes(data))
+
+    def try_feed(self, data: bytes) -> bool:
+        """Queue the next bytes if there is room (True); False, and nothing queued, when
+        the queue is full. After a failure the bytes are dropped (True): see ``error``."""
+        if self.failed:
+            return True
+        try:
+            self._queue.put_nowait(bytes(data))
+        except queue.Full:
+            return False
+        self.fed += len(data)
+        return True
 
     def offer(self, data: bytes) -> bool:
         """Queue the next bytes without waiting; abandons the import (False) when full."""
