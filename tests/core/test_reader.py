@@ -190,3 +190,34 @@ def test_real_syncfs_call_succeeds(tmp_path):
     from mcpfs.backends.ipfs.blockstore import _syncfs
 
     assert _syncfs(tmp_path) is True
+
+
+# ---------------------------------------------------------------- leaves without decoding
+@pytest.mark.parametrize("layout", ["balanced", "trickle"])
+def test_leaf_content_is_what_a_full_decode_gives(layout):
+    from mcpfs.backends.ipfs import dagpb, unixfs
+    from mcpfs.backends.ipfs.reader import leaf_content
+    store = MemoryBlockstore()
+    data = random.Random(5).randbytes(3 * 262144 + 1000)
+    root = import_bytes(store, data, ImportParams(layout=layout)).cid
+    reader = UnixFSReader(store)
+    leaves = [link.cid for link in reader.node(root)[0].links]
+    assert len(leaves) == 4
+    for cid in leaves:
+        block = store.get(cid)
+        full = unixfs.decode(dagpb.decode(block).data).data
+        assert bytes(leaf_content(block)) == full
+    assert leaf_content(store.get(root)) is None  # links: decoded the full way
+    assert reader.read(root, 262000, 5000) == data[262000:267000]
+
+
+def test_leaf_content_leaves_unusual_nodes_to_the_full_decode():
+    from mcpfs.backends.ipfs import dagpb, unixfs
+    from mcpfs.backends.ipfs.reader import leaf_content
+    with_mtime = unixfs.UnixFSData(unixfs.FILE, data=b"abc", filesize=3, mtime=(5, None))
+    directory = unixfs.UnixFSData(unixfs.DIRECTORY)
+    for fs in (with_mtime, directory):
+        assert leaf_content(dagpb.PBNode([], fs.encode()).encode()) is None
+    assert leaf_content(b"\x0a\x05\x08") is None  # truncated: InvalidInput, not a leaf
+    empty = unixfs.UnixFSData(unixfs.FILE, filesize=0)
+    assert bytes(leaf_content(dagpb.PBNode([], empty.encode()).encode())) == b""

@@ -34,8 +34,10 @@ def fixed32_field(field: int, value: int) -> bytes:
     return key(field, FIXED32) + value.to_bytes(4, "little")
 
 
-def iter_fields(buf: bytes | memoryview) -> Iterator[tuple[int, int, int | bytes]]:
-    """Yield (field number, wire type, value) in order; LEN values are bytes."""
+def iter_fields(buf: bytes | memoryview, copy: bool = True
+                ) -> Iterator[tuple[int, int, int | bytes]]:
+    """Yield (field number, wire type, value) in order; LEN values are bytes (with
+    ``copy`` False and a memoryview ``buf``: views into it, no copy)."""
     pos = 0
     end = len(buf)
     while pos < end:
@@ -52,7 +54,8 @@ def iter_fields(buf: bytes | memoryview) -> Iterator[tuple[int, int, int | bytes
             length, pos = decode_varint(buf, pos)
             if pos + length > end:
                 raise InvalidInput("truncated protobuf bytes field")
-            yield field, wire_type, bytes(buf[pos:pos + length])
+            value = buf[pos:pos + length]
+            yield field, wire_type, bytes(value) if copy else value
             pos += length
         elif wire_type == FIXED32:
             if pos + 4 > end:

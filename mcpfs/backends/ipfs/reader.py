@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from cachetools import LRUCache
 
 from ...errors import InvalidInput, IsADirectory, NotADirectory, NotFound
-from . import dagpb, hamt, unixfs
+from . import dagpb, hamt, protowire as pw, unixfs
 from .blockstore import Blockstore
 from .cid import CID, DAG_PB, RAW
 
@@ -124,13 +124,24 @@ class UnixFSReader:
         return b"".join(out)
 
     def _read_into(self, cid: CID, offset: int, size: int, out: list[bytes]) -> int:
-        """Append up to ``size`` bytes from ``offset`` of the subtree; return bytes added."""
+        """Append up to ``size`` bytes from ``offset`` of the subtree; return bytes added
+        (leaves' bytes as views into their blocks: the caller's join is the one copy)."""
         if size == 0:
             return 0
         if cid.codec == RAW:
             chunk = self.store.get(cid)[offset:offset + size]
             out.append(chunk)
             return len(chunk)
+        if cid.codec == DAG_PB:
+            with self._lock:
+                cached = self._nodes.get(cid)
+            if cached is None:  # a leaf is not decoded (nor cached): its bytes are sliced
+                block = self.store.get(cid)
+                content = leaf_content(block)
+                if content is not None:
+                    chunk = content[offset:offset + size]
+                    out.append(chunk)
+                    return len(chunk)
         pb, fsdata = self.unixfs_node(cid)
         if fsdata.type in (unixfs.DIRECTORY, unixfs.HAMT_SHARD):
             raise IsADirectory(f"{cid} is a directory")
@@ -245,6 +256,34 @@ class UnixFSReader:
                 raise NotFound(f"no link named {name!r} under {where}")
             cid = link.cid
         return cid
+
+
+def leaf_content(block: bytes) -> memoryview | None:
+    """The content of a dag-pb UnixFS leaf (file or raw data, no links, no blocksizes, no
+    metadata) as a view into ``block``, without the copies a full decode makes; None for
+    any other node (decoded the full way, which also validates it)."""
+    view = memoryview(block)
+    data = None
+    try:
+        for num, wire, value in pw.iter_fields(view, copy=False):
+            if num != 1 or wire != pw.LEN or data is not None:
+                return None  # a link, or anything unusual
+            data = value
+        if data is None:
+            return None
+        kind = content = None
+        for num, wire, value in pw.iter_fields(data, copy=False):
+            if num == 1 and wire == pw.VARINT and kind is None:
+                kind = value
+            elif num == 2 and wire == pw.LEN and content is None:
+                content = value
+            elif num != 3 or wire != pw.VARINT:  # blocksizes, mode, mtime...
+                return None
+    except InvalidInput:
+        return None
+    if kind not in (unixfs.FILE, unixfs.RAW):
+        return None
+    return content if content is not None else view[0:0]
 
 
 def split_ipfs_path(path: str) -> tuple[CID, list[str]]:
