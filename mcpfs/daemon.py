@@ -161,6 +161,7 @@ async def serve(mountpoint: str, config: Config | None = None,
             nursery.start_soon(_fuse_loop, nursery.cancel_scope, state)
             nursery.start_soon(_signals, nursery.cancel_scope)
             await nursery.start(repo.mfs.run_flusher)  # MFS syncs: every ~1 s, and at exit
+            await nursery.start(vfs.write_back.serve)  # commits after close() ([s3] write_back)
             # ---- the control socket: control.server.serve(repo, task_status=...)
             if control is not None:
                 await nursery.start(functools.partial(control, stats=stats, bridge=bridge,

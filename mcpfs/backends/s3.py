@@ -81,7 +81,7 @@ _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403",
 _CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 _ALLOWED_KEYS = {"endpoint_url", "region", "addressing_style", "buckets", "profile",
                  "max_attempts", "retry_mode", "threads", "part_size", "multipart_threshold",
-                 "part_concurrency", "if_none_match", "listing_ttl", "attr_ttl"}
+                 "part_concurrency", "if_none_match", "listing_ttl", "attr_ttl", "write_back"}
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,7 @@ class S3Config:
     if_none_match: bool = True  # new files are PUT with If-None-Match: *
     listing_ttl: float = 30.0  # seconds a cached listing is used (mounts/s3.py)
     attr_ttl: float = 1.0  # seconds a HEAD result is used (mounts/s3.py)
+    write_back: bool = False  # close() returns once the file is journaled (vfs/write_back.py)
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None) -> S3Config:

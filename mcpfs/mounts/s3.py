@@ -127,6 +127,8 @@ class S3Mount(S3Renames, Mount):
         self._heads: TTLCache[str, ObjectInfo] = TTLCache(ATTR_CACHE, cfg.attr_ttl)
         self._gen = 0
         self._ns_lock = trio.Lock()
+        # vfs commits a closed file in the background ([s3] write_back, vfs/write_back.py)
+        self.write_back = cfg.write_back
 
     # ---------------------------------------------------------------- caches
     def _invalidate(self, path: str) -> None:

@@ -374,7 +374,7 @@ class OpenFile:
                 self.writer.extra["stream"], self.stream = self.stream, None
                 self.sequential = False  # consumed: later appends go through the spool
             if not memory and streamed is None and self.journal is not None \
-                    and self.journal_id is not None:
+                    and self.journal_id is not None and self.row_state != COMMITTING:
                 await self.journal.set(self.journal_id, COMMITTING, sub_path)
                 self.row_state = COMMITTING
             if self.bridge is not None:  # identity, and maybe a native route
@@ -406,6 +406,29 @@ class OpenFile:
                 self.bridge.after_commit(self.mount.name, sub_path, self.writer, attr)
             self._clear_route()
             return attr
+
+    async def prepare_write_back(self, sub_path: str) -> bool:
+        """Before close() returns without committing (vfs/write_back.py): the spool on
+        disk with its journal row saying ``committing``, so a crash from now on commits it
+        at the next start. False (nothing changed) for what must be committed now: a
+        checked copy or an unspooled stream (their spool is not the content)."""
+        async with self.lock:
+            journal = self.journal
+            if self.copycheck is not None or self.unspooled or journal is None \
+                    or not self.dirty or self.unlinked:
+                return False
+            await self._fill_locked()
+            self.writer.path = sub_path
+
+            def work() -> None:  # one worker-thread hop: file, row, state
+                self.spool.materialize_sync()  # on_disk adds the row of a memory spool
+                if self.journal_id is None:
+                    self.journal_id = journal.add_sync(self.mount.name, sub_path,
+                                                       self.spool.path)
+                journal.set_sync(self.journal_id, COMMITTING, sub_path)
+            await trio.to_thread.run_sync(work, limiter=spool_limiter())
+            self.row_state = COMMITTING
+            return True
 
     async def discard(self) -> None:
         """Close and remove the spool and the journal row (nothing left to commit): one

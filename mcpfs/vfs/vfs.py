@@ -42,6 +42,7 @@ from .inodes import InodeTable, Node, child_path, parent_of
 from .journal import Journal
 from .spool import Spool
 from .spool import limiter as spool_limiter
+from .write_back import WriteBack
 
 log = logging.getLogger("mcpfs.vfs")
 
@@ -75,6 +76,7 @@ class VFS(Copies):
         self.open_files: dict[int, OpenFile] = {}  # ino -> write state
         self.page_cache = PageCache()  # whether a read-only open keeps the kernel's pages
         self._sweeping = False  # the journal-row sweeper runs (see _sweep_rows)
+        self.write_back = WriteBack(self)  # background commits (its serve() runs them)
 
     # ---------------------------------------------------------------- routing
     def route(self, path: str) -> tuple[Mount, str]:
@@ -146,6 +148,8 @@ class VFS(Copies):
             of = self.open_files.get(ino)
             if of is not None:
                 await of.truncate(size)
+                if of.writers <= 0:  # only a background commit holds it: commit again
+                    await self._commit(of)
             else:
                 of = await self._open_file(node, mount, sub, truncate=size == 0)
                 try:
@@ -198,6 +202,7 @@ class VFS(Copies):
         path = child_path(self.inodes.get(parent).path, name)
         mount, sub = self.route(path)
         self._writable(mount, path)
+        await self.write_back.settle(path)
         if any(of.node.attached and not of.unlinked and of.node.path.startswith(path + "/")
                for of in self.open_files.values()):
             raise McpfsError(f"/{path}: directory not empty", errno=errno.ENOTEMPTY)
@@ -218,6 +223,7 @@ class VFS(Copies):
         path = child_path(self.inodes.get(parent).path, name)
         mount, sub = self.route(path)
         self._writable(mount, path)
+        await self.write_back.settle(path)  # the backend must not see the two reordered
         of = self._pending_at(path)
         if of is None or of.writer.existed:  # a never-committed file exists only here
             await mount.unlink(sub)
@@ -241,6 +247,8 @@ class VFS(Copies):
                              else errno.EPERM)
         if flags & RENAME_EXCHANGE:
             raise McpfsError("RENAME_EXCHANGE is not supported", errno=errno.EINVAL)
+        await self.write_back.settle(old)
+        await self.write_back.settle(new)
         if flags & RENAME_NOREPLACE:
             try:
                 await m_new.lookup(s_new)
@@ -266,6 +274,9 @@ class VFS(Copies):
         """The inode's write state, created with a fresh spool (and journal row) if needed.
         ``create``: the kernel just found no such name (Mount.open_write may skip checks)."""
         of = self.open_files.get(node.ino)
+        if of is not None and self.write_back.pending(of):
+            await self.write_back.settle(node.path)  # a new writer starts after the upload
+            of = self.open_files.get(node.ino)
         if of is not None:
             if truncate:
                 await of.truncate(0)
@@ -331,7 +342,7 @@ class VFS(Copies):
 
     async def _close_open_file(self, of: OpenFile) -> None:
         """Last handle gone: drop the write state; keep the spool only if a commit failed."""
-        if of.handles > 0:
+        if of.handles > 0 or self.write_back.pending(of):
             return
         self.open_files.pop(of.node.ino, None)
         of.node.open_file = None
@@ -420,6 +431,9 @@ class VFS(Copies):
         handle: FileHandle = self.handles.get(fh)
         of = handle.open_file
         if of is not None and handle.writable and of.writers <= 1 and of.dirty:
+            if self.write_back.applies(of) and not of.unlinked and of.node.attached and \
+                    await self.write_back.queue(of, self.route(of.node.path)[1]):
+                return  # journaled: committed in the background (write_back.py)
             await self._commit(of)
 
     async def fsync(self, fh: int) -> None:
@@ -443,7 +457,8 @@ class VFS(Copies):
         of.handles -= 1
         if handle.writable:
             of.writers -= 1
-        if of.writers <= 0 and of.dirty and not of.unlinked:
+        if of.writers <= 0 and of.dirty and not of.unlinked \
+                and not self.write_back.pending(of):
             try:
                 await self._commit(of)
             except McpfsError:
@@ -488,13 +503,17 @@ class VFS(Copies):
 
     # ---------------------------------------------------------------- lifecycle
     async def commit_all(self) -> None:
-        """Commit every pending file (unmount); failures are logged and kept."""
+        """Commit every pending file (unmount), background commits included; failures
+        are logged and kept for the next start."""
+        await self.write_back.drain()
         for of in list(self.open_files.values()):
             if of.dirty and not of.unlinked:
                 try:
                     await self._commit(of)
                 except McpfsError:
                     pass
+            if of.handles <= 0:  # a write-back cancelled before its commit
+                await self._close_open_file(of)
 
     async def recover(self) -> list[tuple[str, str, str]]:
         """Replay the journal of a previous run: see recovery.py."""

@@ -421,3 +421,48 @@ def test_outside_changes_show_after_the_listing_ttl(daemon, s3_server, s3_env, r
     if "p" in os.listdir(b):  # SeaweedFS keeps an emptied directory (AWS would not)
         os.rmdir(b / "p")
     assert sorted(os.listdir(b)) == ["late.txt", "later.txt"]
+
+
+# ---------------------------------------------------------------- [s3] write_back
+def test_write_back_cp_returns_first_and_kill_9_loses_nothing(daemon, s3_server, s3_env, raw,
+                                                              bucket, tmp_path):
+    """With write_back, cp (and 50 small files) return before the upload; the files read
+    back at once through the mount; a kill -9 before the upload ends (the server is
+    stopped right after cp returns, so it cannot end) is completed by the next start: the
+    journal says committing, and nothing partial is ever visible."""
+    import signal
+    _write_config(s3_server, write_back="true", part_size=5 * MiB, part_concurrency=1)
+    env = {k: v for k, v in s3_env.items() if k != "AWS_ENDPOINT_URL"}
+    mnt = daemon.start(env)
+    data = os.urandom(120 * MiB)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    folder = mnt / "s3" / bucket / "wb"
+    folder.mkdir()
+    for i in range(50):
+        (folder / f"s{i:02}").write_bytes(b"small %d" % i)
+    run("cp", str(src), str(folder / "big.bin"))  # returns once journaled
+    os.kill(s3_server["pid"], signal.SIGSTOP)
+    try:
+        assert run("cmp", str(src), str(folder / "big.bin")).returncode == 0  # the spool
+        status = mcpfs("status").stdout
+        assert f"/s3/{bucket}/wb/big.bin  committing" in status, status
+        daemon.kill9()
+    finally:
+        os.kill(s3_server["pid"], signal.SIGCONT)
+    assert not exists(raw, bucket, "wb/big.bin")
+    daemon.start(env)  # recovery runs before the mount is live
+    assert sha256(get(raw, bucket, "wb/big.bin")) == sha256(data)
+    assert sorted(keys(raw, bucket, "wb/")) == ["wb/", "wb/big.bin"] + [  # mkdir's marker
+        f"wb/s{i:02}" for i in range(50)]
+    assert get(raw, bucket, "wb/s07") == b"small 7"
+    assert pending_writes(paths().state_dir) == []
+    # a multipart upload the server began as the daemon died, before the daemon could
+    # record its id, stays incomplete (invisible; SEMANTICS.md): at most that one
+    assert len(uploads(raw, bucket)) <= 1
+    # once running again, a write-back upload ends by itself
+    (folder / "later").write_bytes(b"later")
+    deadline = time.monotonic() + 30
+    while not exists(raw, bucket, "wb/later") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert get(raw, bucket, "wb/later") == b"later"

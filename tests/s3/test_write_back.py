@@ -1,0 +1,178 @@
+"""``[s3] write_back``: close() returns once the file is journaled, the upload follows in
+the background (vfs/write_back.py over mounts/s3.py on SeaweedFS), without FUSE. The
+kill -9 between close() and the upload is in tests/fuse/test_s3_mount.py."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+import trio
+
+from mcpfs.errors import McpfsError
+from mcpfs.mounts.s3 import S3Mount
+from mcpfs.vfs import VFS
+from mcpfs.vfs.inodes import ROOT_INODE
+from mcpfs.vfs.journal import COMMITTING, FAILED, Journal
+
+from .conftest import make_backend
+
+
+class Gate:
+    """Holds every upload of the mount until opened (so a test sees the file pending)."""
+
+    def __init__(self, mount: S3Mount) -> None:
+        self.open = trio.Event()
+        self.started = 0
+        real = mount.commit
+
+        async def held(writer):
+            self.started += 1
+            await self.open.wait()
+            return await real(writer)
+        mount.commit = held
+
+
+@pytest.fixture
+async def wb(s3_server, bucket, tmp_path, nursery):
+    mount = S3Mount(make_backend(s3_server, write_back=True))
+    journal = Journal(tmp_path / "state")
+    vfs = VFS({"s3": mount}, tmp_path / "spool", journal)
+    await nursery.start(vfs.write_back.serve)
+    vfs.write_back.retry_delay = 0.01
+    yield vfs, mount, journal, bucket
+    await vfs.commit_all()
+    journal.close()
+
+
+async def ino(vfs: VFS, path: str) -> int:
+    node = ROOT_INODE
+    for name in path.split("/"):
+        node = (await vfs.lookup(node, name)).ino
+    return node
+
+
+async def write(vfs: VFS, path: str, data: bytes) -> None:
+    head, _, name = path.rpartition("/")
+    try:  # as the kernel does: an existing name is opened with O_TRUNC, a new one created
+        fh, _ = await vfs.open(await ino(vfs, path), os.O_WRONLY | os.O_TRUNC)
+    except McpfsError as exc:
+        assert exc.errno == errno.ENOENT
+        fh, _ = await vfs.create(await ino(vfs, head), name, os.O_WRONLY | os.O_CREAT)
+    for i in range(0, len(data), 128 << 10):
+        await vfs.write(fh, i, data[i:i + (128 << 10)])
+    await vfs.flush(fh)  # close(): returns before the upload
+    await vfs.release(fh)
+
+
+async def read(vfs: VFS, path: str) -> bytes:
+    fh, _ = await vfs.open(await ino(vfs, path), os.O_RDONLY)
+    try:
+        return await vfs.read(fh, 0, 1 << 30)
+    finally:
+        await vfs.release(fh)
+
+
+async def test_close_returns_before_the_upload_and_the_file_is_served_meanwhile(wb, raw):
+    vfs, mount, journal, bucket = wb
+    gate = Gate(mount)
+    data = os.urandom(300_000)
+    await write(vfs, f"s3/{bucket}/a.bin", data)
+    await trio.testing.wait_all_tasks_blocked()
+    assert gate.started == 1  # the upload runs, close() has returned
+    assert "Contents" not in raw.list_objects_v2(Bucket=bucket)
+    rows = journal.pending()
+    assert [(r.path, r.state) for r in rows] == [(f"{bucket}/a.bin", COMMITTING)]
+    with open(rows[0].spool, "rb") as fh:  # durable before close() returned
+        assert fh.read() == data
+    assert (await vfs.getattr(await ino(vfs, f"s3/{bucket}/a.bin"))).attr.size == len(data)
+    assert await read(vfs, f"s3/{bucket}/a.bin") == data
+    gate.open.set()
+    await vfs.write_back.drain()
+    assert raw.get_object(Bucket=bucket, Key="a.bin")["Body"].read() == data
+    assert journal.pending() == [] and not os.listdir(vfs.spool_dir)
+    assert not vfs.open_files
+
+
+async def test_small_files_are_journaled_then_uploaded_in_parallel(wb, raw):
+    vfs, mount, journal, bucket = wb
+    gate = Gate(mount)
+    for i in range(20):
+        await write(vfs, f"s3/{bucket}/s{i:02}", b"x%d" % i)
+    await trio.testing.wait_all_tasks_blocked()
+    assert gate.started == 8  # UPLOADS at once
+    assert len(journal.pending()) == 20
+    gate.open.set()
+    await vfs.write_back.drain()
+    keys = [o["Key"] for o in raw.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert keys == [f"s{i:02}" for i in range(20)]
+    assert journal.pending() == []
+
+
+async def test_unlink_and_rename_wait_for_the_upload(wb, raw):
+    """The backend sees the upload first: a delete (or a copy) issued before it would be
+    undone by it."""
+    vfs, mount, journal, bucket = wb
+    gate = Gate(mount)
+    await write(vfs, f"s3/{bucket}/gone", b"bytes")
+    await write(vfs, f"s3/{bucket}/moved", b"moving")
+    async with trio.open_nursery() as n:
+        root = await ino(vfs, f"s3/{bucket}")
+        n.start_soon(vfs.unlink, root, "gone")
+        n.start_soon(vfs.rename, root, "moved", root, "there")
+        await trio.testing.wait_all_tasks_blocked()
+        assert "Contents" not in raw.list_objects_v2(Bucket=bucket)
+        gate.open.set()
+    keys = [o["Key"] for o in raw.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert keys == ["there"]
+    assert raw.get_object(Bucket=bucket, Key="there")["Body"].read() == b"moving"
+
+
+async def test_a_new_writer_waits_and_its_bytes_are_committed_after(wb, raw):
+    vfs, mount, journal, bucket = wb
+    gate = Gate(mount)
+    await write(vfs, f"s3/{bucket}/f", b"first")
+    done = trio.Event()
+
+    async def overwrite():
+        await write(vfs, f"s3/{bucket}/f", b"second version")
+        done.set()
+    async with trio.open_nursery() as n:
+        n.start_soon(overwrite)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not done.is_set()  # O_TRUNC waits for the first commit
+        gate.open.set()
+    await vfs.write_back.drain()
+    assert raw.get_object(Bucket=bucket, Key="f")["Body"].read() == b"second version"
+    assert journal.pending() == []
+
+
+async def test_a_failing_upload_is_retried_then_kept_for_the_next_start(wb, raw):
+    vfs, mount, journal, bucket = wb
+    tries = []
+
+    async def broken(writer):
+        tries.append(writer.path)
+        raise McpfsError("backend down", errno=errno.EIO)
+    real = mount.commit
+    mount.commit = broken
+    await write(vfs, f"s3/{bucket}/kept", b"keep me")
+    await vfs.write_back.drain()
+    assert len(tries) == 4  # ATTEMPTS
+    rows = journal.pending()
+    assert [(r.path, r.state) for r in rows] == [(f"{bucket}/kept", FAILED)]
+    with open(rows[0].spool, "rb") as fh:
+        assert fh.read() == b"keep me"
+    mount.commit = real
+    assert await vfs.recover() == [("s3", f"{bucket}/kept", "committed")]
+    assert raw.get_object(Bucket=bucket, Key="kept")["Body"].read() == b"keep me"
+
+
+async def test_without_write_back_close_waits_for_the_upload(s3_server, bucket, raw, tmp_path,
+                                                             nursery):
+    mount = S3Mount(make_backend(s3_server))
+    vfs = VFS({"s3": mount}, tmp_path / "spool", Journal(tmp_path / "state"))
+    await nursery.start(vfs.write_back.serve)
+    await write(vfs, f"s3/{bucket}/sync", b"now")
+    assert raw.get_object(Bucket=bucket, Key="sync")["Body"].read() == b"now"
