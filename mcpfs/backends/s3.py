@@ -81,7 +81,8 @@ _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403",
 _CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 _ALLOWED_KEYS = {"endpoint_url", "region", "addressing_style", "buckets", "profile",
                  "max_attempts", "retry_mode", "threads", "part_size", "multipart_threshold",
-                 "part_concurrency", "if_none_match", "listing_ttl", "attr_ttl", "write_back"}
+                 "part_concurrency", "if_none_match", "listing_ttl", "attr_ttl", "write_back",
+                 "negative_ttl"}
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class S3Config:
     listing_ttl: float = 30.0  # seconds a cached listing is used (mounts/s3.py)
     attr_ttl: float = 1.0  # seconds a HEAD result is used (mounts/s3.py)
     write_back: bool = False  # close() returns once the file is journaled (vfs/write_back.py)
+    negative_ttl: float = 0.0  # seconds a listing says "no such name" without a request
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None) -> S3Config:

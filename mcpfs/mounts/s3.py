@@ -125,6 +125,12 @@ class S3Mount(S3Renames, Mount):
         self._listings: TTLCache[str, Listing] = TTLCache(
             LISTING_CACHE_ENTRIES, cfg.listing_ttl, getsizeof=lambda v: max(1, len(v)))
         self._heads: TTLCache[str, ObjectInfo] = TTLCache(ATTR_CACHE, cfg.attr_ttl)
+        # directories listed from the server within negative_ttl (0: none): a name their
+        # listing lacks is missing without a request (a burst of creates costs one LIST
+        # per negative_ttl, not a HEAD per new name; another client's new object shows
+        # up to negative_ttl late)
+        self._fresh: TTLCache[str, bool] = TTLCache(ATTR_CACHE, max(cfg.negative_ttl, 1e-9))
+        self._negative_ttl = cfg.negative_ttl
         self._gen = 0
         self._ns_lock = trio.Lock()
         # vfs commits a closed file in the background ([s3] write_back, vfs/write_back.py)
@@ -138,6 +144,7 @@ class S3Mount(S3Renames, Mount):
         self._heads.pop("/".join(segs), None)
         for i in range(len(segs) + 1):
             self._listings.pop("/".join(segs[:i]), None)
+            self._fresh.pop("/".join(segs[:i]), None)
 
     async def _listing(self, path: str) -> Listing:
         """name -> (Attr, ObjectInfo or None) of the directory ``path`` (cached)."""
@@ -160,6 +167,8 @@ class S3Mount(S3Renames, Mount):
                 await self._raise_missing_dir(path)
         if gen == self._gen:
             self._listings[path] = out
+            if self._negative_ttl > 0:
+                self._fresh[path] = True
         return out
 
     async def _small_listing(self, path: str) -> Listing | None:
@@ -175,8 +184,11 @@ class S3Mount(S3Renames, Mount):
         if more:
             return None
         out = _build_listing(prefix, prefixes, objects)
-        if out and gen == self._gen:
+        exists = out or (prefix and any(o.key == prefix for o in objects))  # a marker
+        if exists and gen == self._gen:
             self._listings[path] = out
+            if self._negative_ttl > 0:
+                self._fresh[path] = True
         return out
 
     def _wrote(self, path: str, attr: Attr | None, info: ObjectInfo | None = None) -> None:
@@ -263,12 +275,22 @@ class S3Mount(S3Renames, Mount):
                             ) -> tuple[Attr, ObjectInfo | None]:
         """The entry of ``path`` in its parent's ``listing``. A name the listing lacks gets
         one HEAD (an object another client put since the listing was made is found at
-        once, and added); at the /s3 level (buckets) the listing answers alone."""
+        once, and added), unless ``negative_ttl`` is set: then it is missing while the
+        listing is younger than that, and after that a directory of one page is listed
+        again rather than HEADed. At the /s3 level (buckets) the listing answers alone."""
         segs = split(path)
         entry = listing.get(segs[-1])
         if entry is not None:
             return entry
-        if len(segs) > 1:
+        parent = "/".join(segs[:-1])
+        if len(segs) > 1 and parent not in self._fresh:
+            again = await self._small_listing(parent) \
+                if self._negative_ttl > 0 and len(listing) < SMALL_LISTING else None
+            if again is not None:
+                entry = again.get(segs[-1])
+                if entry is not None:
+                    return entry
+                raise McpfsError(f"/s3/{path}: no such file", errno=errno.ENOENT)
             info = await self._exists(*self._where(path))
             if info is not None:
                 entry = listing[segs[-1]] = (_file_attr(info), info)

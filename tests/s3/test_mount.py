@@ -90,14 +90,7 @@ async def test_lookups_in_a_small_directory_list_it_once(mount, bucket, raw, mon
     client puts is found by one HEAD."""
     for i in range(5):
         raw.put_object(Bucket=bucket, Key=f"small/f{i}", Body=b"x" * i)
-    calls = []
-    for name in ("list_dir_page", "head", "first_keys", "list_dir"):
-        real = getattr(mount.backend, name)
-
-        async def spy(*args, _real=real, _name=name, **kwargs):
-            calls.append(_name)
-            return await _real(*args, **kwargs)
-        monkeypatch.setattr(mount.backend, name, spy)
+    calls = spy_requests(mount, monkeypatch)
     assert (await mount.lookup(f"{bucket}/small/f3")).size == 3
     assert calls == ["list_dir_page"]
     assert (await mount.lookup(f"{bucket}/small/f4")).size == 4
@@ -111,6 +104,37 @@ async def test_lookups_in_a_small_directory_list_it_once(mount, bucket, raw, mon
     assert calls == ["head"]  # gone from the cached listing; the HEAD confirms
     assert sorted([n async for n, _ in mount.listdir(f"{bucket}/small")]) == \
         ["f1", "f2", "f3", "f4", "outside"]
+
+
+def spy_requests(mount, monkeypatch) -> list[str]:
+    calls: list[str] = []
+    for name in ("list_dir_page", "head", "first_keys", "list_dir"):
+        real = getattr(mount.backend, name)
+
+        async def spy(*args, _real=real, _name=name, **kwargs):
+            calls.append(_name)
+            return await _real(*args, **kwargs)
+        monkeypatch.setattr(mount.backend, name, spy)
+    return calls
+
+
+async def test_negative_ttl_answers_new_names_from_the_listing(s3_server, bucket, raw,
+                                                                monkeypatch):
+    """[s3] negative_ttl: a burst of lookups of new names (creates) costs one LIST per
+    negative_ttl instead of a HEAD each; an empty directory made by mkdir counts too;
+    another client's object shows once the listing is that old."""
+    mount = S3Mount(make_backend(s3_server, negative_ttl=30.0))
+    await mount.mkdir(f"{bucket}/new")
+    calls = spy_requests(mount, monkeypatch)
+    for i in range(20):
+        assert await errno_of(mount.lookup(f"{bucket}/new/f{i}")) == errno.ENOENT
+    assert calls == ["list_dir_page"]  # one page: the marker alone, cached as empty
+    raw.put_object(Bucket=bucket, Key="new/outside", Body=b"new")
+    assert await errno_of(mount.lookup(f"{bucket}/new/outside")) == errno.ENOENT
+    mount._fresh.clear()  # negative_ttl later: the small directory is listed again
+    assert (await mount.lookup(f"{bucket}/new/outside")).size == 3
+    assert await errno_of(mount.lookup(f"{bucket}/new/nope")) == errno.ENOENT
+    assert calls == ["list_dir_page", "list_dir_page"]
 
 
 async def test_write_read_and_cache_invalidated_by_own_write(mount, bucket, tmp_path):
