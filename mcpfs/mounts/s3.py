@@ -187,8 +187,11 @@ class S3Mount(S3Renames, Mount):
         exists = out or (prefix and any(o.key == prefix for o in objects))  # a marker
         if exists and gen == self._gen:
             self._listings[path] = out
-            if self._negative_ttl > 0:
-                self._fresh[path] = True
+        if exists and self._negative_ttl > 0 and path in self._listings:
+            # also when our own change raced the request (not stored then): the cached
+            # listing has our changes, the server had no others; else a burst of our
+            # creates, each changing the listing, would list it again at every lookup
+            self._fresh[path] = True
         return out
 
     def _wrote(self, path: str, attr: Attr | None, info: ObjectInfo | None = None) -> None:

@@ -15,6 +15,7 @@ from mcpfs.mounts.s3 import S3Mount
 from mcpfs.vfs import VFS
 from mcpfs.vfs.inodes import ROOT_INODE
 from mcpfs.vfs.journal import COMMITTING, FAILED, Journal
+from mcpfs.vfs.write_back import UPLOADS
 
 from .conftest import make_backend
 
@@ -101,7 +102,7 @@ async def test_small_files_are_journaled_then_uploaded_in_parallel(wb, raw):
     for i in range(20):
         await write(vfs, f"s3/{bucket}/s{i:02}", b"x%d" % i)
     await trio.testing.wait_all_tasks_blocked()
-    assert gate.started == 8  # UPLOADS at once
+    assert gate.started == UPLOADS  # at once
     assert len(journal.pending()) == 20
     gate.open.set()
     await vfs.write_back.drain()
