@@ -145,11 +145,10 @@ class VFS(Copies):
         if size is not None or other:
             self._writable(mount, node.path)
         if size is not None:
+            await self.write_back.settle(node.path)  # a truncate follows the upload
             of = self.open_files.get(ino)
             if of is not None:
                 await of.truncate(size)
-                if of.writers <= 0:  # only a background commit holds it: commit again
-                    await self._commit(of)
             else:
                 of = await self._open_file(node, mount, sub, truncate=size == 0)
                 try:
