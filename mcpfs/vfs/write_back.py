@@ -21,7 +21,8 @@ written: the bridge's native routes) are committed before close() returns, as wi
 write-back. At shutdown :meth:`drain` waits for every queued commit (``VFS.commit_all``).
 
 Concurrency: trio thread only. ``_pending`` maps each OpenFile being committed to the Event
-set when its commit ended; uploads run at most ``UPLOADS`` at once (a CapacityLimiter).
+set when its commit ended; uploads run at most ``UPLOADS`` at once (a CapacityLimiter), and
+at most ``QUEUED`` files wait (``room``, a Semaphore: close() waits beyond it).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ log = logging.getLogger("mcpfs.vfs")
 UPLOADS = 2  # background commits in flight at once: each PutObject costs ~1 ms of boto3 CPU
 # under the GIL, so more starve the FUSE loop on a small machine (500 creates of 1 KiB:
 # 478 files/s with 1 in flight, 399 with 2, 256 with 4, 210 with 8 on 2 cores)
+QUEUED = 256  # files journaled and not yet committed; a close() past it waits for room (each
+# holds its spool's descriptor: a burst of small files must not reach the process's fd limit)
 ATTEMPTS = 4  # tries of one background commit before it waits for the next start
 RETRY_DELAY = 1.0  # seconds before the first retry, doubled for each next one
 
@@ -50,6 +53,7 @@ class WriteBack:
     def __init__(self, vfs: VFS, uploads: int = UPLOADS) -> None:
         self.vfs = vfs
         self.limiter = trio.CapacityLimiter(uploads)
+        self.room = trio.Semaphore(QUEUED)  # held from queue() to the end of the commit
         self._pending: dict[OpenFile, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
         self.retry_delay = RETRY_DELAY
@@ -78,9 +82,15 @@ class WriteBack:
         (the caller commits now). Errors writing the spool (ENOSPC) reach close()."""
         if of in self._pending:  # not expected (writes wait for that commit): wait for it
             await self._pending[of].wait()
-        if not await of.prepare_write_back(sub_path):
-            return False
-        assert self._nursery is not None
+        await self.room.acquire()
+        try:
+            queued = await of.prepare_write_back(sub_path)
+        except BaseException:
+            self.room.release()
+            raise
+        if not queued or self._nursery is None:  # (a shutdown began meanwhile: the row
+            self.room.release()  # says committing, and VFS.commit_all commits it)
+            return queued
         self._pending[of] = trio.Event()
         self._nursery.start_soon(self._commit, of, name=f"write-back /{of.node.path}")
         return True
@@ -106,6 +116,7 @@ class WriteBack:
                             await trio.sleep(self.retry_delay * 2 ** attempt)
         finally:
             del self._pending[of]
+            self.room.release()
             try:  # cancelled (shutdown) before its commit: left for VFS.commit_all
                 if of.handles <= 0 and (ended or not of.dirty):
                     await self.vfs._close_open_file(of)

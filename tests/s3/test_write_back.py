@@ -177,3 +177,26 @@ async def test_without_write_back_close_waits_for_the_upload(s3_server, bucket, 
     await nursery.start(vfs.write_back.serve)
     await write(vfs, f"s3/{bucket}/sync", b"now")
     assert raw.get_object(Bucket=bucket, Key="sync")["Body"].read() == b"now"
+
+
+async def test_close_waits_when_the_queue_is_full(wb, raw):
+    """At most QUEUED files wait for their upload (each holds a spool descriptor): the
+    next close() waits for room."""
+    vfs, mount, journal, bucket = wb
+    vfs.write_back.room = trio.Semaphore(3)
+    gate = Gate(mount)
+    for i in range(3):
+        await write(vfs, f"s3/{bucket}/q{i}", b"queued")
+    done = trio.Event()
+
+    async def fourth():
+        await write(vfs, f"s3/{bucket}/q3", b"waits")
+        done.set()
+    async with trio.open_nursery() as n:
+        n.start_soon(fourth)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not done.is_set() and len(journal.pending()) == 3
+        gate.open.set()
+    await vfs.write_back.drain()
+    assert sorted(o["Key"] for o in raw.list_objects_v2(Bucket=bucket)["Contents"]) == \
+        ["q0", "q1", "q2", "q3"]
