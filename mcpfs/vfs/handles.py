@@ -90,6 +90,7 @@ class OpenFile:
         self.sequential = filled and size == 0  # every write so far appended to empty
         self.stream: Any = None  # the Mount's streaming import, while sequential
         self.unspooled = False  # the spool lacks what ``stream`` holds (module docstring)
+        self.lost: McpfsError | None = None  # why an unspooled write was dropped (sticky)
         self.bridge: Any = None  # the bridge (set by vfs): identities and native routes
         self.copy_source: Any = None  # the bridge's ReadTracker of the file copied in
         self.writer_pid: int | None = None  # who opened it, until the first write
@@ -138,33 +139,39 @@ class OpenFile:
     async def _respool(self, stream: Any) -> None:
         """Finish an unspooled ``stream`` and write its bytes into the spool (one worker
         thread; the blocks are read back). Raises (the write dropped) when the import
-        failed. Under ``lock``."""
+        failed or the spool could not take the bytes (ENOSPC). Under ``lock``."""
         self.unspooled = False
 
-        def work() -> bool:
-            chunks = stream.content()
-            if chunks is None:
-                return False
-            self.spool.replace_sync(chunks)
-            return True
-        if not await trio.to_thread.run_sync(work, limiter=spool_limiter()):
-            raise self._stream_lost(stream)
+        def work() -> BaseException | None:
+            try:
+                chunks = stream.content()
+                if chunks is None:
+                    return stream.error or McpfsError("import abandoned", errno=errno.EIO)
+                self.spool.replace_sync(chunks)
+            except Exception as exc:  # noqa: BLE001 - the spool is partial: dropped below
+                return exc
+            return None
+        err = await trio.to_thread.run_sync(work, limiter=spool_limiter())
+        if err is not None:
+            raise self._stream_lost(stream, err)
 
-    def _stream_lost(self, stream: Any) -> McpfsError:
-        """An unspooled import failed: the bytes written are gone, so the write is dropped
-        as a whole (as a failed copy check is) and its error is what the writer gets."""
+    def _stream_lost(self, stream: Any, err: BaseException | None = None) -> McpfsError:
+        """An unspooled import failed (or its bytes could not be read back): they are gone,
+        so the write is dropped as a whole (as a failed copy check is), and its error is
+        what every later write and close() of the file get (``lost``)."""
         self.unlinked = True
         self.unspooled = self.sequential = False
         if self.stream is stream:
             self.stream = None
         stream.abandon()
-        err = stream.error
+        err = err or stream.error
         log.error("write to /%s/%s: the streaming import failed (%s); the file is dropped",
                   self.mount.name, self.writer.path, err or "abandoned")
-        if isinstance(err, McpfsError):
-            return err
-        return McpfsError(f"import failed: {err}",
-                          errno=getattr(err, "errno", None) or errno.EIO)
+        if not isinstance(err, McpfsError):
+            err = McpfsError(f"import failed: {err}",
+                             errno=getattr(err, "errno", None) or errno.EIO)
+        self.lost = err
+        return err
 
     async def _feed(self, data: bytes) -> None:
         """The next sequential bytes of an unspooled file, into its import only: queued
@@ -257,6 +264,8 @@ class OpenFile:
             self.writer.extra.pop(key, None)  # a later commit decides afresh
 
     async def read(self, offset: int, size: int) -> bytes:
+        if self.lost is not None:
+            raise self.lost
         if self.copycheck is not None:
             async with self.lock:
                 if self.copycheck is not None:
@@ -274,6 +283,8 @@ class OpenFile:
 
     async def write(self, offset: int, data: bytes) -> int:
         async with self.lock:
+            if self.lost is not None:
+                raise self.lost
             if self.copycheck is not None:
                 if offset == self.size and self.copycheck.accept(offset, data):
                     self.size += len(data)
@@ -340,6 +351,10 @@ class OpenFile:
 
     async def truncate(self, size: int) -> None:
         async with self.lock:
+            if self.lost is not None:
+                if size != 0:
+                    raise self.lost
+                self.lost, self.unlinked = None, False  # O_TRUNC: a new start, nothing lost
             if self.copycheck is not None:
                 await self._end_copycheck()
             if size == 0:
@@ -358,6 +373,8 @@ class OpenFile:
         """Make the spool the content of ``sub_path`` if anything changed; None otherwise.
         Raises what the Mount raised (the data stays in the spool)."""
         async with self.lock:
+            if self.lost is not None:
+                raise self.lost
             if not self.dirty or self.unlinked:
                 return None
             if self.copycheck is not None:
@@ -399,6 +416,9 @@ class OpenFile:
                 raise
             # The row stays "committing" while handles remain: a crash now re-commits the
             # same complete spool (harmless); the next change sets it back to "open".
+            if streamed is not None:  # the spool holds a prefix at most: the next read or
+                await self.spool.truncate(0)  # write refills it from the committed file
+                self.filled = False
             self.dirty = False
             self.writer.existed = True
             self.node.attr = attr

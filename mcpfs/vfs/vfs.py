@@ -354,6 +354,8 @@ class VFS(Copies):
             self.inodes.drop(of.node)
 
     async def _commit(self, of: OpenFile) -> None:
+        if of.lost is not None:  # a dropped streamed write: its error, at every close()
+            raise of.lost
         if of.unlinked or not of.node.attached:
             return
         _, sub = self.route(of.node.path)

@@ -492,3 +492,40 @@ async def test_an_unspooled_import_that_fails_drops_the_write_with_its_error(
     assert got == errno.ENOSPC
     assert await drv.repo.mfs.read("/old") == b"old content"
     assert (await drv.stat("mfs/old")).attr.size == len(b"old content")
+
+
+async def test_writing_on_after_a_streamed_commit_keeps_every_byte(drv):
+    """A commit while the writer stays open ({ cat a; cat b; } > f: the first cat's close
+    commits): the spool held only a prefix, so later writes and reads refill it from the
+    committed file first."""
+    a, b = pattern_bytes(1_000_000, 25), pattern_bytes(300_000, 26)
+    fh, _ = await _unspooled(drv, "joined", a)
+    fh2, _ = await drv.vfs.open(await drv.ino("mfs/joined"), os.O_WRONLY)  # the 2nd writer
+    await drv.vfs.flush(fh)  # not the last writer: no commit
+    await drv.vfs.release(fh)
+    await drv.vfs.fsync(fh2)  # a commit while a writer stays open
+    await drv.vfs.write(fh2, len(a), b)
+    reader, _ = await drv.vfs.open(await drv.ino("mfs/joined"), os.O_RDONLY)
+    assert await drv.vfs.read(reader, 999_990, 20) == (a + b)[999_990:1_000_010]
+    await drv.vfs.release(reader)
+    await _close(drv, fh2)
+    assert await drv.repo.mfs.read("/joined") == a + b
+
+
+async def test_a_dropped_write_is_an_error_for_every_later_write_and_close(drv, monkeypatch):
+    """A reader made the failed import show (by reading the file back): the writer, too,
+    gets the error from its next write and its close, not a silent success."""
+    from mcpfs.errors import NoSpace
+    data = pattern_bytes(1_000_000, 27)
+    fh, of = await _unspooled(drv, "lost", data)
+
+    def broken():
+        raise NoSpace("no space left writing block")
+    monkeypatch.setattr(of.stream, "content", broken)
+    reader, _ = await drv.vfs.open(await drv.ino("mfs/lost"), os.O_RDONLY)
+    assert await drv.errno_of(drv.vfs.read(reader, 0, 10)) == errno.ENOSPC
+    assert await drv.errno_of(drv.vfs.write(fh, len(data), b"more")) == errno.ENOSPC
+    assert await drv.errno_of(drv.vfs.flush(fh)) == errno.ENOSPC
+    await drv.vfs.release(reader)
+    await drv.vfs.release(fh)
+    assert "lost" not in await drv.ls("mfs")
