@@ -34,7 +34,7 @@ log = logging.getLogger("mcpfs.vfs")
 MAX_ATTEMPTS = 5  # failed commits of one spool before recovery gives up on it
 
 
-def _remove_spool(spool: str) -> None:
+def remove_spool(spool: str) -> None:
     """The spool and its sidecars (``<spool>.<suffix>``: a backend's resume state, e.g. the
     S3 multipart upload id)."""
     for path in [spool, *glob.glob(glob.escape(spool) + ".*")]:
@@ -55,7 +55,7 @@ async def recover(mounts: dict[str, Mount], journal: Journal | None
         mount = mounts.get(row.mount)
         exists = await trio.to_thread.run_sync(os.path.exists, row.spool)
         if row.state == OPEN or mount is None or not exists:
-            await trio.to_thread.run_sync(_remove_spool, row.spool)
+            await trio.to_thread.run_sync(remove_spool, row.spool)
             await journal.remove(row.id)
             log.warning("journal: discarded the unfinished write of /%s/%s",
                         row.mount, row.path)
@@ -84,4 +84,4 @@ async def recover(mounts: dict[str, Mount], journal: Journal | None
     return done
 
 
-__all__ = ["recover", "MAX_ATTEMPTS"]
+__all__ = ["recover", "remove_spool", "MAX_ATTEMPTS"]

@@ -226,6 +226,8 @@ class VFS(Copies):
         of = self._pending_at(path)
         if of is None or of.writer.existed:  # a never-committed file exists only here
             await mount.unlink(sub)
+        if self.write_back.given_up:
+            await self.write_back.superseded(mount.name, sub)
         if of is not None:
             of.unlinked = True
         self.inodes.detach(path)
@@ -273,7 +275,7 @@ class VFS(Copies):
         """The inode's write state, created with a fresh spool (and journal row) if needed.
         ``create``: the kernel just found no such name (Mount.open_write may skip checks)."""
         of = self.open_files.get(node.ino)
-        if of is not None and self.write_back.pending(of):
+        while of is not None and self.write_back.pending(of):
             await self.write_back.settle(node.path)  # a new writer starts after the upload
             of = self.open_files.get(node.ino)
         if of is not None:
@@ -311,6 +313,11 @@ class VFS(Copies):
                 await OpenFile(mount, node, spool, Writer(sub, spool, False), 0, True,
                                journal, jid).discard()
             raise
+        other = self.open_files.get(node.ino)
+        if other is not None:  # a concurrent opener got there first (both waited above)
+            with trio.CancelScope(shield=True):
+                await OpenFile(mount, node, spool, writer, 0, True, journal, jid).discard()
+            return await self._open_file(node, mount, sub, truncate, create)
         of = OpenFile(mount, node, spool, writer, size, filled=truncate or not writer.existed,
                       journal=self.journal, journal_id=jid)
         of.bridge = self.bridge
@@ -362,6 +369,8 @@ class VFS(Copies):
         of.node.cache_id = None  # new content: the next open drops the kernel's page cache
         with trio.CancelScope(shield=True):  # never leave a half-recorded commit behind
             await of.commit(sub)
+            if self.write_back.given_up:
+                await self.write_back.superseded(of.mount.name, sub)
 
     async def open(self, ino: int, flags: int, pid: int | None = None
                    ) -> tuple[int, FileHandle]:

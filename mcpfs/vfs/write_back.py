@@ -11,10 +11,12 @@ recovery.py), and starts the commit in this module's nursery. Until the commit i
 - a new writer, a truncate or an fsync waits for the commit (``OpenFile.lock``, which the
   commit holds), and ``unlink``/``rename`` of it (or of a directory above it) wait for
   :meth:`settle`, so the backend never sees them out of order;
-- a failed commit is retried ``ATTEMPTS`` times with a doubling delay, then given up for
-  this run: the spool stays with its ``failed`` row and the next start retries it (the
-  error is in the log and ``mcpfs status`` lists the row). The writer never sees it: that
-  is the price of write-back, and why it is opt-in.
+- a failed commit is retried ``ATTEMPTS`` times with a doubling delay (no upload slot held
+  while waiting; an errno in ``PERMANENT`` is not retried), then given up for this run: the
+  spool stays with its ``failed`` row and the next start retries it (the error is in the
+  log and ``mcpfs status`` lists the row), unless the path is written again or removed
+  first (:meth:`superseded`). The writer never sees the error: that is the price of
+  write-back, and why it is opt-in. Nothing a commit raises escapes this module.
 
 Files that are not plain spools (a checked copy, whose bytes were compared rather than
 written: the bridge's native routes) are committed before close() returns, as without
@@ -27,6 +29,7 @@ at most ``QUEUED`` files wait (``room``, a Semaphore: close() waits beyond it).
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +37,7 @@ import trio
 
 from ..errors import McpfsError
 from .handles import OpenFile
+from .recovery import remove_spool
 
 if TYPE_CHECKING:
     from .vfs import VFS
@@ -47,6 +51,9 @@ QUEUED = 256  # files journaled and not yet committed; a close() past it waits f
 # holds its spool's descriptor: a burst of small files must not reach the process's fd limit)
 ATTEMPTS = 4  # tries of one background commit before it waits for the next start
 RETRY_DELAY = 1.0  # seconds before the first retry, doubled for each next one
+# errnos a retry cannot change: given up at once (denied, lost an If-None-Match race, the
+# bucket is gone, refused as invalid)
+PERMANENT = frozenset({errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENOENT, errno.EINVAL})
 
 
 class WriteBack:
@@ -54,6 +61,8 @@ class WriteBack:
         self.vfs = vfs
         self.limiter = trio.CapacityLimiter(uploads)
         self.room = trio.Semaphore(QUEUED)  # held from queue() to the end of the commit
+        # (mount, path) -> (journal row, spool) of write-backs given up in this run
+        self.given_up: dict[tuple[str, str], tuple[int, str]] = {}
         self._pending: dict[OpenFile, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
         self.retry_delay = RETRY_DELAY
@@ -79,41 +88,49 @@ class WriteBack:
 
     async def queue(self, of: OpenFile, sub_path: str) -> bool:
         """Journal ``of`` for a background commit and start it; False when it cannot be
-        (the caller commits now). Errors writing the spool (ENOSPC) reach close()."""
-        if of in self._pending:  # not expected (writes wait for that commit): wait for it
+        (the caller commits now). Errors writing the spool (ENOSPC) reach close(). The
+        file counts as pending from the start, so settle() also waits for this step."""
+        while of in self._pending:  # another close() of the file queued it: after that one
             await self._pending[of].wait()
-        await self.room.acquire()
+        done = self._pending[of] = trio.Event()
+        started = False
         try:
-            queued = await of.prepare_write_back(sub_path)
-        except BaseException:
-            self.room.release()
-            raise
-        if not queued or self._nursery is None:  # (a shutdown began meanwhile: the row
-            self.room.release()  # says committing, and VFS.commit_all commits it)
-            return queued
-        self._pending[of] = trio.Event()
-        self._nursery.start_soon(self._commit, of, name=f"write-back /{of.node.path}")
-        return True
+            await self.room.acquire()
+            try:
+                queued = await of.prepare_write_back(sub_path)
+                if queued and self._nursery is not None:
+                    self._nursery.start_soon(self._commit, of, done,
+                                             name=f"write-back /{of.node.path}")
+                    started = True
+                # (queued without a nursery: a shutdown began; VFS.commit_all commits it)
+                return queued
+            finally:
+                if not started:
+                    self.room.release()
+        finally:
+            if not started:
+                del self._pending[of]
+                done.set()
 
-    async def _commit(self, of: OpenFile) -> None:
-        done = self._pending[of]
+    async def _commit(self, of: OpenFile, done: trio.Event) -> None:
         ended = False  # committed, or given up: the write state can go
         try:
-            async with self.limiter:
-                for attempt in range(ATTEMPTS):
-                    try:
+            for attempt in range(ATTEMPTS):
+                try:
+                    async with self.limiter:
                         await self.vfs._commit(of)
+                    ended = True
+                    break
+                except Exception as exc:  # noqa: BLE001 - a background task: never escapes
+                    if not isinstance(exc, McpfsError):
+                        log.exception("write-back of /%s", of.node.path)
+                    permanent = getattr(exc, "errno", None) in PERMANENT
+                    if permanent or attempt + 1 == ATTEMPTS:
                         ended = True
+                        self._give_up(of, exc)
                         break
-                    except McpfsError as exc:
-                        if attempt + 1 == ATTEMPTS:
-                            ended = True
-                            log.error("write-back of /%s: %s; gave up until the next start "
-                                      "(the file is kept in the spool, journal row %s)",
-                                      of.node.path, exc, of.journal_id)
-                        else:
-                            log.warning("write-back of /%s: %s; retrying", of.node.path, exc)
-                            await trio.sleep(self.retry_delay * 2 ** attempt)
+                    log.warning("write-back of /%s: %s; retrying", of.node.path, exc)
+                    await trio.sleep(self.retry_delay * 2 ** attempt)  # no upload slot held
         finally:
             del self._pending[of]
             self.room.release()
@@ -122,6 +139,24 @@ class WriteBack:
                     await self.vfs._close_open_file(of)
             finally:
                 done.set()
+
+    def _give_up(self, of: OpenFile, exc: BaseException) -> None:
+        log.error("write-back of /%s: %s; gave up until the next start (the file is kept "
+                  "in %s, journal row %s)", of.node.path, exc, of.spool.path, of.journal_id)
+        if of.journal_id is not None:
+            self.given_up[(of.mount.name, of.writer.path)] = (of.journal_id, of.spool.path)
+
+    async def superseded(self, mount: str, sub: str) -> None:
+        """The path was written again or removed since its write-back was given up: the
+        kept spool must not be committed over that at the next start (its row and spool
+        are removed)."""
+        kept = self.given_up.pop((mount, sub), None)
+        if kept is None or self.vfs.journal is None:
+            return
+        row, spool = kept
+        await self.vfs.journal.remove(row)
+        await trio.to_thread.run_sync(remove_spool, spool)
+        log.info("write-back of /%s/%s: the kept spool is superseded and removed", mount, sub)
 
     async def settle(self, path: str) -> None:
         """Wait until no commit is queued for ``path`` or anything below it."""

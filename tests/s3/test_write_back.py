@@ -200,3 +200,61 @@ async def test_close_waits_when_the_queue_is_full(wb, raw):
     await vfs.write_back.drain()
     assert sorted(o["Key"] for o in raw.list_objects_v2(Bucket=bucket)["Contents"]) == \
         ["q0", "q1", "q2", "q3"]
+
+
+async def test_two_closes_of_one_handle_at_once_queue_it_once(wb, raw):
+    """dup'd descriptors closed together (two flushes of one handle): one upload, no
+    crash of the write-back task."""
+    vfs, mount, journal, bucket = wb
+    gate = Gate(mount)
+    fh, _ = await vfs.create(await ino(vfs, f"s3/{bucket}"), "dup", os.O_WRONLY | os.O_CREAT)
+    await vfs.write(fh, 0, b"once")
+    async with trio.open_nursery() as n:
+        n.start_soon(vfs.flush, fh)
+        n.start_soon(vfs.flush, fh)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.open.set()
+    await vfs.release(fh)
+    await vfs.write_back.drain()
+    assert raw.get_object(Bucket=bucket, Key="dup")["Body"].read() == b"once"
+    assert journal.pending() == [] and not vfs.open_files
+
+
+async def test_an_unexpected_error_is_retried_and_never_escapes(wb, raw):
+    vfs, mount, journal, bucket = wb
+    real, tries = mount.commit, []
+
+    async def flaky(writer):
+        tries.append(1)
+        if len(tries) == 1:
+            raise RuntimeError("a bug")
+        return await real(writer)
+    mount.commit = flaky
+    await write(vfs, f"s3/{bucket}/flaky", b"second try")
+    await vfs.write_back.drain()
+    assert len(tries) == 2
+    assert raw.get_object(Bucket=bucket, Key="flaky")["Body"].read() == b"second try"
+
+
+async def test_a_denied_upload_is_given_up_at_once_and_superseded_by_a_new_write(wb, raw):
+    """EACCES will not change on retry: given up (kept for the next start); a later
+    write of the same path that succeeds removes the kept spool, so the next start does
+    not put the old bytes over the new ones."""
+    vfs, mount, journal, bucket = wb
+    real, tries = mount.commit, []
+
+    async def denied(writer):
+        tries.append(1)
+        raise McpfsError("access denied", errno=errno.EACCES)
+    mount.commit = denied
+    await write(vfs, f"s3/{bucket}/d", b"old")
+    await vfs.write_back.drain()
+    assert len(tries) == 1
+    [row] = journal.pending()
+    assert row.state == FAILED and os.path.exists(row.spool)
+    mount.commit = real
+    await write(vfs, f"s3/{bucket}/d", b"new")
+    await vfs.write_back.drain()
+    assert raw.get_object(Bucket=bucket, Key="d")["Body"].read() == b"new"
+    assert journal.pending() == [] and not os.path.exists(row.spool)
+    assert await vfs.recover() == []
