@@ -252,9 +252,9 @@ class FuseOps(pyfuse3.Operations):
     @_errors
     async def getxattr(self, inode: int, name: bytes, ctx):
         # Only user.* names exist here. Any other namespace (security.selinux,
-        # system.posix_acl_access, trusted.*) is not supported: ENOTSUP, answered before any
-        # decoding or lookup. ls -l asks every entry for the first two, and coreutils stops
-        # asking for the rest of the device once it sees ENOTSUP (ENODATA would mean
+        # system.posix_acl_access, trusted.*) is not supported: ENOTSUP, without a VFS call
+        # (counted in the stats). ls -l asks every entry for the first two, and coreutils
+        # stops asking for the rest of the device once it sees ENOTSUP (ENODATA would mean
         # "supported, none here": two requests per entry, 20,000 for ls -l of 10,000
         # entries, 0.33 s). ENOSYS would stop the kernel asking, but for user.* too.
         if not name.startswith(b"user."):

@@ -38,6 +38,7 @@ change invalidated the cache is not stored (``_gen`` counts invalidations). ``_n
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 import errno
 import logging
 import mimetypes
@@ -61,6 +62,7 @@ ATTR_CACHE: Final = 100_000  # HEAD results kept
 META_PREFIX: Final = "user.s3.meta."
 CID_META: Final = "ipfs-cid"  # x-amz-meta-ipfs-cid: a CID of the object's bytes (the bridge)
 SOURCE_META: Final = "mcpfs-source"  # x-amz-meta-mcpfs-source: where a copy came from
+CHANGES_KEPT: Final = 4096  # our recent listing changes kept for replay (_replay)
 SMALL_LISTING: Final = 1000  # keys of one ListObjectsV2 page: a lookup lists a directory this small
 OPEN_READ: Final = 64 * 1024  # bytes the open's GET fetches: the kernel's first read of a
 # small read() (16 KiB) and any object this small; a random reader wastes at most this much
@@ -130,6 +132,9 @@ class S3Mount(S3Renames, Mount):
         # per negative_ttl, not a HEAD per new name; another client's new object shows
         # up to negative_ttl late)
         self._fresh: TTLCache[str, bool] = TTLCache(ATTR_CACHE, max(cfg.negative_ttl, 1e-9))
+        # our in-place listing changes: (gen, parent, name, entry or None); parent None is
+        # an invalidation. A page listed while some were made gets them replayed on it.
+        self._changes: deque[tuple[int, str | None, str, Any]] = deque(maxlen=CHANGES_KEPT)
         self._negative_ttl = cfg.negative_ttl
         self._gen = 0
         self._ns_lock = trio.Lock()
@@ -140,6 +145,7 @@ class S3Mount(S3Renames, Mount):
     def _invalidate(self, path: str) -> None:
         """Forget ``path`` and every ancestor listing (a new key may create prefixes)."""
         self._gen += 1
+        self._changes.append((self._gen, None, "", None))
         segs = split(path)
         self._heads.pop("/".join(segs), None)
         for i in range(len(segs) + 1):
@@ -185,13 +191,12 @@ class S3Mount(S3Renames, Mount):
             return None
         out = _build_listing(prefix, prefixes, objects)
         exists = out or (prefix and any(o.key == prefix for o in objects))  # a marker
-        if exists and gen == self._gen:
+        # our own changes made while it was listed are replayed on it (else a burst of
+        # creates, each changing the directory, would never get a listing to keep)
+        if exists and (gen == self._gen or self._replay(path, gen, out)):
             self._listings[path] = out
-        if exists and self._negative_ttl > 0 and path in self._listings:
-            # also when our own change raced the request (not stored then): the cached
-            # listing has our changes, the server had no others; else a burst of our
-            # creates, each changing the listing, would list it again at every lookup
-            self._fresh[path] = True
+            if self._negative_ttl > 0:
+                self._fresh[path] = True
         return out
 
     def _wrote(self, path: str, attr: Attr | None, info: ObjectInfo | None = None) -> None:
@@ -206,10 +211,30 @@ class S3Mount(S3Renames, Mount):
         self._gen += 1
         self._heads.pop("/".join(segs), None)
         self._listings.pop("/".join(segs), None)
-        if attr is None:
+        entry = None if attr is None else (attr, info)
+        self._changes.append((self._gen, "/".join(segs[:-1]), segs[-1], entry))
+        if entry is None:
             listing.pop(segs[-1], None)
         else:
-            listing[segs[-1]] = (attr, info)
+            listing[segs[-1]] = entry
+
+    def _replay(self, path: str, since: int, listing: Listing) -> bool:
+        """Apply to ``listing`` (fetched from the server while our changes ``since`` were
+        made) those of them in ``path``; False when that cannot be done (an invalidation,
+        or changes no longer kept): the listing must not be stored then."""
+        if not self._changes or self._changes[0][0] > since + 1:
+            return False
+        for gen, parent, name, entry in self._changes:
+            if gen <= since:
+                continue
+            if parent is None:
+                return False
+            if parent == path:
+                if entry is None:
+                    listing.pop(name, None)
+                else:
+                    listing[name] = entry
+        return True
 
     async def _raise_missing_dir(self, path: str) -> None:
         """An empty listing of a non-bucket path: ENOTDIR for a file, nothing for an empty
@@ -262,7 +287,7 @@ class S3Mount(S3Renames, Mount):
             return Attr(DIR), None  # ENOENT), and lookups in it are answered (one request)
         small = await self._small_listing(parent)
         if small is not None:
-            return await self._from_listing(path, small)
+            return await self._from_listing(path, small, listed=True)
         bucket, key = self._where(path)
         if await self.backend.first_keys(bucket, key + "/", 1):
             return Attr(DIR), None
@@ -274,7 +299,7 @@ class S3Mount(S3Renames, Mount):
             return Attr(DIR), None  # an empty directory the server keeps (SeaweedFS)
         return _file_attr(info), info
 
-    async def _from_listing(self, path: str, listing: Listing
+    async def _from_listing(self, path: str, listing: Listing, listed: bool = False
                             ) -> tuple[Attr, ObjectInfo | None]:
         """The entry of ``path`` in its parent's ``listing``. A name the listing lacks gets
         one HEAD (an object another client put since the listing was made is found at
@@ -286,6 +311,8 @@ class S3Mount(S3Renames, Mount):
         if entry is not None:
             return entry
         parent = "/".join(segs[:-1])
+        if listed and self._negative_ttl > 0:  # ``listing`` came from the server just now
+            raise McpfsError(f"/s3/{path}: no such file", errno=errno.ENOENT)
         if len(segs) > 1 and parent not in self._fresh:
             again = await self._small_listing(parent) \
                 if self._negative_ttl > 0 and len(listing) < SMALL_LISTING else None

@@ -388,3 +388,26 @@ async def test_open_is_one_get_and_a_small_read_after_it_none(mount, bucket, raw
     reader = await mount.open_read(f"{bucket}/o/small")  # an open sees the object now
     assert await reader.read(0, 10) == b"new"
     await reader.close()
+
+
+async def test_a_listing_that_raced_our_own_write_keeps_it(s3_server, bucket, raw, tmp_path,
+                                                         monkeypatch):
+    """A page listed while we wrote into the directory (a burst of write-back uploads)
+    is kept with our change replayed on it, so the listing stays usable for new names."""
+    mount = S3Mount(make_backend(s3_server, negative_ttl=30.0))
+    raw.put_object(Bucket=bucket, Key="d/old", Body=b"o")
+    assert (await mount.lookup(f"{bucket}/d/old")).size == 1  # d listed and kept
+    real = mount.backend.list_dir_page
+    during = [f"{bucket}/d/new"]
+
+    async def racing(*args, **kwargs):
+        got = await real(*args, **kwargs)
+        while during:  # our own write lands while the page is on its way
+            await write_file(mount, tmp_path, during.pop(), b"ours")
+        return got
+    monkeypatch.setattr(mount.backend, "list_dir_page", racing)
+    mount._fresh.clear()  # negative_ttl later: a new name lists d again, racing the write
+    assert await errno_of(mount.lookup(f"{bucket}/d/missing")) == errno.ENOENT
+    assert sorted(mount._listings[f"{bucket}/d"]) == ["new", "old"]
+    assert f"{bucket}/d" in mount._fresh
+    assert (await mount.lookup(f"{bucket}/d/new")).size == 4
