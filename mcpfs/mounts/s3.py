@@ -53,6 +53,7 @@ from ..backends.s3 import ObjectInfo, S3Backend
 from ..errors import McpfsError
 from .base import DIR, FILE, XATTR_PREFIX, Attr, Capabilities, Mount, StatFS, Writer, split
 from .prefetch import Prefetcher
+from .s3_listings import CHANGES_KEPT, SMALL_LISTING, Listing, S3Listings, _file_attr
 from .s3_rename import S3Renames
 
 log = logging.getLogger("mcpfs.mounts.s3")
@@ -62,13 +63,10 @@ ATTR_CACHE: Final = 100_000  # HEAD results kept
 META_PREFIX: Final = "user.s3.meta."
 CID_META: Final = "ipfs-cid"  # x-amz-meta-ipfs-cid: a CID of the object's bytes (the bridge)
 SOURCE_META: Final = "mcpfs-source"  # x-amz-meta-mcpfs-source: where a copy came from
-CHANGES_KEPT: Final = 4096  # our recent listing changes kept for replay (_replay)
-SMALL_LISTING: Final = 1000  # keys of one ListObjectsV2 page: a lookup lists a directory this small
 OPEN_READ: Final = 64 * 1024  # bytes the open's GET fetches: the kernel's first read of a
 # small read() (16 KiB) and any object this small; a random reader wastes at most this much
 FAKE_BLOCKS: Final = 1 << 38  # statfs: 1 PiB of 4 KiB blocks ("no limit")
 
-Listing = dict[str, tuple[Attr, ObjectInfo | None]]
 
 
 class S3Reader:
@@ -93,25 +91,7 @@ class S3Reader:
         await self.prefetcher.close()
 
 
-def _build_listing(prefix: str, prefixes: list[str], objects: list[ObjectInfo]) -> Listing:
-    """name -> (Attr, ObjectInfo or None) of the entries directly under ``prefix``."""
-    out: Listing = {}
-    for obj in objects:
-        name = obj.key[len(prefix):]
-        if name and "/" not in name:
-            out[name] = (_file_attr(obj), obj)
-    for p in prefixes:
-        name = p[len(prefix):-1]
-        if name and "/" not in name:
-            out[name] = (Attr(DIR), None)
-    return out
-
-
-def _file_attr(info: ObjectInfo) -> Attr:
-    return Attr(FILE, info.size, mtime_ns=info.mtime_ns or time.time_ns())
-
-
-class S3Mount(S3Renames, Mount):
+class S3Mount(S3Renames, S3Listings, Mount):
     name = "s3"
     # vfs may hand commit() a spool still in memory (up to spool.MEMORY_MAX): one PUT from
     # memory, no spool file or journal row; all-or-nothing like any PUT, and close() has
@@ -140,118 +120,6 @@ class S3Mount(S3Renames, Mount):
         self._ns_lock = trio.Lock()
         # vfs commits a closed file in the background ([s3] write_back, vfs/write_back.py)
         self.write_back = cfg.write_back
-
-    # ---------------------------------------------------------------- caches
-    def _invalidate(self, path: str) -> None:
-        """Forget ``path`` and every ancestor listing (a new key may create prefixes)."""
-        self._gen += 1
-        self._changes.append((self._gen, None, "", None))
-        segs = split(path)
-        self._heads.pop("/".join(segs), None)
-        for i in range(len(segs) + 1):
-            self._listings.pop("/".join(segs[:i]), None)
-            self._fresh.pop("/".join(segs[:i]), None)
-
-    async def _listing(self, path: str) -> Listing:
-        """name -> (Attr, ObjectInfo or None) of the directory ``path`` (cached)."""
-        path = "/".join(split(path))
-        hit = self._listings.get(path)
-        self.backend.note_cache(hit is not None)
-        if hit is not None:
-            return hit
-        gen = self._gen
-        out: Listing = {}
-        segs = split(path)
-        if not segs:
-            for name, ctime in await self.backend.list_buckets():
-                out[name] = (Attr(DIR, mtime_ns=ctime or time.time_ns()), None)
-        else:
-            bucket, prefix = segs[0], "".join(s + "/" for s in segs[1:])
-            prefixes, objects = await self.backend.list_dir(bucket, prefix)
-            out = _build_listing(prefix, prefixes, objects)
-            if not out and segs[1:] and prefix not in {o.key for o in objects}:
-                await self._raise_missing_dir(path)
-        if gen == self._gen:
-            self._listings[path] = out
-            if self._negative_ttl > 0:
-                self._fresh[path] = True
-        return out
-
-    async def _small_listing(self, path: str) -> Listing | None:
-        """The listing of the directory ``path`` (a bucket or below) when one page of
-        ``SMALL_LISTING`` keys holds all of it (then cached), else None. An empty page is
-        returned but not cached (the directory may not exist). Lookups in a directory not
-        listed yet use it: one request answers every name in it, as rclone's dir cache."""
-        segs = split(path)
-        gen = self._gen
-        bucket, prefix = segs[0], "".join(s + "/" for s in segs[1:])
-        prefixes, objects, more = await self.backend.list_dir_page(bucket, prefix,
-                                                                   SMALL_LISTING)
-        if more:
-            return None
-        out = _build_listing(prefix, prefixes, objects)
-        exists = out or (prefix and any(o.key == prefix for o in objects))  # a marker
-        # our own changes made while it was listed are replayed on it (else a burst of
-        # creates, each changing the directory, would never get a listing to keep)
-        if exists and (gen == self._gen or self._replay(path, gen, out)):
-            self._listings[path] = out
-            if self._negative_ttl > 0:
-                self._fresh[path] = True
-        return out
-
-    def _wrote(self, path: str, attr: Attr | None, info: ObjectInfo | None = None) -> None:
-        """After our own change of ``path`` (``attr`` None: it is gone): update the parent's
-        cached listing in place when there is one (the parent exists, so no ancestor
-        changes), else forget the path and its ancestors' listings."""
-        segs = split(path)
-        listing = self._listings.get("/".join(segs[:-1])) if len(segs) > 1 else None
-        if listing is None:
-            self._invalidate(path)
-            return
-        self._gen += 1
-        self._heads.pop("/".join(segs), None)
-        self._listings.pop("/".join(segs), None)
-        entry = None if attr is None else (attr, info)
-        self._changes.append((self._gen, "/".join(segs[:-1]), segs[-1], entry))
-        if entry is None:
-            listing.pop(segs[-1], None)
-        else:
-            listing[segs[-1]] = entry
-
-    def _replay(self, path: str, since: int, listing: Listing) -> bool:
-        """Apply to ``listing`` (fetched from the server while our changes ``since`` were
-        made) those of them in ``path``; False when that cannot be done (an invalidation,
-        or changes no longer kept): the listing must not be stored then."""
-        if not self._changes or self._changes[0][0] > since + 1:
-            return False
-        for gen, parent, name, entry in self._changes:
-            if gen <= since:
-                continue
-            if parent is None:
-                return False
-            if parent == path:
-                if entry is None:
-                    listing.pop(name, None)
-                else:
-                    listing[name] = entry
-        return True
-
-    async def _raise_missing_dir(self, path: str) -> None:
-        """An empty listing of a non-bucket path: ENOTDIR for a file, nothing for an empty
-        directory (a ``dir/`` marker, or a directory SeaweedFS keeps), else ENOENT."""
-        bucket, key = self._where(path)
-        if await self._exists(bucket, key):
-            raise McpfsError(f"/s3/{path}: not a directory", errno=errno.ENOTDIR)
-        if not await self._exists(bucket, key + "/"):
-            raise McpfsError(f"/s3/{path}: no such directory", errno=errno.ENOENT)
-
-    async def _exists(self, bucket: str, key: str) -> ObjectInfo | None:
-        try:
-            return await self.backend.head(bucket, key)
-        except McpfsError as exc:
-            if exc.errno == errno.ENOENT:
-                return None
-            raise
 
     @staticmethod
     def _where(path: str) -> tuple[str, str]:

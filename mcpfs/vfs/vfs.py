@@ -30,18 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import trio
-
 from ..errors import McpfsError, NotFound, ReadOnly
-from ..mounts.base import FILE, Attr, Mount, StatFS, Writer
+from ..mounts.base import FILE, Attr, Mount, StatFS
 from ..mounts.root import RootMount
 from .copies import Copies
+from .open_files import OpenFiles
 from .page_cache import PageCache
-from .handles import PENDING_ROW_DELAY, DirHandle, FileHandle, HandleTable, OpenFile
+from .handles import DirHandle, FileHandle, HandleTable, OpenFile
 from .inodes import InodeTable, Node, child_path, parent_of
 from .journal import Journal
-from .spool import Spool
-from .spool import limiter as spool_limiter
 from .write_back import WriteBack
 
 log = logging.getLogger("mcpfs.vfs")
@@ -60,7 +57,7 @@ class Entry:
     entry_timeout: float
 
 
-class VFS(Copies):
+class VFS(OpenFiles, Copies):
     def __init__(self, mounts: dict[str, Mount], spool_dir: str | os.PathLike[str],
                  journal: Journal | None = None, bridge: Any = None) -> None:
         """``bridge``: a bridge.Bridge (content identities of reads and commits, native
@@ -270,108 +267,6 @@ class VFS(Copies):
             self.bridge.renamed(m_old.name, s_old, s_new)
 
     # ---------------------------------------------------------------- files
-    async def _open_file(self, node: Node, mount: Mount, sub: str, truncate: bool,
-                         create: bool = False) -> OpenFile:
-        """The inode's write state, created with a fresh spool (and journal row) if needed.
-        ``create``: the kernel just found no such name (Mount.open_write may skip checks)."""
-        of = self.open_files.get(node.ino)
-        while of is not None and self.write_back.pending(of):
-            await self.write_back.settle(node.path)  # a new writer starts after the upload
-            of = self.open_files.get(node.ino)
-        if of is not None:
-            if truncate:
-                await of.truncate(0)
-            return of
-        node.cache_id = None  # written through the mount: the page cache is not one CID's
-        journal = self.journal
-
-        def make() -> tuple[Spool, int | None]:  # one worker-thread hop for both
-            spool = Spool.create_sync(self.spool_dir)
-            try:
-                return spool, journal.add_sync(mount.name, sub, spool.path) if journal else None
-            except BaseException:
-                spool.close_sync(delete=True)
-                raise
-        if getattr(mount, "memory_commit", False):
-            # A memory spool: no I/O, no hop; its journal row comes with its file, or from
-            # the sweeper when it stays open (handles.py).
-            spool, jid = Spool.create_sync(self.spool_dir, memory=True), None
-            if journal is not None and not self._sweeping:
-                self._sweeping = True
-                trio.lowlevel.spawn_system_task(self._sweep_rows, name="mcpfs-journal-rows")
-        else:
-            spool, jid = await trio.to_thread.run_sync(make, limiter=spool_limiter())
-        try:
-            writer = await mount.open_write(sub, spool, truncate, create)
-            size = 0
-            if writer.existed and not truncate:
-                size = writer.extra.get("size")
-                if size is None:
-                    size = (await mount.lookup(sub)).size
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await OpenFile(mount, node, spool, Writer(sub, spool, False), 0, True,
-                               journal, jid).discard()
-            raise
-        other = self.open_files.get(node.ino)
-        if other is not None:  # a concurrent opener got there first (both waited above)
-            with trio.CancelScope(shield=True):
-                await OpenFile(mount, node, spool, writer, 0, True, journal, jid).discard()
-            return await self._open_file(node, mount, sub, truncate, create)
-        of = OpenFile(mount, node, spool, writer, size, filled=truncate or not writer.existed,
-                      journal=self.journal, journal_id=jid)
-        of.bridge = self.bridge
-        if truncate:
-            of.dirty = True
-        self.open_files[node.ino] = of
-        node.open_file = of
-        return of
-
-    async def _sweep_rows(self) -> None:
-        """Give memory spools held open for ``PENDING_ROW_DELAY`` their journal row (so
-        ``mcpfs status`` lists them); ends when no file is open (restarted by the next)."""
-        try:
-            while self.open_files:
-                await trio.sleep(PENDING_ROW_DELAY / 2)
-                now = trio.current_time()
-                for of in list(self.open_files.values()):
-                    if of.journal_id is None and of.spool.in_memory \
-                            and now - of.opened >= PENDING_ROW_DELAY:
-                        try:
-                            await of.add_row()
-                        except Exception:  # noqa: BLE001 - observability only; a system task
-                            log.exception("journal row of /%s/%s", of.mount.name,
-                                          of.writer.path)
-                            of.opened = float("inf")  # do not retry every tick
-        finally:
-            self._sweeping = False
-
-    async def _close_open_file(self, of: OpenFile) -> None:
-        """Last handle gone: drop the write state; keep the spool only if a commit failed."""
-        if of.handles > 0 or self.write_back.pending(of):
-            return
-        self.open_files.pop(of.node.ino, None)
-        of.node.open_file = None
-        with trio.CancelScope(shield=True):
-            if of.dirty and not of.unlinked:
-                await of.keep()
-            else:
-                await of.discard()
-        if of.node.lookups <= 0:
-            self.inodes.drop(of.node)
-
-    async def _commit(self, of: OpenFile) -> None:
-        if of.lost is not None:  # a dropped streamed write: its error, at every close()
-            raise of.lost
-        if of.unlinked or not of.node.attached:
-            return
-        _, sub = self.route(of.node.path)
-        of.node.cache_id = None  # new content: the next open drops the kernel's page cache
-        with trio.CancelScope(shield=True):  # never leave a half-recorded commit behind
-            await of.commit(sub)
-            if self.write_back.given_up:
-                await self.write_back.superseded(of.mount.name, sub)
-
     async def open(self, ino: int, flags: int, pid: int | None = None
                    ) -> tuple[int, FileHandle]:
         """``pid``: the opening process (the bridge matches a copy's source by it)."""

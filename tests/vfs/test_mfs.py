@@ -10,7 +10,7 @@ import trio
 from mcpfs.mounts.base import DIR, FILE, SYMLINK
 from mcpfs.vfs import VFS
 from mcpfs.vfs.journal import COMMITTING, OPEN
-from mcpfs.vfs import vfs as vfs_module
+from mcpfs.vfs import open_files as vfs_module  # PENDING_ROW_DELAY lives there
 from mcpfs.vfs.spool import MEMORY_MAX
 from mcpfs.mounts import build_mounts
 from mcpfs.config import paths
