@@ -424,15 +424,28 @@ def test_outside_changes_show_after_the_listing_ttl(daemon, s3_server, s3_env, r
 
 
 # ---------------------------------------------------------------- [s3] write_back
-def test_write_back_cp_returns_first_and_kill_9_loses_nothing(daemon, s3_server, s3_env, raw,
-                                                              bucket, tmp_path):
+@pytest.fixture
+def own_s3(tmp_path_factory, no_aws_env):
+    """A SeaweedFS of the test's own (same launcher as the session's): the test stops it
+    with SIGSTOP, after which weed answers HTTP 500 for a while; the shared one must not."""
+    from tests.s3_server import raw_client, s3_server as shared
+    for server in shared.__wrapped__(tmp_path_factory):
+        raw = raw_client(server["endpoint"])
+        raw.create_bucket(Bucket="write-back")
+        env = {"AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": server["access_key"],
+               "AWS_SECRET_ACCESS_KEY": server["secret_key"]}
+        yield server, raw, env
+
+
+def test_write_back_cp_returns_first_and_kill_9_loses_nothing(daemon, own_s3, tmp_path):
     """With write_back, cp (and 50 small files) return before the upload; the files read
     back at once through the mount; a kill -9 before the upload ends (the server is
     stopped right after cp returns, so it cannot end) is completed by the next start: the
     journal says committing, and nothing partial is ever visible."""
     import signal
+    s3_server, raw, env = own_s3
+    bucket = "write-back"
     _write_config(s3_server, write_back="true", part_size=5 * MiB, part_concurrency=1)
-    env = {k: v for k, v in s3_env.items() if k != "AWS_ENDPOINT_URL"}
     mnt = daemon.start(env)
     data = os.urandom(120 * MiB)
     src = tmp_path / "big.bin"
