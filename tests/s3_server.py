@@ -106,6 +106,10 @@ def s3_server(tmp_path_factory):
             f"-s3.port.grpc={s3_g}", f"-s3.port.iceberg={iceberg}", f"-s3.port.lance={lance}",
             f"-webdav.port={webdav}", "-webdav=false", f"-admin.port={admin}",
             "-admin.ui=false", "-master.telemetry=false",
+            # every bucket is a collection with volumes of its own: the volume count is
+            # auto-sized from free disk / volume size (up to 1 GiB), and a long session
+            # (~60 buckets) ran out and answered HTTP 500 to every PutObject
+            "-volume.max=10000", "-master.volumeSizeLimitMB=64",
             f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}"]
     (root / "data").mkdir()
     log_path = root / "weed.log"
