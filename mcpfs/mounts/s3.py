@@ -38,11 +38,11 @@ change invalidated the cache is not stored (``_gen`` counts invalidations). ``_n
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
 import errno
 import logging
 import mimetypes
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Final
 

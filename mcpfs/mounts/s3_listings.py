@@ -82,15 +82,20 @@ class S3Listings:
             if not out and segs[1:] and prefix not in {o.key for o in objects}:
                 await self._raise_missing_dir(path)
         if gen == self._gen:
-            self._listings[path] = out
-            if self._negative_ttl > 0:
-                self._fresh[path] = True
+            self._keep(path, out)
         return out
+
+    def _keep(self, path: str, listing: Listing) -> None:
+        """Cache ``listing`` of ``path``, just fetched (fresh for ``negative_ttl``)."""
+        self._listings[path] = listing
+        if self._negative_ttl > 0:
+            self._fresh[path] = True
 
     async def _small_listing(self, path: str) -> Listing | None:
         """The listing of the directory ``path`` (a bucket or below) when one page of
         ``SMALL_LISTING`` keys holds all of it (then cached), else None. An empty page is
-        returned but not cached (the directory may not exist). Lookups in a directory not
+        returned, and cached only when the directory's ``dir/`` marker is in it (else the
+        directory may not exist). Lookups in a directory not
         listed yet use it: one request answers every name in it, as rclone's dir cache."""
         segs = split(path)
         gen = self._gen
@@ -104,9 +109,7 @@ class S3Listings:
         # our own changes made while it was listed are replayed on it (else a burst of
         # creates, each changing the directory, would never get a listing to keep)
         if exists and (gen == self._gen or self._replay(path, gen, out)):
-            self._listings[path] = out
-            if self._negative_ttl > 0:
-                self._fresh[path] = True
+            self._keep(path, out)
         return out
 
     def _wrote(self, path: str, attr: Attr | None, info: ObjectInfo | None = None) -> None:

@@ -65,6 +65,7 @@ class OpenFiles:
                 trio.lowlevel.spawn_system_task(self._sweep_rows, name="mcpfs-journal-rows")
         else:
             spool, jid = await trio.to_thread.run_sync(make, limiter=spool_limiter())
+        of = None
         try:
             writer = await mount.open_write(sub, spool, truncate, create)
             size = 0
@@ -72,18 +73,17 @@ class OpenFiles:
                 size = writer.extra.get("size")
                 if size is None:
                     size = (await mount.lookup(sub)).size
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await OpenFile(mount, node, spool, Writer(sub, spool, False), 0, True,
-                               journal, jid).discard()
-            raise
-        other = self.open_files.get(node.ino)
-        if other is not None:  # a concurrent opener got there first (both waited above)
-            with trio.CancelScope(shield=True):
-                await OpenFile(mount, node, spool, writer, 0, True, journal, jid).discard()
+            if node.ino not in self.open_files:  # else a concurrent opener got there first
+                of = OpenFile(mount, node, spool, writer, size,
+                              filled=truncate or not writer.existed, journal=self.journal,
+                              journal_id=jid)
+        finally:
+            if of is None:  # failed, or not needed: the spool and its row go
+                with trio.CancelScope(shield=True):
+                    await OpenFile(mount, node, spool, Writer(sub, spool, False), 0, True,
+                                   journal, jid).discard()
+        if of is None:  # (not failed): share the other opener's write state
             return await self._open_file(node, mount, sub, truncate, create)
-        of = OpenFile(mount, node, spool, writer, size, filled=truncate or not writer.existed,
-                      journal=self.journal, journal_id=jid)
         of.bridge = self.bridge
         if truncate:
             of.dirty = True

@@ -336,7 +336,7 @@ class VFS(OpenFiles, Copies):
         handle: FileHandle = self.handles.get(fh)
         of = handle.open_file
         if of is not None and handle.writable and of.writers <= 1 and of.dirty:
-            if self.write_back.applies(of) and not of.unlinked and of.node.attached and \
+            if self.write_back.applies(of) and \
                     await self.write_back.queue(of, self.route(of.node.path)[1]):
                 return  # journaled: committed in the background (write_back.py)
             await self._commit(of)

@@ -81,7 +81,8 @@ class WriteBack:
 
     def applies(self, of: OpenFile) -> bool:
         return (self._nursery is not None and getattr(of.mount, "write_back", False)
-                and of.copycheck is None and of.journal is not None)
+                and of.copycheck is None and of.journal is not None
+                and not of.unlinked and of.node.attached)
 
     def pending(self, of: OpenFile) -> bool:
         return of in self._pending

@@ -155,13 +155,10 @@ class StreamImport:
         """Queue the next bytes without waiting; abandons the import (False) when full."""
         if self.failed:
             return False
-        try:
-            self._queue.put_nowait(data)
-        except queue.Full:
-            self.abandon()
-            return False
-        self.fed += len(data)
-        return True
+        if self.try_feed(data):
+            return True
+        self.abandon()
+        return False
 
     def finish(self, timeout: float | None = None) -> Imported | None:
         """Wait for the DAG of everything fed; None when the import failed, was abandoned
