@@ -69,9 +69,12 @@ class _OpStats:
     def add(self, nbytes: int, bytes_out: int, seconds: float, error: object) -> None:
         """Count one operation (caller holds the Stats lock; ``seconds`` already >= 0)."""
         self.ops += 1
-        self.bytes += max(0, nbytes)
-        self.bytes_out += max(0, bytes_out)
-        self.errors += bool(error)
+        if nbytes > 0:
+            self.bytes += nbytes
+        if bytes_out > 0:
+            self.bytes_out += bytes_out
+        if error:
+            self.errors += 1
         self.latencies.append(seconds)
         self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # first le >= s
         self.seconds += seconds
@@ -127,7 +130,8 @@ class Stats:
                error: bool | BaseException | None = False) -> None:
         """Count one finished FUSE operation (``error`` truthy when it failed). Never
         raises."""
-        seconds = max(0.0, seconds)
+        if seconds < 0.0:
+            seconds = 0.0
         with self._lock:
             entry = self._by_op.get((mount, op))
             if entry is None:

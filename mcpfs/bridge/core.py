@@ -146,12 +146,11 @@ class Bridge:
 
     def closed_read(self, tracker: ReadTracker) -> None:
         tracker.close(trio.current_time())
-        if tracker.pid is not None and all(t.closed_at is not None
-                                           for t in self._readers.get(tracker.pid, ())):
-            # keep the pid's trackers a while (a tool may close its source first), but
-            # never let the registry grow with every process that ever read a file
-            if len(self._readers) > 1024:
-                self._readers.pop(tracker.pid, None)
+        # keep the pid's trackers a while (a tool may close its source first), but never
+        # let the registry grow with every process that ever read a file
+        if len(self._readers) > 1024 and tracker.pid is not None and all(
+                t.closed_at is not None for t in self._readers.get(tracker.pid, ())):
+            self._readers.pop(tracker.pid, None)
 
     def _read_done(self, tracker: ReadTracker, identity: str) -> None:
         """A read reached the end (any thread): record the location's identity."""

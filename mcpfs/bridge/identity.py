@@ -18,6 +18,9 @@ new write against the trackers of the same process (core.py).
 
 Concurrency: ``on_read``/``close`` run on the trio thread only; ``_result``/``_finished`` are
 written once, by the hashing thread or the trio thread, and read after ``_finished`` is set.
+``_finished`` is a plain flag; the Event a waiter blocks on is made only when someone waits
+(``_waiter``), under the module's ``_WAITERS`` lock, which ``_finish_now`` takes too: an
+Event per open cost more than the rest of the tracker.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ INLINE_MAX: Final = 256 * 1024  # files up to this size are hashed on the trio t
 REORDER_MAX: Final = 32  # out-of-order reads buffered before tracking gives up
 HASH_QUEUE: Final = 256  # pieces (<= 128 KiB) queued to the hashing thread (32 MiB)
 WINDOW_MAX: Final = 64 << 20  # bytes read and not yet written back kept for a CopyCheck
+_WAITERS: Final = threading.Lock()  # guards making and setting a tracker's ``_waiter``
 
 
 class ReadTracker:
@@ -53,18 +57,19 @@ class ReadTracker:
         self._head: list[bytes] = []  # pieces before the hasher starts (or all, if small)
         self._ahead: dict[int, bytes] = {}
         self._stream: StreamImport | None = None
-        self._finished = threading.Event()
+        # set once, never cleared: a tracker whose identity is already known shares one
+        # set Event (an Event per open costs more than the rest of the tracker)
+        self._finished = identity is not None  # the identity is final (see the docstring)
+        self._waiter: threading.Event | None = None
         self._result: str | None = identity
         self.window: deque[tuple[int, bytes]] | None = None  # kept for a CopyCheck
         self._window_bytes = 0
         self.closed_at: float | None = None
-        if identity is not None:  # already known: nothing to compute
-            self._finished.set()
 
     @property
     def identity(self) -> str | None:
         """The identity if it is known by now (no waiting)."""
-        return self._result if self._finished.is_set() else None
+        return self._result if self._finished else None
 
     @property
     def read_from_start(self) -> bool:
@@ -73,10 +78,24 @@ class ReadTracker:
 
     def wait(self, timeout: float) -> str | None:
         """Block until the identity is known (or it never will be); None then."""
-        if not self._hashing and not self._finished.is_set():
-            return None
-        self._finished.wait(timeout)
+        with _WAITERS:
+            if self._finished:
+                return self._result
+            if not self._hashing:
+                return None
+            if self._waiter is None:
+                self._waiter = threading.Event()
+            waiter = self._waiter
+        waiter.wait(timeout)
         return self._result
+
+    def _finish_now(self) -> None:
+        """Mark the identity final (known, or never to be) and wake any waiter."""
+        with _WAITERS:
+            self._finished = True
+            waiter = self._waiter
+        if waiter is not None:
+            waiter.set()
 
     # ---------------------------------------------------------------- trio thread
     def on_read(self, offset: int, data: bytes) -> None:
@@ -136,14 +155,14 @@ class ReadTracker:
         imported = stream.finish()
         if imported is None:
             self._hashing = False
-            self._finished.set()
+            self._finish_now()
             return
         self._done(str(imported.cid))
 
     def _done(self, cid: str) -> None:
         self._result = cid
         self._hashing = False  # nothing more to take
-        self._finished.set()
+        self._finish_now()
         self._on_done(self, cid)
 
     def stop_hashing(self) -> None:
@@ -157,7 +176,7 @@ class ReadTracker:
             self._stream.abandon()
             self._stream = None
         if self._result is None:
-            self._finished.set()
+            self._finish_now()
 
     def _unordered(self) -> None:
         self._ordered = False
@@ -199,7 +218,7 @@ class ReadTracker:
         self.closed_at = now
         if self._ahead:  # reads past a gap that was never filled
             self._unordered()
-        if self._finished.is_set():
+        if self._finished:
             return
         if self.size == 0 and self._hashing:
             self._done(str(hash_pieces([], self.params).cid))
