@@ -26,6 +26,7 @@ operations are atomic per block and need no lock. ``Stats`` has its own leaf loc
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -58,7 +59,19 @@ class Blockstore(Protocol):
     def sync(self) -> None: ...
 
 
-def _fsync_path(path: Path) -> None:
+def _write_file(path: str, data: bytes | memoryview) -> None:
+    """Create ``path`` holding ``data`` (raw fd: no buffered-file object per block); a
+    short write is continued. OSError as the system raised it (the caller cleans up)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def _fsync_path(path: str | Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:  # deleted since it was written
@@ -106,33 +119,38 @@ class FlatFSBlockstore:
         elif spec.read_text().strip() != SHARD_SPEC.strip():
             raise McpfsError(f"{self.root}: unsupported flatfs sharding {spec.read_text()!r}")
         self._lock = threading.Lock()
-        self._unsynced: set[Path] = set()
+        self._unsynced: set[str] = set()
         self._known_dirs: set[str] = set()
+        self._prefix = f"{self.root}{os.sep}"  # plain strings on the hot paths (no pathlib)
         self.stats: Stats | None = None  # disk reads and writes (see the module docstring)
 
     def path_of(self, cid: CID) -> Path:
+        return Path(self._file_of(cid))
+
+    def _file_of(self, cid: CID) -> str:
+        """The block's file (a str: pathlib took 7 of a 1 KiB put's 77 us)."""
         key = multihash_key(cid.multihash)
-        return self.root / key[-3:-1] / f"{key}.data"
+        return f"{self._prefix}{key[-3:-1]}{os.sep}{key}.data"
 
     def put(self, cid: CID, data: bytes | memoryview) -> None:
         if cid.hash_code == IDENTITY:
             return
-        path = self.path_of(cid)
-        shard = path.parent
+        path = self._file_of(cid)
+        shard, _, name = path.rpartition(os.sep)
         stats = self.stats
-        if shard.name not in self._known_dirs:
-            shard.mkdir(exist_ok=True)
-            self._known_dirs.add(shard.name)
-        if path.exists():  # content-addressed: the stored block is these bytes
+        if shard not in self._known_dirs:
+            os.makedirs(shard, exist_ok=True)
+            self._known_dirs.add(shard)
+        if os.path.exists(path):  # content-addressed: the stored block is these bytes
             return
         start = time.perf_counter() if stats is not None else 0.0
-        tmp = shard / f".tmp-{path.name}-{threading.get_ident()}"
+        tmp = f"{shard}{os.sep}.tmp-{name}-{threading.get_ident()}"
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
+            _write_file(tmp, data)
             os.replace(tmp, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             if stats is not None:
                 stats.backend(STATS_NAME, "put", seconds=time.perf_counter() - start,
                               error=True)
@@ -167,7 +185,7 @@ class FlatFSBlockstore:
     def _read(self, cid: CID) -> bytes:
         """The verified bytes of a stored block; BlockNotFound, McpfsError, CorruptBlock."""
         try:
-            with open(self.path_of(cid), "rb") as fh:
+            with open(self._file_of(cid), "rb") as fh:
                 data = fh.read()
         except FileNotFoundError:
             raise BlockNotFound(f"block not found: {cid}") from None
@@ -178,7 +196,7 @@ class FlatFSBlockstore:
         return data
 
     def has(self, cid: CID) -> bool:
-        return cid.hash_code == IDENTITY or self.path_of(cid).exists()
+        return cid.hash_code == IDENTITY or os.path.exists(self._file_of(cid))
 
     def size(self, cid: CID) -> int:
         if cid.hash_code == IDENTITY:
@@ -203,7 +221,7 @@ class FlatFSBlockstore:
         journal commit, instead of one per file); few: fsync each file and folder."""
         with self._lock:
             pending, self._unsynced = self._unsynced, set()
-        dirs = {path.parent for path in pending}
+        dirs = {os.path.dirname(path) for path in pending}
         if not pending:
             return
         if len(pending) >= SYNCFS_MIN_FILES and _syncfs(self.root):
