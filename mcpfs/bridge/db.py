@@ -11,8 +11,11 @@ Rows of ``transfers`` are the jobs of ``mcpfs cp``: created ``running``, ``done`
 start and resumes them (transfers.py).
 
 Writes are queued (:meth:`ProvenanceDB.record` never blocks: it updates the in-memory
-cache and hands the row to the writer thread, which commits a batch per transaction), so a
-FUSE commit does not wait for SQLite. Reads of locations go to the cache first, then to
+cache and hands the row to the writer thread, which waits ``COALESCE`` seconds after the
+first row of a batch and commits all that came meanwhile in one transaction: a stream of
+small files written through the mount costs a transaction per ``COALESCE``, not per file),
+so a FUSE commit does not wait for SQLite (the rows are advisory: a crash loses at most
+that much). Reads of locations go to the cache first, then to
 SQLite in a worker thread. Transfer rows are written synchronously (in worker threads): a
 job must be on disk before ``mcpfs cp`` is told it started.
 
@@ -41,6 +44,7 @@ log = logging.getLogger("mcpfs.bridge")
 DB_FILE: Final = "bridge.sqlite"
 CACHE_ENTRIES: Final = 100_000  # locations kept in memory
 BATCH: Final = 256  # queued writes committed in one transaction
+COALESCE: Final = 0.02  # seconds the writer waits for more rows after the first of a batch
 RUNNING, DONE, FAILED = "running", "done", "failed"
 
 SCHEMA = """
@@ -222,6 +226,8 @@ class ProvenanceDB:
             if item is None:
                 return
             batch = [item]
+            if not isinstance(item, threading.Event) and self._queue.qsize() < BATCH:
+                time.sleep(COALESCE)  # let the rows of the next files join this batch
             while len(batch) < BATCH:
                 try:
                     nxt = self._queue.get_nowait()
