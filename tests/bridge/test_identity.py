@@ -105,3 +105,23 @@ def test_provenance_db_records_renames_forgets_and_keeps_transfers(tmp_path):
     again.update_transfer_sync(tid, state=DONE)
     assert again.transfers_sync(RUNNING) == []
     again.close()
+
+
+def test_provenance_rows_of_a_burst_share_one_transaction(tmp_path, monkeypatch):
+    """Small files written one after the other are recorded 20 ms apart at most, so their
+    rows reach SQLite together (COALESCE), not one transaction per file."""
+    import time
+
+    db = ProvenanceDB(tmp_path)
+    commits: list[int] = []
+    real = db._commit_rows
+    monkeypatch.setattr(db, "_commit_rows", lambda batch: (commits.append(len(batch)),
+                                                           real(batch)))
+    for i in range(10):  # ~10 ms in all: a row every ~1 ms, as a create loop makes them
+        db.record(Location(f"/mfs/f{i}", f"Qm{i}", f"Qm{i}", 1))
+        time.sleep(0.001)
+    db.flush()
+    assert sum(commits) == 10
+    assert len(commits) <= 2, commits  # without coalescing: about one per row
+    assert db.lookup_sync("/mfs/f9").identity == "Qm9"
+    db.close()
