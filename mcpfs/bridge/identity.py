@@ -57,8 +57,6 @@ class ReadTracker:
         self._head: list[bytes] = []  # pieces before the hasher starts (or all, if small)
         self._ahead: dict[int, bytes] = {}
         self._stream: StreamImport | None = None
-        # set once, never cleared: a tracker whose identity is already known shares one
-        # set Event (an Event per open costs more than the rest of the tracker)
         self._finished = identity is not None  # the identity is final (see the docstring)
         self._waiter: threading.Event | None = None
         self._result: str | None = identity

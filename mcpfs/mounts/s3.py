@@ -129,15 +129,9 @@ class S3Mount(S3Renames, S3Listings, Mount):
     # ---------------------------------------------------------------- reading
     async def _head(self, path: str) -> ObjectInfo:
         path = "/".join(split(path))
-        hit = self._heads.get(path)
-        self.backend.note_cache(hit is not None)
-        if hit is not None:
-            return hit
-        gen = self._gen
-        info = await self.backend.head(*self._where(path))
-        if gen == self._gen:
-            self._heads[path] = info
-        return info
+        return await self._through_cache(self._heads, path,
+                                         lambda: self.backend.head(*self._where(path)),
+                                         self._heads.__setitem__)
 
     async def _stat(self, path: str) -> tuple[Attr, ObjectInfo | None]:
         segs = split(path)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from ..backends.s3 import ObjectInfo
@@ -62,14 +63,30 @@ class S3Listings:
             self._listings.pop("/".join(segs[:i]), None)
             self._fresh.pop("/".join(segs[:i]), None)
 
-    async def _listing(self, path: str) -> Listing:
-        """name -> (Attr, ObjectInfo or None) of the directory ``path`` (cached)."""
-        path = "/".join(split(path))
-        hit = self._listings.get(path)
+    async def _through_cache(self, cache: Any, path: str, fetch: Callable[[], Awaitable[Any]],
+                             keep: Callable[[str, Any], None]) -> Any:
+        """``cache[path]`` (the hit or miss counted), else ``await fetch()``, stored by
+        ``keep(path, value)`` unless one of our own changes came while it was fetched
+        (``_gen``: the value may predate it)."""
+        hit = cache.get(path)
         self.backend.note_cache(hit is not None)
         if hit is not None:
             return hit
         gen = self._gen
+        value = await fetch()
+        if gen == self._gen:
+            keep(path, value)
+        return value
+
+    async def _listing(self, path: str) -> Listing:
+        """name -> (Attr, ObjectInfo or None) of the directory ``path`` (cached)."""
+        path = "/".join(split(path))
+        return await self._through_cache(self._listings, path,
+                                         lambda: self._fetch_listing(path), self._keep)
+
+    async def _fetch_listing(self, path: str) -> Listing:
+        """The listing of ``path`` from the server (all pages); ENOENT/ENOTDIR when empty
+        and not a directory."""
         out: Listing = {}
         segs = split(path)
         if not segs:
@@ -81,8 +98,6 @@ class S3Listings:
             out = _build_listing(prefix, prefixes, objects)
             if not out and segs[1:] and prefix not in {o.key for o in objects}:
                 await self._raise_missing_dir(path)
-        if gen == self._gen:
-            self._keep(path, out)
         return out
 
     def _keep(self, path: str, listing: Listing) -> None:
