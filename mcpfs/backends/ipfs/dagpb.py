@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from ...errors import InvalidInput
 from . import protowire as pw
-from .cid import CID
+from .cid import CID, decode_varint
 
 
 def name_bytes(name: str) -> bytes:
@@ -71,6 +71,28 @@ def _decode_link(buf: bytes) -> PBLink:
     if cid is None:
         raise InvalidInput("dag-pb link without Hash")
     return PBLink(cid, name, tsize)
+
+
+def link_cid_bytes(buf: bytes) -> list[bytes]:
+    """The raw CID bytes of every link of a canonical dag-pb block, without decoding the
+    links (for walks that only follow CIDs); falls back to :func:`decode` (and its
+    InvalidInput) on anything unusual."""
+    out: list[bytes] = []
+    pos, end = 0, len(buf)
+    try:
+        while pos < end and buf[pos] == 0x12:  # Links (field 2, LEN); Data comes last
+            length, pos = decode_varint(buf, pos + 1)
+            stop = pos + length
+            if stop > end or buf[pos] != 0x0A:  # Hash (field 1, LEN) first in a link
+                raise InvalidInput("non-canonical link")
+            size, start = decode_varint(buf, pos + 1)
+            if start + size > stop:
+                raise InvalidInput("truncated link hash")
+            out.append(buf[start:start + size])
+            pos = stop
+    except (InvalidInput, IndexError):
+        return [bytes(link.cid) for link in decode(buf).links]
+    return out
 
 
 def decode(buf: bytes | memoryview) -> PBNode:

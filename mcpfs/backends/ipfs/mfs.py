@@ -6,7 +6,10 @@ root file plus an append-only log of committed roots). Durability has two levels
 - **committed**: every mutation (with ``flush=True``, kubo's default) writes its blocks,
   then appends the new root to ``<root_file>.log`` (one ``write(2)``, no fsync). A
   ``kill -9`` at any point leaves the last committed root, and every block it references
-  was written before it was recorded (the kernel keeps written data).
+  was written before it was recorded (the kernel keeps written data). While the flusher
+  runs, the directory nodes are not flatfs files yet: they wait in :mod:`mfs_pending`
+  (memory plus a redo log appended before the root), and a sync writes those reachable
+  from its root.
 - **synced**: :meth:`MFS.sync` fsyncs every block written so far (``store.sync()``) and
   *then* writes the root it captured before that to ``root_file`` (temp file, fsync, rename,
   fsync of the folder). ``root_file`` therefore never names a block that was not synced
@@ -67,6 +70,7 @@ from .cid import CID
 from .gc import GCLock
 from .importer import ImportParams
 from .mfs_tree import READ_PIECE, Tree, split_path
+from .mfs_pending import PENDING_MAX, PendingBlocks
 from .mfs_root import RootFiles
 from .reader import UnixFSReader
 
@@ -134,6 +138,10 @@ class MFS:
         self._limiter = limiter or trio.CapacityLimiter(THREADS)
         self.records = RootFiles(self.root_file)
         self.deferred = False  # True while run_flusher runs: commits are not fsynced
+        # directory nodes held in memory between syncs (only over a Repo's store)
+        self.pending = store if isinstance(store, PendingBlocks) else None
+        if self.pending is not None:
+            self.pending.recover()  # a killed daemon's logged nodes, before the root log
         root, synced = self.records.load(store.has)
         if root is not None and not store.has(root):
             raise BlockNotFound(f"MFS root {root} is missing from the blockstore")
@@ -170,11 +178,18 @@ class MFS:
         flusher runs, else appended to the root log without fsync."""
         root = self._root
         self._seq += 1
+        pending = self.pending
         if self.deferred:
+            if pending is not None:
+                pending.log_batch()  # the nodes first: the root log never names a lost one
+                if pending.pending_bytes > PENDING_MAX:
+                    pending.spill()
             self.records.append(root)
         else:
             self._sync_now(root, self._seq)
             self.records.drop_log()
+            if pending is not None:
+                pending.drop_log()
         self._flushed, self._flushed_seq = root, self._seq
 
     def _sync_now(self, root: CID, seq: int) -> None:
@@ -182,11 +197,15 @@ class MFS:
         ``seq`` before this call, so all its blocks were written) as the synced root,
         unless a later one is recorded already."""
         with self._sync_mutex:
+            if self.pending is not None:
+                self.pending.write_reachable(root)
             self.store.sync()
             if seq < self._synced_seq:
                 return
             self.records.write_synced(root)
             self._synced, self._synced_seq = root, seq
+            if self.pending is not None:
+                self.pending.retire(seq)
 
     # ---------------------------------------------------------------- runners
     async def _run(self, fn: Callable[[], Any]) -> Any:
@@ -268,7 +287,7 @@ class MFS:
                           task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Defer syncs while this runs (see the module docstring): sync every ``interval``
         seconds when the committed root changed, and once more when cancelled."""
-        self.deferred = True
+        self._defer(True)
         task_status.started()
         try:
             while True:
@@ -282,10 +301,20 @@ class MFS:
             with trio.CancelScope(shield=True):
                 try:
                     async with self._lock:
-                        self.deferred = False
-                        await self._run(self._commit_sync)  # syncs, drops the log
+                        self._defer(False)
+                        await self._run(self._commit_sync)  # syncs, drops the logs
                 except McpfsError as exc:
                     log.error("MFS final sync failed: %s", exc)
+
+    def _defer(self, on: bool) -> None:
+        """Commits without fsync, directory nodes held in ``pending`` (flusher running),
+        or every commit synced and nodes written at once."""
+        self.deferred = on
+        pending = self.pending
+        if on and pending is not None:
+            self.tree.defer = lambda cid, block: pending.defer(cid, block, self._seq + 1)
+        else:
+            self.tree.defer = None
 
     # ---------------------------------------------------------------- reads (no lock)
     async def stat(self, path: str) -> dict:

@@ -19,6 +19,7 @@ from pathlib import Path
 from .blockstore import CachedBlockstore, FlatFSBlockstore
 from .cid import CID
 from .importer import ImportParams
+from .mfs_pending import PendingBlocks
 from .reader import UnixFSReader
 
 BLOCK_CACHE_BYTES = 64 << 20  # decoded-read LRU in front of flatfs
@@ -29,7 +30,9 @@ class Repo:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.flatfs = FlatFSBlockstore(self.root / "blocks")
-        self.store = CachedBlockstore(self.flatfs, BLOCK_CACHE_BYTES)
+        self.cached = CachedBlockstore(self.flatfs, BLOCK_CACHE_BYTES)
+        # MFS's directory nodes between syncs (see mfs_pending): every reader sees them
+        self.store = PendingBlocks(self.cached, self.root / "mfs-root.blocks")
         self.reader = UnixFSReader(self.store)
         self.mfs_params = mfs_params or ImportParams()
         self._held: Counter[CID] = Counter()
@@ -40,7 +43,7 @@ class Repo:
         :class:`~mcpfs.stats.Stats`) as the "ipfs" backend; see backends/ipfs/blockstore.py.
         Later calls replace it; None detaches."""
         self.flatfs.stats = stats
-        self.store.stats = stats
+        self.cached.stats = stats
 
     @cached_property
     def pins(self):
