@@ -39,6 +39,8 @@ async def test_directory_nodes_stay_in_memory_until_a_sync(tmp_path):
         roots = await write_files(mfs, 30)
         root = mfs.root()
         assert not in_flatfs(repo, root) and repo.store.has(root)
+        small = mfs.tree.resolve(root, "/d/f007")  # a one-block file waits too
+        assert not in_flatfs(repo, small) and await mfs.read("/d/f007") == b"file 7"
         # every reader sees the pending nodes: the tree, the UnixFS reader, a DAG walk
         assert len(await mfs.ls("/d")) == 30
         d_cid = mfs.tree.resolve(root, "/d")
@@ -46,7 +48,7 @@ async def test_directory_nodes_stay_in_memory_until_a_sync(tmp_path):
         assert info.type == "directory" and info.blocks == 30
         assert len(list(walk_dag(repo.store, root))) == 32  # root, /d, 30 files
         await mfs.flush()
-        assert in_flatfs(repo, root) and in_flatfs(repo, d_cid)
+        assert in_flatfs(repo, root) and in_flatfs(repo, d_cid) and in_flatfs(repo, small)
         assert len(list(walk_dag(repo.flatfs, root))) == 32
         # the superseded versions of / and /d were never written
         assert not any(in_flatfs(repo, old) for old in roots[:-1])

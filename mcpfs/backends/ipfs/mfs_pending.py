@@ -1,8 +1,10 @@
-"""MFS directory nodes held in memory until the next sync, with a redo log for ``kill -9``.
+"""MFS directory nodes (and one-block files) held in memory until the next sync, with a
+redo log for ``kill -9``.
 
 Every MFS mutation re-encodes the directories from the changed entry up to the root. Written
 as flatfs files, those nodes cost one file creation each (0.1-0.9 ms on ext4 here: most of a
-small file's commit), and almost all of them are superseded by the next mutation. While the
+small file's commit), and almost all of them are superseded by the next mutation. A file of
+one block written inside a mutation (``Tree.write``) is deferred the same way. While the
 daemon's flusher runs (``MFS.deferred``), :class:`PendingBlocks` keeps them in memory instead:
 
 - :meth:`defer` (MFS's tree, in the mutation's worker thread) adds a node to the overlay;

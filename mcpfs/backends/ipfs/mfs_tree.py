@@ -110,6 +110,21 @@ class _Edit:
         self.changes[name] = None
 
 
+class _Deferring:
+    """The store for a one-block file written inside a mutation: puts go to MFS's
+    ``defer`` hook (mfs_pending), everything else to the store."""
+
+    def __init__(self, store: Blockstore, defer: Callable[[CID, bytes], None]) -> None:
+        self._store = store
+        self._defer = defer
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    def put(self, cid: CID, data: bytes | memoryview) -> None:
+        self._defer(cid, bytes(data))
+
+
 class Tree:
     """Path operations over one store; see the module docstring."""
 
@@ -350,17 +365,22 @@ class Tree:
         if old is not None and truncate:
             old = None
         pieces = self._compose(old, offset, source, count)
-        new = self.import_pieces(pieces)
+        new = self.import_pieces(pieces, in_mutation=True)
         return self._add(root, segs, new.cid, new.tsize, parents, replace=True)
 
-    def import_pieces(self, pieces: Iterable[bytes]) -> Imported:
+    def import_pieces(self, pieces: Iterable[bytes], in_mutation: bool = False) -> Imported:
         """Import a file's bytes with the MFS params; a file of at most one chunk is
-        written here, without the importer's write-behind threads (same DAG)."""
+        written here, without the importer's write-behind threads (same DAG). Inside a
+        mutation (``in_mutation``) that one block goes where ``defer`` says, like the
+        directory nodes: a small file then costs no flatfs file until the sync. Outside
+        one (a streaming import, linked later) blocks always go to the store."""
         chunks = rechunk(pieces, self.params.chunk_size)
         first = next(chunks, None)
         second = next(chunks, None) if first is not None else None
         if second is None:  # one leaf (or the empty file): the layout's one-node DAG
-            db = importer.DagBuilder(self.store, self.params, iter([first] if first else []))
+            defer = self.defer if in_mutation else None
+            store = self.store if defer is None else _Deferring(self.store, defer)
+            db = importer.DagBuilder(store, self.params, iter([first] if first else []))
             layout = importer._trickle if self.params.layout == "trickle" else importer._balanced
             return layout(db)
         return import_chunks(self.store, itertools.chain([first, second], chunks), self.params)
