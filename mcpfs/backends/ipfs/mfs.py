@@ -151,6 +151,7 @@ class MFS:
         self._flushed = root  # last committed root
         self._synced = synced if synced is not None and store.has(synced) else root
         self._seq = self._flushed_seq = self._synced_seq = 0  # commit numbers
+        self._committed = (root, 0)  # (_flushed, _flushed_seq) as one object
         self._sync_mutex = threading.Lock()  # one store.sync() + record at a time
 
     @classmethod
@@ -183,7 +184,7 @@ class MFS:
             if pending is not None:
                 pending.log_batch()  # the nodes first: the root log never names a lost one
                 if pending.pending_bytes > PENDING_MAX:
-                    pending.spill()
+                    pending.spill(root, self._seq)
             self.records.append(root)
         else:
             self._sync_now(root, self._seq)
@@ -191,12 +192,16 @@ class MFS:
             if pending is not None:
                 pending.drop_log()
         self._flushed, self._flushed_seq = root, self._seq
+        self._committed = (root, self._seq)  # one object: read whole by _sync_now
 
     def _sync_now(self, root: CID, seq: int) -> None:
         """fsync every block written so far, then record ``root`` (committed as number
         ``seq`` before this call, so all its blocks were written) as the synced root,
         unless a later one is recorded already."""
         with self._sync_mutex:
+            latest = self._committed
+            if latest[1] > seq:  # sync the newest committed root: never one older than a
+                root, seq = latest  # spill's (see PendingBlocks.retire)
             if self.pending is not None:
                 self.pending.write_reachable(root)
             self.store.sync()

@@ -24,7 +24,7 @@ they are published, so they are shared freely between threads.
 from __future__ import annotations
 
 import threading
-from bisect import insort
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Final
 
@@ -163,19 +163,22 @@ class DirState:
     """One directory's decoded entries; immutable once published (see module docstring)."""
 
     __slots__ = ("entries", "mode", "mtime", "est", "plain_len", "tsum", "data_field",
-                 "_keys", "_shard")
+                 "_keys", "_parts", "_shard")
 
     def __init__(self, entries: dict[str, Item], mode: int | None, mtime, est: int,
-                 plain_len: int, tsum: int) -> None:
+                 plain_len: int, tsum: int, data_field: bytes | None = None) -> None:
         self.entries = entries
         self.mode = mode
         self.mtime = mtime
         self.est = est  # boxo's links estimate: sum of len(name) + len(cid bytes)
         self.plain_len = plain_len  # bytes of all link fields of the plain node
         self.tsum = tsum  # sum of the entries' cumulative sizes
-        payload = unixfs.UnixFSData(unixfs.DIRECTORY, mode=mode, mtime=mtime)
-        self.data_field = pw.bytes_field(1, payload.encode())
+        if data_field is None:
+            payload = unixfs.UnixFSData(unixfs.DIRECTORY, mode=mode, mtime=mtime)
+            data_field = pw.bytes_field(1, payload.encode())
+        self.data_field = data_field
         self._keys: list[str] | None = None  # names in name-byte order (plain encoding)
+        self._parts: list[bytes] | None = None  # their link fields, same order
         self._shard: _Shard | None = None  # in-memory HAMT (sharded encoding)
 
     @classmethod
@@ -205,17 +208,23 @@ class DirState:
         entries = dict(self.entries)
         est, plain_len, tsum = self.est, self.plain_len, self.tsum
         keys = list(self._keys) if self._keys is not None else None
+        parts = list(self._parts) if keys is not None and self._parts is not None else None
+        if parts is None:
+            keys = None
         shard = self._shard
         tree = _Hamt(params.hamt_fanout) if shard is not None else None
         for name, value in changes.items():
             old = entries.pop(name, None)
+            at = -1 if keys is None else bisect_left(keys, dagpb.name_bytes(name),
+                                                     key=dagpb.name_bytes)
             if old is not None:
                 est -= _est(name, old[0])
                 plain_len -= len(old[2])
                 tsum -= old[1]
                 if value is None:
                     if keys is not None:
-                        keys.remove(name)
+                        del keys[at]
+                        del parts[at]  # type: ignore[union-attr]
                     if tree is not None:
                         shard = tree.delete(shard, hamt.hash_name(name), name)
             if value is None:
@@ -226,12 +235,16 @@ class DirState:
             est += _est(name, cid)
             plain_len += len(part)
             tsum += tsize
-            if keys is not None and old is None:
-                insort(keys, name, key=dagpb.name_bytes)
+            if keys is not None:
+                if old is None:
+                    keys.insert(at, name)
+                    parts.insert(at, part)  # type: ignore[union-attr]
+                else:
+                    parts[at] = part  # type: ignore[index]
             if tree is not None:
                 shard = tree.insert(shard, (hamt.hash_name(name), name, cid, tsize))
-        new = DirState(entries, self.mode, self.mtime, est, plain_len, tsum)
-        new._keys, new._shard = keys, shard
+        new = DirState(entries, self.mode, self.mtime, est, plain_len, tsum, self.data_field)
+        new._keys, new._parts, new._shard = keys, parts, shard
         return new
 
     # ---------------------------------------------------------------- encoding
@@ -246,7 +259,7 @@ class DirState:
     def encode(self, params: ImportParams, put_node: PutNode) -> Imported:
         """Store the node(s); the same CID as build_directory of the same entries."""
         if self.sharded(params):
-            self._keys = None
+            self._keys = self._parts = None
             tree = _Hamt(params.hamt_fanout)
             if self._shard is None:
                 self._shard = tree.build([(hamt.hash_name(name), name, item[0], item[1])
@@ -254,10 +267,10 @@ class DirState:
             cid, tsize = tree.encode(self._shard, put_node)
             return Imported(cid, 0, tsize, sharded=True)
         self._shard = None
-        if self._keys is None:
+        if self._keys is None or self._parts is None:
             self._keys = sorted(self.entries, key=dagpb.name_bytes)
-        entries = self.entries
-        block = b"".join([entries[name][2] for name in self._keys] + [self.data_field])
+            self._parts = [self.entries[name][2] for name in self._keys]
+        block = b"".join(self._parts) + self.data_field
         return Imported(put_node(block), 0, len(block) + self.tsum)
 
 

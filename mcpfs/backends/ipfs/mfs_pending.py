@@ -20,8 +20,8 @@ daemon's flusher runs (``MFS.deferred``), :class:`PendingBlocks` keeps them in m
   reader that snapshotted an older root keeps its nodes for one more flush interval).
   A superseded directory version is therefore never written: its CID, if someone noted it
   (``getfattr``), stops resolving after two flush intervals (docs/SEMANTICS.md).
-- Past ``PENDING_MAX`` bytes, :meth:`spill` (MFS, under its lock) writes every pending node
-  to the store, which bounds memory (the cost then falls back to one file per node).
+- Past ``PENDING_MAX`` bytes, :meth:`spill` (MFS, under its lock) writes what is reachable
+  from the root just committed and retires as a sync does: memory stays about twice that.
 - :meth:`recover` (MFS load, before it reads the root log) puts every valid logged node
   into the store, fsyncs it and empties the log; the log is rewritten with only the nodes
   still unwritten when it grows past twice their size.
@@ -151,18 +151,14 @@ class PendingBlocks:
         return self._bytes
 
     def defer(self, cid: CID, data: bytes, seq: int) -> None:
-        """Hold ``data`` for commit ``seq``; a node made again is re-tagged, not re-added,
-        and one the store has already is left there."""
+        """Hold ``data`` for commit ``seq``; a node made again is re-tagged, not re-added.
+        (Not checked against the store: a node it holds already is skipped when written.)"""
         with self._lock:
             node = self._nodes.get(cid.multihash)
             if node is not None:
                 node.seq = max(node.seq, seq)
                 return
-        if self.inner.has(cid):
-            return
-        node = _Node(cid, bytes(data), seq)
-        with self._lock:
-            self._nodes[cid.multihash] = node
+            node = self._nodes[cid.multihash] = _Node(cid, bytes(data), seq)
             self._bytes += len(node.data)
             self._batch.append(node)
 
@@ -234,18 +230,25 @@ class PendingBlocks:
         self._write_out(found)
         return len(found)
 
-    def spill(self) -> None:
-        """Write every pending node to the store (memory bound; see PENDING_MAX)."""
-        with self._lock:
-            nodes = [node for node in self._nodes.values() if not node.written]
-        self._write_out(nodes)
+    def spill(self, root: CID, seq: int) -> None:
+        """Past PENDING_MAX (MFS, under its lock, ``root`` just committed as ``seq``): write
+        the nodes reachable from ``root`` and start a new generation as a sync does, so
+        memory holds about two generations of nodes and superseded ones are never
+        written. (No fsync: the root log still decides what a crash keeps.)"""
+        self.write_reachable(root)
+        self.retire(seq)
 
-    def retire(self, synced_seq: int) -> None:
-        """After commit ``synced_seq`` was synced (its nodes written): drop the nodes of
-        commits up to the previously synced one, written or superseded; the rest stay
-        one more round for readers of older roots."""
+    def retire(self, seq: int) -> None:
+        """After the nodes reachable from the root of commit ``seq`` were written (a sync or
+        a spill): drop the nodes of commits up to the previous such point, written or
+        superseded; the newer ones stay one more round for readers of older roots.
+
+        Safe beside a sync running late: it syncs the latest committed root (MFS), never
+        older than the previous point, and every node reachable from such a root with a
+        commit number up to that point was written there."""
         with self._lock:
-            upto, self._retired_upto = self._retired_upto, synced_seq
+            upto = self._retired_upto
+            self._retired_upto = max(upto, seq)
             for mh in [mh for mh, node in self._nodes.items() if node.seq <= upto]:
                 node = self._nodes.pop(mh)
                 if not node.written:
