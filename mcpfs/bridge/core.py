@@ -208,6 +208,9 @@ class Bridge:
         ``size``: the file's size, when known (a small file is uploaded, not copied from
         an object of the same bytes: ``S3_COPY_MIN``)."""
         extra = writer.extra
+        if source is not None and size is not None and source.size is not None \
+                and size != source.size:
+            source = None  # not a copy of what this process read: no hashing to compare
         try:
             identity = await self._write_identity(mount, writer, source)
             if identity is None:

@@ -83,6 +83,32 @@ async def test_another_process_writing_is_not_a_copy(bridged, repo):
     assert (await drv.stat("mfs/w.bin")).attr.cid == only_hash(data)
 
 
+async def test_a_file_of_another_size_is_not_compared_with_what_was_read(bridged, monkeypatch):
+    """A process that read a file and then writes files of another size (a script's loop
+    after a read) is not copying it: no hashing of what it writes to compare."""
+    drv, bridge = bridged
+    await drv.write_file("mfs/src.txt", b"x")
+    rfh, _ = await drv.vfs.open(await drv.ino("mfs/src.txt"), os.O_RDONLY, PID)
+    assert await drv.vfs.read(rfh, 0, 10) == b"x"
+    await drv.vfs.release(rfh)
+    hashed = []
+    identity_of_spool = bridge._identity_of_spool
+
+    async def counting(spool):
+        hashed.append(spool)
+        return await identity_of_spool(spool)
+    monkeypatch.setattr(bridge, "_identity_of_spool", counting)
+    for i in range(3):
+        parent, name = await drv.parent(f"mfs/n{i}")
+        wfh, _ = await drv.vfs.create(parent, name, os.O_WRONLY | os.O_CREAT, PID)
+        await drv.vfs.write(wfh, 0, b"y" * 1024)
+        await drv.vfs.flush(wfh)
+        await drv.vfs.release(wfh)
+    assert hashed == []
+    assert await drv.cat("mfs/n1") == b"y" * 1024
+    assert (await drv.stat("mfs/n1")).attr.cid == only_hash(b"y" * 1024)
+
+
 async def test_reads_and_commits_are_recorded(bridged, repo):
     drv, bridge = bridged
     data = pattern_bytes(2_000_000, 8)
