@@ -77,18 +77,22 @@ def check_mountpoint(mountpoint: str) -> str:
 
 
 async def _wait_live(mountpoint: str) -> None:
-    """Return once a stat of the mount point is answered by a FUSE file system (ours)."""
+    """Return once a stat of the mount point is answered by a FUSE file system (ours).
+
+    The stat's thread is abandoned on cancellation: a signal right after the mount stops
+    the request loop, and the stat would then wait for an answer that never comes (the
+    unmount that follows ends it)."""
     with trio.fail_after(LIVE_TIMEOUT):
-        while not await trio.to_thread.run_sync(os.path.ismount, mountpoint):
+        while not await trio.to_thread.run_sync(os.path.ismount, mountpoint,
+                                                abandon_on_cancel=True):
             await trio.sleep(0.02)
 
 
-async def _signals(cancel: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
-        async for signum in signals:
-            log.info("received %s: unmounting", signal.Signals(signum).name)
-            cancel.cancel()
-            return
+async def _signals(signals: Any, cancel: trio.CancelScope) -> None:
+    async for signum in signals:
+        log.info("received %s: unmounting", signal.Signals(signum).name)
+        cancel.cancel()
+        return
 
 
 async def _fuse_loop(cancel: trio.CancelScope, state: dict) -> None:
@@ -124,7 +128,15 @@ def build_bridge(state_dir: Any, repo: Any, config: Config | None, stats: Stats)
 
 async def serve(mountpoint: str, config: Config | None = None,
                 control: ControlHook | None = None, debug_fuse: bool = False) -> None:
-    """Mount, run until unmounted or signalled, clean up (see the module docstring)."""
+    """Mount, run until unmounted or signalled, clean up (see the module docstring).
+    SIGINT/SIGTERM are caught from the start: one that arrives while the mount is being
+    set up (it is visible before the request loop runs) unmounts cleanly too."""
+    with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
+        await _serve(mountpoint, config, control, debug_fuse, signals)
+
+
+async def _serve(mountpoint: str, config: Config | None, control: ControlHook | None,
+                 debug_fuse: bool, signals: Any) -> None:
     from . import fuse_ops
     from .backends.ipfs.node import Repo
     from .mounts import build_mounts
@@ -159,7 +171,7 @@ async def serve(mountpoint: str, config: Config | None = None,
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_fuse_loop, nursery.cancel_scope, state)
-            nursery.start_soon(_signals, nursery.cancel_scope)
+            nursery.start_soon(_signals, signals, nursery.cancel_scope)
             await nursery.start(repo.mfs.run_flusher)  # MFS syncs: every ~1 s, and at exit
             await nursery.start(vfs.write_back.serve)  # commits after close() ([s3] write_back)
             # ---- the control socket: control.server.serve(repo, task_status=...)
