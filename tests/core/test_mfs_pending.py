@@ -4,6 +4,8 @@ the redo log after a crash, and stay bounded in memory."""
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 
@@ -14,10 +16,16 @@ from mcpfs.backends.ipfs.pins import walk_dag
 HOUR = 3600.0  # a flusher interval that never ticks during a test
 
 
-async def start_deferred(nursery, repo: Repo):
-    """The daemon's mode: a flusher runs (here never ticking), commits are deferred."""
-    await nursery.start(lambda task_status: repo.mfs.run_flusher(HOUR, task_status=task_status))
-    return repo.mfs
+@asynccontextmanager
+async def deferred(where):
+    """The daemon's mode on a Repo at ``where``: a flusher runs (here never ticking), so
+    commits are deferred; (repo, its MFS). Leaving it is an unmount (the final sync)."""
+    repo = Repo(where)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lambda task_status: repo.mfs.run_flusher(HOUR,
+                                                                     task_status=task_status))
+        yield repo, repo.mfs
+        nursery.cancel_scope.cancel()
 
 
 async def write_files(mfs, count: int, folder: str = "/d", start: int = 0) -> list:
@@ -33,9 +41,7 @@ def in_flatfs(repo: Repo, cid) -> bool:
 
 
 async def test_directory_nodes_stay_in_memory_until_a_sync(tmp_path):
-    repo = Repo(tmp_path / "repo")
-    async with trio.open_nursery() as nursery:
-        mfs = await start_deferred(nursery, repo)
+    async with deferred(tmp_path / "repo") as (repo, mfs):
         roots = await write_files(mfs, 30)
         root = mfs.root()
         assert not in_flatfs(repo, root) and repo.store.has(root)
@@ -52,14 +58,11 @@ async def test_directory_nodes_stay_in_memory_until_a_sync(tmp_path):
         assert len(list(walk_dag(repo.flatfs, root))) == 32
         # the superseded versions of / and /d were never written
         assert not any(in_flatfs(repo, old) for old in roots[:-1])
-        nursery.cancel_scope.cancel()
 
 
 async def test_nodes_of_a_killed_daemon_come_back_from_the_log(tmp_path):
     where = tmp_path / "repo"
-    repo = Repo(where)
-    async with trio.open_nursery() as nursery:
-        mfs = await start_deferred(nursery, repo)
+    async with deferred(where) as (repo, mfs):
         await write_files(mfs, 25)
         await mfs.mkdir("/e/f/g", parents=True)
         root = mfs.root()
@@ -71,27 +74,21 @@ async def test_nodes_of_a_killed_daemon_come_back_from_the_log(tmp_path):
         assert len(list(walk_dag(again.flatfs, root))) == 30  # /, /d, 25 files, e, f, g: all on disk now
         assert [e["Name"] for e in again.mfs.tree.ls(root, "/d")][:2] == ["f000", "f001"]
         assert not again.store.log_path.exists()  # replayed, synced, removed
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_torn_log_record_is_ignored(tmp_path):
     where = tmp_path / "repo"
-    repo = Repo(where)
-    async with trio.open_nursery() as nursery:
-        mfs = await start_deferred(nursery, repo)
+    async with deferred(where) as (repo, mfs):
         await write_files(mfs, 5)
         log_path = repo.store.log_path
         log_path.write_bytes(log_path.read_bytes()[:-3])  # the last record torn
         again = Repo(where)
         root = again.mfs.root()  # an older root whose nodes all came back, never a broken one
         assert list(walk_dag(again.flatfs, root))
-        nursery.cancel_scope.cancel()
 
 
 async def test_superseded_nodes_are_dropped_one_sync_later(tmp_path):
-    repo = Repo(tmp_path / "repo")
-    async with trio.open_nursery() as nursery:
-        mfs = await start_deferred(nursery, repo)
+    async with deferred(tmp_path / "repo") as (repo, mfs):
         roots = await write_files(mfs, 20)
         await mfs.flush()
         assert repo.store.has(roots[0])  # superseded, still readable for older readers
@@ -102,41 +99,31 @@ async def test_superseded_nodes_are_dropped_one_sync_later(tmp_path):
         assert repo.store.pending_bytes == 0
         assert not repo.store.has(roots[0])  # never written: gone (docs/SEMANTICS.md)
         assert len(await mfs.ls("/d")) == 21
-        nursery.cancel_scope.cancel()
 
 
 async def test_pending_memory_is_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr(mfs_module, "PENDING_MAX", 1)
-    repo = Repo(tmp_path / "repo")
-    async with trio.open_nursery() as nursery:
-        mfs = await start_deferred(nursery, repo)
+    async with deferred(tmp_path / "repo") as (repo, mfs):
         await write_files(mfs, 3)
         assert in_flatfs(repo, mfs.root())  # spilled at the commit, no sync needed
         assert repo.store.pending_bytes == 0
-        nursery.cancel_scope.cancel()
 
 
 async def test_gc_keeps_files_under_pending_directories(tmp_path):
-    repo = Repo(tmp_path / "repo")
-    async with trio.open_nursery() as nursery:
-        mfs = await start_deferred(nursery, repo)
+    async with deferred(tmp_path / "repo") as (repo, mfs):
         await write_files(mfs, 10)
         await trio.to_thread.run_sync(repo.gc)
         for i in range(10):
             assert await mfs.read(f"/d/f{i:03d}") == b"file %d" % i
         await mfs.flush()
         assert len(list(walk_dag(repo.flatfs, mfs.root()))) == 12
-        nursery.cancel_scope.cancel()
 
 
 async def test_the_final_sync_writes_everything_and_removes_the_log(tmp_path):
     where = tmp_path / "repo"
-    repo = Repo(where)
-    async with trio.open_nursery() as nursery:
-        mfs = await start_deferred(nursery, repo)
+    async with deferred(where) as (repo, mfs):
         await write_files(mfs, 8)
         root = mfs.root()
-        nursery.cancel_scope.cancel()  # unmount: the flusher's final sync
     assert not repo.store.log_path.exists()
     assert repo.mfs.records.read_synced() == root
     assert len(list(walk_dag(repo.flatfs, root))) == 10
@@ -146,9 +133,6 @@ async def test_the_final_sync_writes_everything_and_removes_the_log(tmp_path):
 async def test_cids_are_the_same_deferred_or_not(tmp_path, count):
     direct = Repo(tmp_path / "direct")
     await write_files(direct.mfs, count)
-    repo = Repo(tmp_path / "repo")
-    async with trio.open_nursery() as nursery:
-        mfs = await start_deferred(nursery, repo)
+    async with deferred(tmp_path / "repo") as (repo, mfs):
         await write_files(mfs, count)
         assert mfs.root() == direct.mfs.root()
-        nursery.cancel_scope.cancel()

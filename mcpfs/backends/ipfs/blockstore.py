@@ -59,10 +59,10 @@ class Blockstore(Protocol):
     def sync(self) -> None: ...
 
 
-def _write_file(path: str, data: bytes | memoryview) -> None:
+def write_file(path: str | Path, data: bytes | memoryview, mode: int = 0o666) -> None:
     """Create ``path`` holding ``data`` (raw fd: no buffered-file object per block); a
     short write is continued. OSError as the system raised it (the caller cleans up)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)
         while view:
@@ -146,7 +146,7 @@ class FlatFSBlockstore:
         start = time.perf_counter() if stats is not None else 0.0
         tmp = f"{shard}{os.sep}.tmp-{name}-{threading.get_ident()}"
         try:
-            _write_file(tmp, data)
+            write_file(tmp, data)
             os.replace(tmp, path)
         except OSError as exc:
             with contextlib.suppress(FileNotFoundError):
@@ -293,7 +293,33 @@ class NullBlockstore(MemoryBlockstore):
         pass
 
 
-class CachedBlockstore:
+class StoreWrapper:
+    """A blockstore in front of another: every call, and any other attribute (stats,
+    multihashes(), path_of()...), goes to ``inner`` unless the subclass overrides it."""
+
+    def __init__(self, inner: Blockstore) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def put(self, cid: CID, data: bytes | memoryview) -> None:
+        self.inner.put(cid, data)
+
+    def get(self, cid: CID) -> bytes:
+        return self.inner.get(cid)
+
+    def has(self, cid: CID) -> bool:
+        return self.inner.has(cid)
+
+    def delete(self, cid: CID) -> None:
+        self.inner.delete(cid)
+
+    def sync(self) -> None:
+        self.inner.sync()
+
+
+class CachedBlockstore(StoreWrapper):
     """An LRU of recently read blocks (byte budget) in front of another blockstore.
 
     Concurrency: the LRU is guarded by ``_lock`` (cachetools caches are not thread-safe);
@@ -302,18 +328,12 @@ class CachedBlockstore:
     """
 
     def __init__(self, inner: Blockstore, max_bytes: int = 64 << 20) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._cache: LRUCache[bytes, bytes] = LRUCache(max_bytes, getsizeof=len)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
         self.stats: Stats | None = None
-
-    def __getattr__(self, name: str):  # delegate multihashes(), size(), path_of() ...
-        return getattr(self.inner, name)
-
-    def put(self, cid: CID, data: bytes | memoryview) -> None:
-        self.inner.put(cid, data)
 
     def get(self, cid: CID) -> bytes:
         with self._lock:
@@ -330,17 +350,11 @@ class CachedBlockstore:
                 self._cache[cid.multihash] = data
         return data
 
-    def has(self, cid: CID) -> bool:
-        return self.inner.has(cid)
-
     def delete(self, cid: CID) -> None:
         with self._lock:
             self._cache.pop(cid.multihash, None)
         self.inner.delete(cid)
 
-    def sync(self) -> None:
-        self.inner.sync()
-
 
 __all__ = ["Blockstore", "FlatFSBlockstore", "MemoryBlockstore", "NullBlockstore",
-           "CachedBlockstore", "multihash_key"]
+           "StoreWrapper", "CachedBlockstore", "multihash_key"]

@@ -45,12 +45,13 @@ import struct
 import threading
 import zlib
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from ...errors import InvalidInput, McpfsError, NoSpace
 from . import dagpb
-from .blockstore import Blockstore
+from .blockstore import Blockstore, StoreWrapper
 from .cid import CID
+from .mfs_root import AppendLog
 
 log = logging.getLogger("mcpfs.mfs")
 
@@ -106,27 +107,20 @@ class _Node:
         self.written = False  # in the wrapped store (then only kept for older readers)
 
 
-class PendingBlocks:
+class PendingBlocks(StoreWrapper):
     """A blockstore wrapper holding deferred MFS nodes; see the module docstring."""
 
     def __init__(self, inner: Blockstore, log_path: str | os.PathLike[str]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.log_path = Path(log_path)
         self._nodes: dict[bytes, _Node] = {}  # multihash -> node
         self._bytes = 0  # of nodes not written yet
         self._batch: list[_Node] = []  # deferred since the last log_batch
         self._lock = threading.Lock()
-        self._fd: int | None = None
-        self._log_size = 0
+        self._log = AppendLog(self.log_path)
         self._retired_upto = -1  # nodes of commits up to this number go at the next retire
 
-    def __getattr__(self, name: str) -> Any:  # stats, multihashes(), path_of() ...
-        return getattr(self.inner, name)
-
     # ---------------------------------------------------------------- Blockstore
-    def put(self, cid: CID, data: bytes | memoryview) -> None:
-        self.inner.put(cid, data)
-
     def get(self, cid: CID) -> bytes:
         with self._lock:
             node = self._nodes.get(cid.multihash)
@@ -137,12 +131,6 @@ class PendingBlocks:
             if cid.multihash in self._nodes:
                 return True
         return self.inner.has(cid)
-
-    def delete(self, cid: CID) -> None:
-        self.inner.delete(cid)
-
-    def sync(self) -> None:
-        self.inner.sync()
 
     # ---------------------------------------------------------------- deferring
     @property
@@ -170,39 +158,19 @@ class PendingBlocks:
             unwritten = self._bytes
         if not batch:
             return
-        payload = b"".join(_record(node.cid, node.data) for node in batch)
         try:
-            if self._fd is None or self._log_size > 2 * unwritten + (4 << 20):
-                self._rewrite()
-                return
-            if os.write(self._fd, payload) != len(payload):
-                raise OSError(errno.ENOSPC, "short write")
-            self._log_size += len(payload)
+            if not self._log.is_open or self._log.size > 2 * unwritten + (4 << 20):
+                with self._lock:  # every unwritten node, this batch's among them
+                    nodes = [node for node in self._nodes.values() if not node.written]
+                self._log.replace(b"".join(_record(node.cid, node.data) for node in nodes))
+            else:
+                self._log.append(b"".join(_record(node.cid, node.data) for node in batch))
         except OSError as exc:
-            self._close()  # the next batch rewrites the log with every unwritten node
+            self._log.close()  # the next batch rewrites the log with every unwritten node
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise NoSpace(f"no space left for the MFS log {self.log_path}") from None
             raise McpfsError(f"cannot write the MFS log {self.log_path}: "
                              f"{exc.strerror}") from None
-
-    def _rewrite(self) -> None:
-        """Replace the log by every unwritten node (temp file + rename: a crash leaves the
-        old log or the new one, both enough for recovery)."""
-        with self._lock:
-            nodes = [node for node in self._nodes.values() if not node.written]
-        body = b"".join(_record(node.cid, node.data) for node in nodes)
-        tmp = self.log_path.with_name(f".{self.log_path.name}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.log_path)
-        self._close()
-        self._fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        self._log_size = len(body)
 
     def _write_out(self, nodes: list[_Node]) -> None:
         for node in nodes:
@@ -275,17 +243,7 @@ class PendingBlocks:
 
     def drop_log(self) -> None:
         """Remove the log (every node it held is in the store, synced)."""
-        self._close()
-        try:
-            self.log_path.unlink()
-        except FileNotFoundError:
-            pass
-        self._log_size = 0
-
-    def _close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._log.drop()
 
 
 __all__ = ["PendingBlocks", "PENDING_MAX"]

@@ -23,6 +23,7 @@ worker threads only.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import zlib
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Final
 
 from ...errors import InvalidInput, McpfsError
+from .blockstore import write_file
 from .cid import CID
 from .pins import atomic_write
 
@@ -68,13 +70,64 @@ def _parse(line: str) -> tuple[CID, str] | None:
         return None
 
 
+class AppendLog:
+    """One append-only file: each record one ``write(2)`` (no fsync: a killed process
+    leaves every record it wrote), the whole file replaced by temp file + rename (a crash
+    leaves the old file or the new one). OSError as the system raised it (a short write
+    as ENOSPC). Not thread-safe: its owner serializes the calls."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+        self.size = 0  # bytes in the file, once open
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
+
+    def open(self) -> int:
+        """Open (created if missing) for appending; the current size."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                               | os.O_CLOEXEC, 0o600)
+            self.size = os.fstat(self._fd).st_size
+        return self.size
+
+    def append(self, data: bytes) -> None:
+        self.open()
+        if os.write(self._fd, data) != len(data):  # type: ignore[arg-type]
+            raise OSError(errno.ENOSPC, "short write")  # treated like a full disk
+        self.size += len(data)
+
+    def replace(self, data: bytes) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        write_file(tmp, data, 0o600)
+        os.replace(tmp, self.path)
+        self.close()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self.size = len(data)
+
+    def drop(self) -> None:
+        """Close and remove the file."""
+        self.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        self.size = 0
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class RootFiles:
     def __init__(self, root_file: str | os.PathLike[str]) -> None:
         self.path = Path(root_file)
         self.log_path = self.path.with_name(self.path.name + LOG_SUFFIX)
         self.boot = boot_id()
-        self._fd: int | None = None
-        self._size = 0
+        self._log = AppendLog(self.log_path)
 
     def read_synced(self) -> CID | None:
         """The root in ``root_file`` (None when missing); McpfsError when unparsable."""
@@ -117,22 +170,10 @@ class RootFiles:
         """Record a committed root (no fsync); see the module docstring."""
         line = _record(root, self.boot)
         try:
-            if self._fd is None:
-                self._fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
-                                   | os.O_CLOEXEC, 0o600)
-                self._size = os.fstat(self._fd).st_size
-            if self._size + len(line) > LOG_MAX:
-                tmp = self.log_path.with_name(f".{self.log_path.name}.tmp-{os.getpid()}")
-                with open(tmp, "wb") as fh:
-                    fh.write(line)
-                os.replace(tmp, self.log_path)
-                self._close()
-                self._fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-                self._size = len(line)
-                return
-            if os.write(self._fd, line) != len(line):
-                raise OSError(28, "short write")  # treated like a full disk
-            self._size += len(line)
+            if self._log.open() + len(line) > LOG_MAX:
+                self._log.replace(line)
+            else:
+                self._log.append(line)
         except OSError as exc:
             raise McpfsError(f"cannot record the MFS root in {self.log_path}: "
                              f"{exc.strerror}") from None
@@ -143,16 +184,7 @@ class RootFiles:
 
     def drop_log(self) -> None:
         """Remove the log (its last root is now in ``root_file``, synced)."""
-        self._close()
-        try:
-            self.log_path.unlink()
-        except FileNotFoundError:
-            pass
-
-    def _close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._log.drop()
 
 
-__all__ = ["RootFiles", "boot_id", "LOG_MAX"]
+__all__ = ["RootFiles", "AppendLog", "boot_id", "LOG_MAX"]
