@@ -55,7 +55,7 @@ from .mfs_root import AppendLog
 
 log = logging.getLogger("mcpfs.mfs")
 
-PENDING_MAX: Final = 64 << 20  # bytes of pending nodes before they are all written out
+PENDING_MAX: Final = 64 << 20  # unwritten bytes held before a commit spills (see spill)
 _U32: Final = struct.Struct(">I")
 
 
