@@ -62,6 +62,7 @@ import trio
 
 from ..errors import McpfsError
 from .s3_copy import MAX_COPY_SIZE, ServerSideCopies  # noqa: F401  (re-exported)
+from .s3_putter import ClientSpec, PutPool
 from .s3_upload import (  # noqa: F401  (re-exported: the mount and tests use them)
     UPLOAD_SUFFIX, MiB, MultipartUploads, ObjectInfo, first_error)
 
@@ -82,7 +83,7 @@ _CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 _ALLOWED_KEYS = {"endpoint_url", "region", "addressing_style", "buckets", "profile",
                  "max_attempts", "retry_mode", "threads", "part_size", "multipart_threshold",
                  "part_concurrency", "if_none_match", "listing_ttl", "attr_ttl", "write_back",
-                 "negative_ttl"}
+                 "negative_ttl", "put_processes"}
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class S3Config:
     attr_ttl: float = 1.0  # seconds a HEAD result is used (mounts/s3.py)
     write_back: bool = False  # close() returns once the file is journaled (vfs/write_back.py)
     negative_ttl: float = 0.0  # seconds a listing says "no such name" without a request
+    put_processes: int = 1  # helper processes for single PUTs of spool files (s3_putter)
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None) -> S3Config:
@@ -215,10 +217,18 @@ class S3Backend(MultipartUploads, ServerSideCopies):
                     connect_timeout=10, read_timeout=60))
         self.client = make(cfg.addressing_style)
         endpoint = self.client.meta.endpoint_url or ""
+        style = cfg.addressing_style
         if cfg.addressing_style == "auto" and not _is_aws(endpoint):
             # an endpoint from AWS_ENDPOINT_URL or ~/.aws (MinIO, SeaweedFS, Ceph...): these
             # serve path-style requests, rarely bucket.<host> names (rclone does the same)
-            self.client = make("path")
+            style = "path"
+            self.client = make(style)
+        # single PUTs of spool files run in helper processes when credentials are known
+        self._credentials = session.get_credentials()
+        self._put_pool = PutPool(ClientSpec(
+            None if _is_aws(endpoint) else endpoint, self.client.meta.region_name, style,
+            cfg.retry_mode, cfg.max_attempts, 10), cfg.put_processes) \
+            if cfg.put_processes > 0 and self._credentials is not None else None
         self.limiter = limiter or trio.CapacityLimiter(cfg.threads)
         self._denied = _Denied()
         self._inm_ok = cfg.if_none_match
@@ -246,6 +256,11 @@ class S3Backend(MultipartUploads, ServerSideCopies):
             stats.backend(STATS_NAME, op, bytes_in=bytes_in(result) if bytes_in else 0,
                           bytes_out=bytes_out, seconds=time.perf_counter() - start)
         return result
+
+    def close(self) -> None:
+        """Stop the upload helper processes, if any ran (blocking: at unmount, in a thread)."""
+        if self._put_pool is not None:
+            self._put_pool.close()
 
     def note_cache(self, hit: bool) -> None:
         """Count one lookup of an S3 cache (the mount's listing/HEAD caches) when stats

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import botocore.exceptions
 import trio
 
 from ..errors import McpfsError
@@ -72,8 +73,35 @@ class MultipartUploads:
             return await self._multipart(bucket, key, path, size, if_none_match, content_type,
                                          metadata)
 
+        if self._put_pool is not None:
+            return await self._put_file_elsewhere(bucket, key, path, size, if_none_match,
+                                                  content_type, metadata)
         return await self._put_object(bucket, key, lambda: open(path, "rb"), size,
                                       if_none_match, content_type, metadata)
+
+    async def _put_file_elsewhere(self, bucket: str, key: str, path: str, size: int,
+                                  if_none_match: bool, content_type: str | None,
+                                  metadata: dict[str, str] | None) -> ObjectInfo:
+        """One PutObject of the file ``path`` in an upload helper process (s3_putter), with
+        the daemon's current credentials; its answer mapped as an in-process request's."""
+        pool, what = self._put_pool, f"put s3://{bucket}/{key}"
+
+        def work(inm: bool) -> Any:  # a worker thread: waits for the helper, no GIL work
+            frozen = self._credentials.get_frozen_credentials()  # refreshed when due
+            answer = pool.put_file((frozen.access_key, frozen.secret_key, frozen.token),
+                                   bucket, key, path, size, inm, content_type, metadata)
+            if answer[0] == "ok":
+                return {"ETag": answer[1], "VersionId": answer[2]}
+            if answer[0] == "client":  # mapped by call() as any other S3 error
+                raise botocore.exceptions.ClientError(answer[1], "PutObject")
+            if answer[0] == "os":
+                raise McpfsError(f"{what}: cannot read the spool: {answer[2]}",
+                                 errno=answer[1])
+            reason = answer[1] if answer[0] == "boto" else "the upload process died"
+            log.error("%s failed: %s", what, reason)
+            raise McpfsError(f"{what}: {reason}", errno=errno.EIO)
+        resp = await self._conditional(work, if_none_match, what, "put", bytes_out=size)
+        return ObjectInfo(key, size, 0, resp.get("ETag"), resp.get("VersionId"))
 
     async def _put_object(self, bucket: str, key: str, open_body: Callable[[], Any],
                           size: int, if_none_match: bool, content_type: str | None,

@@ -415,6 +415,10 @@ class S3Mount(S3Renames, S3Listings, Mount):
     def refresh(self, path: str) -> None:
         self._invalidate(path)
 
+    async def aclose(self) -> None:
+        """Unmount: stop the backend's upload helper processes."""
+        await trio.to_thread.run_sync(self.backend.close)
+
     def attach_stats(self, stats: Any) -> None:
         """Count the backend's requests and this mount's listing/HEAD cache lookups in
         ``stats`` (a :class:`~mcpfs.stats.Stats`; the daemon calls this once at start)."""
