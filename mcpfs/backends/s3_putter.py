@@ -91,6 +91,20 @@ def _client(spec: ClientSpec, creds: Creds) -> Any:
     return client
 
 
+def put_kwargs(bucket: str, key: str, body: Any, size: int, inm: bool,
+               content_type: str | None, metadata: dict[str, str] | None) -> dict[str, Any]:
+    """PutObject's arguments, the same in the daemon and in a helper."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": body,
+                              "ContentLength": size}
+    if inm:
+        kwargs["IfNoneMatch"] = "*"
+    if content_type:
+        kwargs["ContentType"] = content_type
+    if metadata:
+        kwargs["Metadata"] = metadata
+    return kwargs
+
+
 def put_file(spec: ClientSpec, creds: Creds, bucket: str, key: str, path: str, size: int,
              inm: bool, content_type: str | None, metadata: dict[str, str] | None) -> tuple:
     """One PutObject of the file ``path`` (``size`` bytes), run in a helper; plain data
@@ -98,15 +112,8 @@ def put_file(spec: ClientSpec, creds: Creds, bucket: str, key: str, path: str, s
     import botocore.exceptions
     try:
         with open(path, "rb") as body:
-            kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": body,
-                                      "ContentLength": size}
-            if inm:
-                kwargs["IfNoneMatch"] = "*"
-            if content_type:
-                kwargs["ContentType"] = content_type
-            if metadata:
-                kwargs["Metadata"] = metadata
-            resp = _client(spec, creds).put_object(**kwargs)
+            resp = _client(spec, creds).put_object(
+                **put_kwargs(bucket, key, body, size, inm, content_type, metadata))
         return ("ok", resp.get("ETag"), resp.get("VersionId"))
     except botocore.exceptions.ClientError as exc:
         response = {"Error": dict(exc.response.get("Error", {})),
@@ -162,4 +169,4 @@ class PutPool:
             executor.shutdown(wait=True, cancel_futures=True)
 
 
-__all__ = ["ClientSpec", "PutPool", "put_file"]
+__all__ = ["ClientSpec", "PutPool", "put_file", "put_kwargs"]

@@ -27,6 +27,7 @@ import botocore.exceptions
 import trio
 
 from ..errors import McpfsError
+from .s3_putter import put_kwargs
 
 log = logging.getLogger("mcpfs.backends.s3")
 
@@ -110,14 +111,8 @@ class MultipartUploads:
         in the worker thread, closed after the request)."""
         def work(inm: bool) -> Any:
             with open_body() as body:
-                kwargs = {"Bucket": bucket, "Key": key, "Body": body, "ContentLength": size}
-                if inm:
-                    kwargs["IfNoneMatch"] = "*"
-                if content_type:
-                    kwargs["ContentType"] = content_type
-                if metadata:
-                    kwargs["Metadata"] = metadata
-                return self.client.put_object(**kwargs)
+                return self.client.put_object(
+                    **put_kwargs(bucket, key, body, size, inm, content_type, metadata))
         resp = await self._conditional(work, if_none_match, f"put s3://{bucket}/{key}",
                                        "put", bytes_out=size)
         return ObjectInfo(key, size, 0, resp.get("ETag"), resp.get("VersionId"))
