@@ -45,7 +45,7 @@ from ..backends.ipfs.importer import ImportParams
 from ..backends.ipfs.stream_import import StreamImport, hash_pieces
 from ..errors import McpfsError
 from .db import Location, ProvenanceDB
-from .identity import ReadTracker
+from .identity import INLINE_MAX, ReadTracker
 
 log = logging.getLogger("mcpfs.bridge")
 
@@ -199,6 +199,8 @@ class Bridge:
     async def _identity_of_spool(self, spool: Any) -> str:
         if getattr(spool, "in_memory", False):
             data = spool.getvalue()
+            if len(data) <= INLINE_MAX:  # small: hashed here, as a small read is (identity.py)
+                return str(hash_pieces([data], self.params).cid)
             return await self._thread(lambda: str(hash_pieces([data], self.params).cid))
         return await self._thread(lambda: hash_file_sync(spool.path, self.params))
 
@@ -256,7 +258,7 @@ class Bridge:
         if source.ipfs_cid is not None and source.ipfs_cid == identity:
             return source
         got = source.identity
-        if got is None:
+        if got is None and not source.settled:  # no thread hop when it never will be
             got = await self._thread(lambda: source.wait(SOURCE_WAIT))
         if got is None and source.ipfs_cid is not None and source.ipfs_cid == source.version:
             got = await self._dag_identity(source.ipfs_cid)  # a DAG read without hashing

@@ -70,6 +70,11 @@ class ReadTracker:
         return self._result if self._finished else None
 
     @property
+    def settled(self) -> bool:
+        """Whether the identity is final: known, or never to be (closed, no hashing left)."""
+        return self._finished or (self.closed_at is not None and not self._hashing)
+
+    @property
     def read_from_start(self) -> bool:
         """Whether the reads so far all came in order from offset 0 (a copy's source)."""
         return self._ordered

@@ -109,6 +109,35 @@ async def test_a_file_of_another_size_is_not_compared_with_what_was_read(bridged
     assert (await drv.stat("mfs/n1")).attr.cid == only_hash(b"y" * 1024)
 
 
+async def test_a_partly_read_source_is_not_waited_for(bridged, monkeypatch):
+    """A file the process read only partly and closed has no identity, and never will:
+    a new file of the same size is hashed on the spot (small, in memory) and compared
+    without a thread waiting for the source."""
+    from mcpfs.bridge.identity import ReadTracker
+    drv, bridge = bridged
+    await drv.write_file("mfs/src.txt", b"s" * 1024)
+    rfh, _ = await drv.vfs.open(await drv.ino("mfs/src.txt"), os.O_RDONLY, PID)
+    assert await drv.vfs.read(rfh, 0, 1) == b"s"
+    await drv.vfs.release(rfh)
+    waits, hops = [], []
+    monkeypatch.setattr(ReadTracker, "wait", lambda self, timeout: waits.append(self))
+    thread = bridge._thread
+
+    async def counting(fn):
+        hops.append(fn)
+        return await thread(fn)
+    monkeypatch.setattr(bridge, "_thread", counting)
+    for i in range(2):  # the first also hashes the source's DAG once (then recorded)
+        hops.clear()
+        parent, name = await drv.parent(f"mfs/n{i}.txt")
+        wfh, _ = await drv.vfs.create(parent, name, os.O_WRONLY | os.O_CREAT, PID)
+        await drv.vfs.write(wfh, 0, b"n" * 1024)
+        await drv.vfs.flush(wfh)
+        await drv.vfs.release(wfh)
+    assert waits == [] and hops == []
+    assert (await drv.stat("mfs/n1.txt")).attr.cid == only_hash(b"n" * 1024)
+
+
 async def test_reads_and_commits_are_recorded(bridged, repo):
     drv, bridge = bridged
     data = pattern_bytes(2_000_000, 8)
