@@ -199,9 +199,12 @@ class Bridge:
     async def _identity_of_spool(self, spool: Any) -> str:
         if getattr(spool, "in_memory", False):
             data = spool.getvalue()
-            if len(data) <= INLINE_MAX:  # small: hashed here, as a small read is (identity.py)
+
+            def identity() -> str:
                 return str(hash_pieces([data], self.params).cid)
-            return await self._thread(lambda: str(hash_pieces([data], self.params).cid))
+            if len(data) <= INLINE_MAX:  # small: hashed here, as a small read is (identity.py)
+                return identity()
+            return await self._thread(identity)
         return await self._thread(lambda: hash_file_sync(spool.path, self.params))
 
     async def before_commit(self, mount: str, sub: str, writer: Any,

@@ -188,7 +188,7 @@ async def test_a_late_sync_of_an_older_root_never_records_missing_blocks(tmp_pat
     the synced root file never names a block that is not on disk."""
     async with deferred(tmp_path / "repo") as (repo, mfs):
         await write_files(mfs, 5)
-        old = (mfs.flushed_root(), mfs._flushed_seq)  # what a sync captured, late
+        old = mfs._committed  # (root, number): what a sync captured, late
         monkeypatch.setattr(mfs_module, "PENDING_MAX", 1)  # every commit spills now
         await write_files(mfs, 5, start=5)
         await trio.to_thread.run_sync(lambda: mfs._sync_now(*old))

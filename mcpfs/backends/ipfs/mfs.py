@@ -148,10 +148,10 @@ class MFS:
         if root is None:
             root = self.tree.empty_dir().cid
         self._root = root
-        self._flushed = root  # last committed root
         self._synced = synced if synced is not None and store.has(synced) else root
-        self._seq = self._flushed_seq = self._synced_seq = 0  # commit numbers
-        self._committed = (root, 0)  # (_flushed, _flushed_seq) as one object
+        self._seq = self._synced_seq = 0  # commit numbers
+        # (last committed root, its number): one object, so a sync thread reads both at once
+        self._committed = (root, 0)
         self._sync_mutex = threading.Lock()  # one store.sync() + record at a time
 
     @classmethod
@@ -165,14 +165,14 @@ class MFS:
         return self._root
 
     def flushed_root(self) -> CID:
-        return self._flushed
+        return self._committed[0]
 
     def synced_root(self) -> CID:
         return self._synced
 
     def pending_roots(self) -> list[CID]:
         """Every root GC must keep for MFS: in-memory, last committed, last synced."""
-        return list(dict.fromkeys([self._root, self._flushed, self._synced]))
+        return list(dict.fromkeys([self._root, self._committed[0], self._synced]))
 
     def _commit_sync(self) -> None:
         """Record ``_root`` as committed (under ``_lock``): synced at once unless a
@@ -191,8 +191,7 @@ class MFS:
             self.records.drop_log()
             if pending is not None:
                 pending.drop_log()
-        self._flushed, self._flushed_seq = root, self._seq
-        self._committed = (root, self._seq)  # one object: read whole by _sync_now
+        self._committed = (root, self._seq)
 
     def _sync_now(self, root: CID, seq: int) -> None:
         """fsync every block written so far, then record ``root`` (committed as number
@@ -272,16 +271,16 @@ class MFS:
     async def flush(self, path: str = "/") -> CID:
         """Commit and sync the current root (see module docstring); the CID at ``path``."""
         async with self._lock:
-            if self._root != self._flushed:
+            if self._root != self._committed[0]:
                 await self._run(self._commit_sync)
-            root, seq = self._flushed, self._flushed_seq
+            root, seq = self._committed
         await self._sync(root, seq)
         return await self._run(lambda: self.tree.resolve(root, path))
 
     async def sync(self) -> None:
         """Make the last committed root durable (no-op when it is). Runs beside
         mutations: a committed root's blocks were all written before it was committed."""
-        await self._sync(self._flushed, self._flushed_seq)
+        await self._sync(*self._committed)
 
     async def _sync(self, root: CID, seq: int) -> None:
         if seq <= self._synced_seq and root == self._synced:
@@ -297,7 +296,7 @@ class MFS:
         try:
             while True:
                 await trio.sleep(interval)
-                if self._flushed != self._synced:
+                if self._committed[0] != self._synced:
                     try:
                         await self.sync()
                     except McpfsError as exc:

@@ -180,10 +180,9 @@ class PendingBlocks(StoreWrapper):
                     node.written = True
                     self._bytes -= len(node.data)
 
-    def write_reachable(self, root: CID) -> int:
+    def write_reachable(self, root: CID) -> None:
         """Write to the store every pending node reachable from ``root`` (walking pending
-        nodes only: what they link outside the overlay is in the store already). Returns
-        how many were written."""
+        nodes only: what they link outside the overlay is in the store already)."""
         todo, found, seen = [root.multihash], [], set()
         while todo:
             mh = todo.pop()
@@ -196,7 +195,6 @@ class PendingBlocks(StoreWrapper):
                 found.append(node)
             todo.extend(_multihash(raw) for raw in dagpb.link_cid_bytes(node.data))
         self._write_out(found)
-        return len(found)
 
     def spill(self, root: CID, seq: int) -> None:
         """Past PENDING_MAX (MFS, under its lock, ``root`` just committed as ``seq``): write

@@ -34,7 +34,7 @@ from typing import Final
 from ...errors import (AlreadyExists, DirectoryNotEmpty, InvalidInput, IsADirectory,
                        NotADirectory, NotFound)
 from . import dagpb, unixfs
-from .blockstore import Blockstore
+from .blockstore import Blockstore, StoreWrapper
 from .cid import CID, DAG_PB, RAW
 from .directory import build_directory, check_name
 from . import importer
@@ -110,16 +110,13 @@ class _Edit:
         self.changes[name] = None
 
 
-class _Deferring:
+class _Deferring(StoreWrapper):
     """The store for a one-block file written inside a mutation: puts go to MFS's
     ``defer`` hook (mfs_pending), everything else to the store."""
 
     def __init__(self, store: Blockstore, defer: Callable[[CID, bytes], None]) -> None:
-        self._store = store
+        super().__init__(store)
         self._defer = defer
-
-    def __getattr__(self, name: str):
-        return getattr(self._store, name)
 
     def put(self, cid: CID, data: bytes | memoryview) -> None:
         self._defer(cid, bytes(data))
