@@ -119,7 +119,7 @@ class GCLock:
     actually running, never for a GC that is merely waiting, so it cannot deadlock on
     itself. The price is that a steady stream of writers can delay a GC indefinitely.
     Blocking: call both from worker threads (``trio.to_thread.run_sync``), never on the
-    trio loop thread.
+    trio loop thread; ``try_writing()`` never waits and may be used there.
     """
 
     def __init__(self, lock_path: str | os.PathLike[str] | None = None) -> None:
@@ -143,11 +143,41 @@ class GCLock:
         try:
             yield
         finally:
-            with self._cond:
-                self._writers -= 1
-                if not self._writers:
-                    self._flock(fcntl.LOCK_UN)
-                self._cond.notify_all()
+            self._leave()
+
+    @contextmanager
+    def try_writing(self) -> Iterator[bool]:
+        """``writing()`` when it can be had at once, else nothing held and False; never
+        waits (for the trio thread). While anyone writes, the collector waits and nobody
+        holds ``_cond`` across a blocking flock, so leaving does not wait either."""
+        if not self._cond.acquire(blocking=False):  # someone may be inside a blocking flock
+            yield False
+            return
+        try:
+            got = not self._collecting
+            if got and not self._writers and self._fd is not None:
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:  # another process collects
+                    got = False
+            if got:
+                self._writers += 1
+        finally:
+            self._cond.release()
+        if not got:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._leave()
+
+    def _leave(self) -> None:
+        with self._cond:
+            self._writers -= 1
+            if not self._writers:
+                self._flock(fcntl.LOCK_UN)
+            self._cond.notify_all()
 
     @contextmanager
     def collecting(self) -> Iterator[None]:

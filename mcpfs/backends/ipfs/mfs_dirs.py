@@ -36,6 +36,7 @@ from .cid import CID
 from .importer import Imported, ImportParams
 
 DIR_CACHE_ENTRIES: Final = 400_000  # directory entries kept decoded (all cached states)
+SHARD_PATH_BYTES: Final = 64 << 10  # bytes counted for re-encoding one HAMT's changed path
 
 PutNode = Callable[[bytes], CID]
 Item = tuple[CID, int, bytes]  # cid, cumulative size, encoded dag-pb link field
@@ -177,7 +178,7 @@ class DirState:
             payload = unixfs.UnixFSData(unixfs.DIRECTORY, mode=mode, mtime=mtime)
             data_field = pw.bytes_field(1, payload.encode())
         self.data_field = data_field
-        self._keys: list[str] | None = None  # names in name-byte order (plain encoding)
+        self._keys: list[bytes] | None = None  # names as bytes, sorted (plain encoding)
         self._parts: list[bytes] | None = None  # their link fields, same order
         self._shard: _Shard | None = None  # in-memory HAMT (sharded encoding)
 
@@ -215,8 +216,8 @@ class DirState:
         tree = _Hamt(params.hamt_fanout) if shard is not None else None
         for name, value in changes.items():
             old = entries.pop(name, None)
-            at = -1 if keys is None else bisect_left(keys, dagpb.name_bytes(name),
-                                                     key=dagpb.name_bytes)
+            key = dagpb.name_bytes(name)
+            at = -1 if keys is None else bisect_left(keys, key)
             if old is not None:
                 est -= _est(name, old[0])
                 plain_len -= len(old[2])
@@ -237,7 +238,7 @@ class DirState:
             tsum += tsize
             if keys is not None:
                 if old is None:
-                    keys.insert(at, name)
+                    keys.insert(at, key)
                     parts.insert(at, part)  # type: ignore[union-attr]
                 else:
                     parts[at] = part  # type: ignore[index]
@@ -256,6 +257,14 @@ class DirState:
             return self.plain_len + len(self.data_field) > params.hamt_threshold
         return self.est >= params.hamt_threshold
 
+    def near_switch(self, params: ImportParams, margin: int = 4096) -> bool:
+        """A plain directory within ``margin`` bytes of becoming a HAMT (by either
+        estimate): the next additions may rebuild it whole."""
+        if params.hamt_threshold <= 0 or self._shard is not None:
+            return False
+        return max(self.est, self.plain_len + len(self.data_field)) + margin \
+            >= params.hamt_threshold
+
     def encode(self, params: ImportParams, put_node: PutNode) -> Imported:
         """Store the node(s); the same CID as build_directory of the same entries."""
         if self.sharded(params):
@@ -268,8 +277,9 @@ class DirState:
             return Imported(cid, 0, tsize, sharded=True)
         self._shard = None
         if self._keys is None or self._parts is None:
-            self._keys = sorted(self.entries, key=dagpb.name_bytes)
-            self._parts = [self.entries[name][2] for name in self._keys]
+            names = sorted(self.entries, key=dagpb.name_bytes)
+            self._keys = [dagpb.name_bytes(name) for name in names]
+            self._parts = [self.entries[name][2] for name in names]
         block = b"".join(self._parts) + self.data_field
         return Imported(put_node(block), 0, len(block) + self.tsum)
 
@@ -296,6 +306,38 @@ class DirCache:
     def __contains__(self, cid: CID) -> bool:
         with self._lock:
             return cid in self._cache
+
+    def quick_add(self, root: CID, segs: list[str], params: ImportParams,
+                  max_bytes: int) -> bool:
+        """Whether adding the new name ``segs[-1]`` in directory ``segs[:-1]`` of ``root``
+        needs only what is here, ready: every directory on the path cached with its
+        encoding state, the name not taken (replacing an entry looks at its blocks), no
+        plain/HAMT switch near, and at most ``max_bytes`` of nodes to encode and hash. MFS
+        then runs the change on the trio thread: no block is read and hashing is bounded."""
+        if not segs:
+            return False
+        cost = 0
+        cur = root
+        for depth, name in enumerate(segs):
+            state = self.get(cur)
+            if state is None:
+                return False
+            if state.sharded(params):
+                if state._shard is None:
+                    return False
+                cost += SHARD_PATH_BYTES
+            elif state._parts is None:
+                return False  # first change since it was decoded: a full sort to do
+            else:
+                cost += state.plain_len + len(state.data_field)
+            entry = state.get(name)
+            if depth < len(segs) - 1:
+                if entry is None:
+                    return False
+                cur = entry[0]
+            elif entry is not None or state.near_switch(params):
+                return False
+        return cost <= max_bytes
 
     def clear(self) -> None:
         with self._lock:

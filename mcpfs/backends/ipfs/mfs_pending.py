@@ -150,16 +150,24 @@ class PendingBlocks(StoreWrapper):
             self._bytes += len(node.data)
             self._batch.append(node)
 
-    def log_batch(self) -> None:
+    @property
+    def log_open(self) -> bool:
+        """Whether the next batch can be appended (else the log is rewritten whole)."""
+        return self._log.is_open
+
+    def log_batch(self, compact: bool = True) -> None:
         """Append the nodes deferred since the last call to the log, in one write; the log
-        is rewritten with only the unwritten nodes when it grew past twice their size."""
+        is rewritten with only the unwritten nodes when it grew past twice their size
+        (unless not ``compact``: a later batch does it) or when it is not open (after an
+        error: it must hold every unwritten node again)."""
         with self._lock:
             batch, self._batch = self._batch, []
             unwritten = self._bytes
         if not batch:
             return
         try:
-            if not self._log.is_open or self._log.size > 2 * unwritten + (4 << 20):
+            if not self._log.is_open or (compact and
+                                         self._log.size > 2 * unwritten + (4 << 20)):
                 with self._lock:  # every unwritten node, this batch's among them
                     nodes = [node for node in self._nodes.values() if not node.written]
                 self._log.replace(b"".join(_record(node.cid, node.data) for node in nodes))

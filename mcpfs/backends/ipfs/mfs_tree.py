@@ -36,7 +36,7 @@ from ...errors import (AlreadyExists, DirectoryNotEmpty, InvalidInput, IsADirect
 from . import dagpb, unixfs
 from .blockstore import Blockstore, StoreWrapper
 from .cid import CID, DAG_PB, RAW
-from .directory import build_directory, check_name
+from .directory import check_name
 from . import importer
 from .importer import Imported, ImportParams, import_chunks
 from .mfs_dirs import DirCache, DirState
@@ -145,7 +145,12 @@ class Tree:
         return cid
 
     def empty_dir(self) -> Imported:
-        return build_directory([], self.params, self.put_node)
+        """Store an empty directory node; its state is cached (entries added to it next
+        need no decoding, and can be quick: mfs.py)."""
+        state = DirState.of(())
+        made = state.encode(self.params, self.put_node)
+        self.dirs.put(made.cid, state)
+        return made
 
     def kind(self, cid: CID) -> str:
         """"directory", "file" or "symlink" (raw blocks and other codecs count as files)."""
