@@ -45,6 +45,7 @@ Copies are server-side (s3_copy.py): CopyObject, or a multipart copy above 5 GiB
 
 from __future__ import annotations
 
+import datetime
 import errno
 import logging
 import os
@@ -58,6 +59,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.utils
 import trio
 
 from ..errors import McpfsError
@@ -140,6 +142,22 @@ def _ns(dt: Any) -> int:
     return int(dt.timestamp() * 1e9) if dt is not None else 0
 
 
+def fast_timestamp(value: Any) -> datetime.datetime:
+    """botocore's timestamp parser for our client: ISO 8601 (every ``LastModified`` of a
+    listing) through ``datetime.fromisoformat`` in ~0.2 us, instead of dateutil's ~40 us (a
+    10,000-key listing spent 0.4 s there); anything else (HEAD's RFC 822 dates, epochs)
+    through botocore's own parser."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is not None:  # (a zone-less time is botocore's to read)
+                return parsed
+    return botocore.utils.parse_timestamp(value)
+
+
 class _Denied:
     """Logs the first denial of a backend as one warning; later ones at debug level (a
     mount with wrong credentials must not flood the log)."""
@@ -206,6 +224,8 @@ class S3Backend(MultipartUploads, ServerSideCopies):
         # boto3 reads AWS_DEFAULT_REGION; AWS_REGION (the other SDKs' and Lambda's name) is
         # used when neither the section nor boto3's chain names a region
         region = cfg.region or (None if session.region_name else os.environ.get("AWS_REGION"))
+        session._session.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=fast_timestamp)  # before the client is made
 
         def make(style: str) -> Any:
             return session.client(

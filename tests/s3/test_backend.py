@@ -51,6 +51,24 @@ async def test_list_dir_pages_and_prefixes(backend, bucket, raw):
     assert keys == ["a/1", "a/2", "a/sub/3"]
 
 
+async def test_listing_times_are_read_without_dateutil(backend, bucket, raw, monkeypatch):
+    """A listing's LastModified values are parsed by fast_timestamp (botocore's own
+    parser took 40 us each: 0.4 s of a 10,000-key listing), to the same times HEAD gives."""
+    import dateutil.parser
+    for i in range(20):
+        raw.put_object(Bucket=bucket, Key=f"t/{i:02d}", Body=b"x")
+    slow = []
+    real = dateutil.parser.parse
+    monkeypatch.setattr(dateutil.parser, "parse",
+                        lambda value, **kw: slow.append(value) or real(value, **kw))
+    _, objects = await backend.list_dir(bucket, "t/")
+    assert len(objects) == 20 and slow == []
+    for obj in objects[:3]:
+        head = await backend.head(bucket, obj.key)  # an RFC 822 date: botocore's parser
+        assert abs(head.mtime_ns - obj.mtime_ns) < 1_000_000_000 and obj.mtime_ns > 0
+    assert len(slow) == 3
+
+
 async def test_list_20000_keys(backend, many_keys):
     bucket, keys = many_keys
     prefixes, objects = await backend.list_dir(bucket, "many/")
