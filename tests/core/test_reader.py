@@ -133,6 +133,35 @@ def test_flatfs_layout_matches_kubo(tmp_path):
         "/repo/flatfs/shard/v1/next-to-last/2\n"
 
 
+def test_blocks_are_written_through_one_temp_folder(tmp_path, monkeypatch):
+    """New block files are created in blocks/.temp and renamed into their shard (kubo's
+    flatfs does the same; one folder keeps ext4's inode allocation in one group). A
+    crash's leftover there is removed when the store is opened; a young one is kept (a
+    process writing now), and .temp is never listed as blocks."""
+    import os
+    import time
+    from mcpfs.backends.ipfs import blockstore as bs
+
+    created = []
+    real = bs.write_file
+    monkeypatch.setattr(bs, "write_file", lambda path, data, *a: (created.append(path),
+                                                                  real(path, data, *a)))
+    store = FlatFSBlockstore(tmp_path / "blocks")
+    imported = import_bytes(store, os.urandom(600_000), ImportParams())
+    temp = tmp_path / "blocks" / ".temp"
+    assert created and all(os.path.dirname(path) == str(temp) for path in created)
+    assert list(temp.iterdir()) == []
+    assert len(list(store.multihashes())) == 4  # 3 leaves, 1 root
+    assert len(list((tmp_path / "blocks").glob("*/*.data"))) == 4
+    assert store.get(imported.cid)
+    old, young = temp / "KEY.data-1-2", temp / "KEY.data-3-4"
+    old.write_bytes(b"torn"), young.write_bytes(b"writing")
+    os.utime(old, (time.time() - bs.STALE_TEMP - 60,) * 2)
+    FlatFSBlockstore(tmp_path / "blocks")
+    assert not old.exists() and young.exists()
+    assert len(list(store.multihashes())) == 4
+
+
 def test_invalid_params_are_clean_errors():
     with pytest.raises(InvalidInput):
         ImportParams(chunk_size=0)

@@ -6,8 +6,12 @@ kubo's flatfs (``/repo/flatfs/shard/v1/next-to-last/2``), so a kubo repo's block
 be read and vice versa. Blocks are keyed by multihash: a raw and a dag-pb CID of the same
 bytes are one block.
 
-Writes go to a temporary file in the shard folder, then ``os.replace``: a reader or a crash
-sees the whole block or none. ``sync()`` fsyncs what was written since the last sync (MFS and
+Writes go to a temporary file in ``blocks/.temp`` (kubo's flatfs does the same), then
+``os.replace`` into the shard folder: a reader or a crash sees the whole block or none. One
+folder for every new file keeps ext4's inode allocation in one block group: creating them
+in the 1,024 shard folders instead spread the new inodes (and the inode-bitmap reads) over
+as many groups, which made a 512 MiB import 1.1-1.6x slower on ext4 here. A temporary file
+older than ``STALE_TEMP`` (a crash's leftover) is removed when the store is opened. ``sync()`` fsyncs what was written since the last sync (MFS and
 pins call it before they record a root). Reads re-hash the bytes: a corrupt block raises
 :class:`CorruptBlock` naming the CID, never returns wrong bytes.
 
@@ -47,6 +51,8 @@ if TYPE_CHECKING:
     from ...stats import Stats
 
 SHARD_SPEC = "/repo/flatfs/shard/v1/next-to-last/2\n"
+TEMP_DIR: Final = ".temp"  # in the store's root: where blocks are written before the rename
+STALE_TEMP: Final = 3600.0  # seconds after which a temporary file is a crash's leftover
 SYNC_THREADS = 16  # fsyncs in flight at once: the filesystem commits them together
 STATS_NAME: Final = "ipfs"  # the backend's name in Stats.backend / backend_cache
 
@@ -122,6 +128,18 @@ class FlatFSBlockstore:
         self._unsynced: set[str] = set()
         self._known_dirs: set[str] = set()
         self._prefix = f"{self.root}{os.sep}"  # plain strings on the hot paths (no pathlib)
+        self._temp = f"{self.root}{os.sep}{TEMP_DIR}{os.sep}"
+        self._remove_stale_temp()
+
+    def _remove_stale_temp(self) -> None:
+        """Create ``.temp``, and remove files in it older than STALE_TEMP (another
+        process writing to this store now has younger ones)."""
+        os.makedirs(self._temp, exist_ok=True)
+        too_old = time.time() - STALE_TEMP
+        for entry in os.scandir(self._temp):
+            with contextlib.suppress(OSError):
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < too_old:
+                    os.unlink(entry.path)
         self.stats: Stats | None = None  # disk reads and writes (see the module docstring)
 
     def path_of(self, cid: CID) -> Path:
@@ -144,7 +162,7 @@ class FlatFSBlockstore:
         if os.path.exists(path):  # content-addressed: the stored block is these bytes
             return
         start = time.perf_counter() if stats is not None else 0.0
-        tmp = f"{shard}{os.sep}.tmp-{name}-{threading.get_ident()}"
+        tmp = f"{self._temp}{name}-{os.getpid()}-{threading.get_ident()}"
         try:
             write_file(tmp, data)
             os.replace(tmp, path)
@@ -234,7 +252,7 @@ class FlatFSBlockstore:
     def multihashes(self) -> Iterator[bytes]:
         """Every stored block's multihash (order unspecified)."""
         for shard in os.scandir(self.root):
-            if not shard.is_dir():
+            if not shard.is_dir() or shard.name == TEMP_DIR:
                 continue
             for entry in os.scandir(shard.path):
                 name = entry.name
