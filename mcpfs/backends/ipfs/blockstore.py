@@ -11,8 +11,9 @@ Writes go to a temporary file in ``blocks/.temp`` (kubo's flatfs does the same),
 folder for every new file keeps ext4's inode allocation in one block group: creating them
 in the 1,024 shard folders instead spread the new inodes (and the inode-bitmap reads) over
 as many groups, which made a 512 MiB import 1.1-1.6x slower on ext4 here. A temporary file
-older than ``STALE_TEMP`` (a crash's leftover) is removed when the store is opened. ``sync()`` fsyncs what was written since the last sync (MFS and
-pins call it before they record a root). Reads re-hash the bytes: a corrupt block raises
+older than ``STALE_TEMP`` (a crash's leftover) is removed when the store is opened.
+``sync()`` fsyncs what was written since the last sync (MFS and pins call it before they
+record a root). Reads re-hash the bytes: a corrupt block raises
 :class:`CorruptBlock` naming the CID, never returns wrong bytes.
 
 Statistics: a :class:`~mcpfs.stats.Stats` in ``stats`` (None by default; set by

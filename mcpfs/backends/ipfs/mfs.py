@@ -52,10 +52,10 @@ runs on the trio thread (``DirCache.quick_add`` decides, no block is read). Its 
 mfs_pending's memory and one log append (never a log compaction or a spill), and it takes
 the GC lock only if that is free at once (``GCLock.try_writing``), else it takes the thread
 path. That saves a worker-thread round trip, about a third of a small file's close(), and
-costs the loop about what the GIL would anyway. A mutation's thread is not abandoned on cancellation: it completes (or
-fails) before the cancellation is delivered, and ``_root`` is assigned inside the thread,
-so a mutation is all-or-nothing. GC must keep :meth:`pending_roots` (the in-memory root,
-the committed one and the synced one).
+costs the loop about what the GIL would anyway. A mutation's thread is not abandoned on
+cancellation: it completes (or fails) before the cancellation is delivered, and ``_root``
+is assigned inside the thread, so a mutation is all-or-nothing. GC must keep
+:meth:`pending_roots` (the in-memory root, the committed one and the synced one).
 """
 
 from __future__ import annotations
