@@ -43,9 +43,17 @@ class OpenFiles:
             await self.write_back.settle(node.path)  # a new writer starts after the upload
             of = self.open_files.get(node.ino)
         if of is not None:
-            if truncate:
-                await of.truncate(0)
-            return of
+            if truncate:  # counted as a handle meanwhile: a close() of the last other one
+                of.handles += 1  # during the truncate must not drop this write state
+                try:
+                    await of.truncate(0)
+                except BaseException:
+                    of.handles -= 1  # failed: nobody takes it
+                    with trio.CancelScope(shield=True):
+                        await self._close_open_file(of)
+                    raise
+                of.handles -= 1
+            return of  # (the caller counts its handle before its next await)
         node.cache_id = None  # written through the mount: the page cache is not one CID's
         journal = self.journal
 

@@ -148,10 +148,12 @@ class VFS(OpenFiles, Copies):
                 await of.truncate(size)
             else:
                 of = await self._open_file(node, mount, sub, truncate=size == 0)
+                of.handles += 1  # ours meanwhile: another opener's close() must not drop it
                 try:
                     await of.truncate(size)
                     await self._commit(of)
                 finally:
+                    of.handles -= 1
                     await self._close_open_file(of)
         return await self.getattr(ino)
 

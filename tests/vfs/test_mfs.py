@@ -529,3 +529,78 @@ async def test_a_dropped_write_is_an_error_for_every_later_write_and_close(drv, 
     await drv.vfs.release(reader)
     await drv.vfs.release(fh)
     assert "lost" not in await drv.ls("mfs")
+
+
+async def test_the_last_other_handle_closing_during_an_o_trunc_open_keeps_the_file(drv):
+    """A second writer's open(O_TRUNC) truncates the shared write state; the first writer's
+    close() during that truncate must not drop the state the opener is about to get."""
+    from mcpfs.vfs.handles import OpenFile
+
+    vfs = drv.vfs
+    parent, _ = await drv.parent("/mfs/shared")
+    fh_a, entry = await vfs.create(parent, "shared", os.O_WRONLY | os.O_CREAT)
+    await vfs.write(fh_a, 0, b"A" * (3 << 20))
+    inside, go = trio.Event(), trio.Event()
+    real = OpenFile.truncate
+
+    async def paused(self, size):
+        inside.set()
+        await go.wait()
+        return await real(self, size)
+    opened = []
+    async with trio.open_nursery() as nursery:
+        OpenFile.truncate = paused
+        try:
+            async def open_b():
+                opened.append((await vfs.open(entry.ino, os.O_WRONLY | os.O_TRUNC))[0])
+            nursery.start_soon(open_b)
+            await inside.wait()
+            await vfs.flush(fh_a)
+            await vfs.release(fh_a)  # the only counted handle goes
+            go.set()
+        finally:
+            OpenFile.truncate = real
+    fh_b = opened[0]
+    await vfs.write(fh_b, 0, b"B" * (3 << 20))
+    # the opener's write state is the file's: readers and other writers share it
+    assert vfs.open_files.get(entry.ino) is vfs.handles.get(fh_b).open_file
+    assert (await drv.cat("/mfs/shared"))[:10] == b"B" * 10
+    await vfs.flush(fh_b)
+    await vfs.release(fh_b)
+    assert await drv.cat("/mfs/shared") == b"B" * (3 << 20)
+    assert await drv.repo.mfs.read("/shared") == b"B" * (3 << 20)
+
+
+async def test_a_reader_closing_during_a_truncate_keeps_its_write_state(drv):
+    """truncate(2) of a file nobody writes opens a write state, truncates and commits it;
+    a reader that opens and closes the file meanwhile shares that state and must not drop
+    it (else a second reader would get the old bytes while the commit runs)."""
+    from mcpfs.vfs.handles import OpenFile
+
+    vfs = drv.vfs
+    await drv.write_file("/mfs/t", b"0123456789" * 1000)
+    ino = await drv.ino("/mfs/t")
+    inside, go = trio.Event(), trio.Event()
+    real = OpenFile.commit
+
+    async def paused(self, sub):  # the truncate's commit waits; the reader's goes on
+        if not inside.is_set():
+            inside.set()
+            await go.wait()
+        return await real(self, sub)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            OpenFile.commit = paused
+            try:
+                nursery.start_soon(lambda: vfs.setattr(ino, size=5))
+                await inside.wait()
+                state = vfs.open_files.get(ino)
+                fh, _ = await vfs.open(ino, os.O_RDONLY)
+                await vfs.release(fh)
+                assert vfs.open_files.get(ino) is state
+                assert await drv.cat("/mfs/t") == b"01234"
+            finally:
+                go.set()  # (the commit waits in a shielded scope)
+                OpenFile.commit = real
+    assert await drv.repo.mfs.read("/t") == b"01234"
+    assert vfs.open_files.get(ino) is None
