@@ -172,6 +172,8 @@ async def _serve(mountpoint: str, config: Config | None, control: ControlHook | 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_fuse_loop, nursery.cancel_scope, state)
             nursery.start_soon(_signals, signals, nursery.cancel_scope)
+            for mount in mounts.values():  # e.g. /s3's first request, off the user's path
+                nursery.start_soon(mount.warm)
             await nursery.start(repo.mfs.run_flusher)  # MFS syncs: every ~1 s, and at exit
             await nursery.start(vfs.write_back.serve)  # commits after close() ([s3] write_back)
             # ---- the control socket: control.server.serve(repo, task_status=...)

@@ -213,6 +213,10 @@ class Mount:
     async def symlink(self, path: str, target: str) -> Attr:
         raise self._readonly(path)
 
+    async def warm(self) -> None:
+        """Run once in the background when the daemon starts, beside the first requests
+        (default: nothing). Must not raise."""
+
     async def aclose(self) -> None:
         """Release backend resources at unmount (default: nothing)."""
 

@@ -415,6 +415,19 @@ class S3Mount(S3Renames, S3Listings, Mount):
     def refresh(self, path: str) -> None:
         self._invalidate(path)
 
+    async def warm(self) -> None:
+        """At start: two cheap requests (ListBuckets unless the buckets are configured, and
+        a one-key listing of the first bucket), so the first access through the mount does not also pay the
+        client's first-call costs (its connection, botocore's lazy set-up): about 10 ms of a
+        fresh mount's time to first byte here. A failure is logged at info level (a denial
+        also gives the backend's one warning about credentials, earlier)."""
+        try:
+            buckets = [name for name, _ in await self.backend.list_buckets()]
+            if buckets:
+                await self.backend.list_dir_page(buckets[0], "", 1)
+        except Exception as exc:  # noqa: BLE001 - only a warm-up: never ends the daemon
+            log.info("/s3: the request made at start failed: %s", exc)
+
     async def aclose(self) -> None:
         """Unmount: stop the backend's upload helper processes."""
         await trio.to_thread.run_sync(self.backend.close)

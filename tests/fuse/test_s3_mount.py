@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import mmap
 import os
 import random
@@ -250,6 +251,19 @@ def test_mcpfs_mount_with_aws_endpoint_url(cli_mnt, s3_env, monkeypatch, raw, bu
     assert (mnt / "s3" / bucket / "k" / "v.txt").read_bytes() == b"via the cli"
     mcpfs("unmount", str(mnt))
     assert _wait_gone(pids[0]) and not is_mounted(mnt)
+
+
+def test_the_client_is_warmed_at_start(s3_mnt, bucket):
+    """Before anything touches /s3, the daemon has listed the buckets and one key of the
+    first: the first access does not pay the client's first-call costs."""
+    ops: dict = {}
+    deadline = time.monotonic() + 10  # (the requests run beside the start, not before it)
+    while "list" not in ops and time.monotonic() < deadline:
+        stats = json.loads(mcpfs("stats", "--json").stdout)
+        ops = stats.get("Backends", {}).get("s3", {}).get("Ops", {})
+    assert ops.get("list_buckets", {}).get("Count") == 1
+    assert ops.get("list", {}).get("Count") == 1
+    assert (s3_mnt / "s3" / bucket).is_dir()
 
 
 def test_wrong_credentials_eacces_rest_works(daemon, s3_env):
