@@ -292,3 +292,26 @@ def test_ctrl_c_the_moment_the_mount_appears(cli_mnt):
     exit 0, every time (this hung about one time in three)."""
     for _ in range(5):
         _ctrl_c_after_mount(*cli_mnt, listdir=False)
+
+
+def test_cli_that_cannot_reach_the_daemon_does_not_touch_its_mfs(daemon):
+    """The CLI falls back to the repo when the control socket does not answer (here it
+    is moved away, as another XDG_RUNTIME_DIR would hide it): for MFS it gets a one-line
+    EBUSY naming the daemon, and the daemon's logs are left alone (kill -9 loses
+    nothing)."""
+    mnt = daemon.start()
+    for i in range(20):
+        (mnt / "mfs" / f"f{i}").write_bytes(b"%d" % i)
+    sock = paths().socket_path
+    hidden = sock.with_name(sock.name + ".hidden")
+    sock.rename(hidden)
+    try:
+        r = mcpfs("files", "ls", "/", check=False)
+    finally:
+        hidden.rename(sock)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert "in use by another mcpfs process" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert (paths().repo_dir / "mfs-root.blocks").exists()
+    daemon.kill9()
+    mnt = daemon.start()
+    assert sorted(os.listdir(mnt / "mfs")) == sorted(f"f{i}" for i in range(20))

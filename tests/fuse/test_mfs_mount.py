@@ -102,10 +102,13 @@ def test_symlinks_and_touch(mnt):
     assert sorted(os.listdir(m)) == ["t", "target"]
 
 
-def _committed_names() -> list[str]:
-    """MFS's flushed root as a fresh process would see it (no fork: see the next test)."""
-    mfs = Repo(paths().repo_dir).mfs
-    return [e["Name"] for e in mfs.tree.ls(mfs.root(), "/")]
+def _committed_names(mnt) -> list[str]:
+    """The names in MFS's last committed root: the root log's last record, as a restart
+    would load it, listed through /ipfs (no fork: see the next test; and not by opening
+    the MFS, which another process may not do while the daemon runs: mfs_lock)."""
+    from mcpfs.backends.ipfs.mfs_root import RootFiles
+    root, _ = RootFiles(paths().repo_dir / "mfs-root").load(lambda cid: True)
+    return sorted(os.listdir(mnt / "ipfs" / str(root))) if root is not None else []
 
 
 def test_pending_write_visible_with_local_size(mnt):
@@ -116,8 +119,8 @@ def test_pending_write_visible_with_local_size(mnt):
         assert os.stat(path).st_size == 5000
         assert "pending.bin" in os.listdir(mnt / "mfs")
         assert os.getxattr(path, "user.mcpfs.size") == b"5000"
-        assert _committed_names() == []  # not committed before close
-    assert _committed_names() == ["pending.bin"]
+        assert _committed_names(mnt) == []  # not committed before close
+    assert _committed_names(mnt) == ["pending.bin"]
     assert mcpfs("files", "read", "/pending.bin").stdout == "x" * 5000
 
 
@@ -128,9 +131,9 @@ def test_fork_exec_commits_an_open_file(mnt):
     with open(path, "w") as fh:
         fh.write("before fork\n")
         fh.flush()
-        assert _committed_names() == []
+        assert _committed_names(mnt) == []
         run("true")  # fork + exec: the child's copy of the descriptor is closed
-        assert _committed_names() == ["forked.txt"]
+        assert _committed_names(mnt) == ["forked.txt"]
         fh.write("after\n")
     assert path.read_text() == "before fork\nafter\n"
     assert mcpfs("files", "read", "/forked.txt").stdout == "before fork\nafter\n"

@@ -77,6 +77,7 @@ from .cid import CID
 from .gc import GCLock
 from .importer import ImportParams
 from .mfs_tree import READ_PIECE, Tree, split_path
+from .mfs_lock import MfsLock
 from .mfs_pending import PENDING_MAX, PendingBlocks
 from .mfs_root import RootFiles
 from .reader import UnixFSReader
@@ -149,9 +150,12 @@ class MFS:
         self.deferred = False  # True while run_flusher runs: commits are not fsynced
         # directory nodes held in memory between syncs (only over a Repo's store)
         self.pending = store if isinstance(store, PendingBlocks) else None
-        if self.pending is not None:
-            self.pending.recover()  # a killed daemon's logged nodes, before the root log
-        root, synced = self.records.load(store.has)
+        self.writer = MfsLock(self.root_file)  # one process changes this MFS (mfs_lock)
+        self._flusher_holds = False  # the flusher holds ``writer`` while it runs
+        with self.writer.held():  # EBUSY while a daemon runs on this repo
+            if self.pending is not None:
+                self.pending.recover()  # a killed daemon's logged nodes, before the root log
+            root, synced = self.records.load(store.has)
         if root is not None and not store.has(root):
             raise BlockNotFound(f"MFS root {root} is missing from the blockstore")
         if root is None:
@@ -183,10 +187,19 @@ class MFS:
         """Every root GC must keep for MFS: in-memory, last committed, last synced."""
         return list(dict.fromkeys([self._root, self._committed[0], self._synced]))
 
+    def _writing(self) -> Any:
+        """The MFS lock around a change of the root files (a no-op while the flusher,
+        which holds it, runs)."""
+        return nullcontext() if self._flusher_holds else self.writer.held()
+
     def _commit_sync(self, quick: bool = False) -> None:
         """Record ``_root`` as committed (under ``_lock``): synced at once unless a
         flusher runs, else appended to the root log without fsync. ``quick`` (on the trio
         thread, after _quick_ready): no log compaction, and no spill is near."""
+        with self._writing():
+            self._commit_locked(quick)
+
+    def _commit_locked(self, quick: bool) -> None:
         root = self._root
         self._seq += 1
         pending = self.pending
@@ -208,7 +221,7 @@ class MFS:
         """fsync every block written so far, then record ``root`` (committed as number
         ``seq`` before this call, so all its blocks were written) as the synced root,
         unless a later one is recorded already."""
-        with self._sync_mutex:
+        with self._writing(), self._sync_mutex:
             latest = self._committed
             if latest[1] > seq:  # sync the newest committed root: never one older than a
                 root, seq = latest  # spill's (see PendingBlocks.retire)
@@ -339,10 +352,14 @@ class MFS:
     async def run_flusher(self, interval: float = FLUSH_INTERVAL, *,
                           task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Defer syncs while this runs (see the module docstring): sync every ``interval``
-        seconds when the committed root changed, and once more when cancelled."""
-        self._defer(True)
-        task_status.started()
+        seconds when the committed root changed, and once more when cancelled. Holds the
+        MFS lock meanwhile (EBUSY when another process has it for ``LOCK_WAIT`` s)."""
+        with trio.CancelScope(shield=True):  # (held, or EBUSY: never lost in between)
+            await trio.to_thread.run_sync(self.writer.acquire)
+        self._flusher_holds = True
         try:
+            self._defer(True)
+            task_status.started()
             while True:
                 await trio.sleep(interval)
                 if self._committed[0] != self._synced:
@@ -358,6 +375,9 @@ class MFS:
                         await self._run(self._commit_sync)  # syncs, drops the logs
                 except McpfsError as exc:
                     log.error("MFS final sync failed: %s", exc)
+                finally:
+                    self._flusher_holds = False
+                    self.writer.release()
 
     def _defer(self, on: bool) -> None:
         """Commits without fsync, directory nodes held in ``pending`` (flusher running),
