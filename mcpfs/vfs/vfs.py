@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import McpfsError, NotFound, ReadOnly
-from ..mounts.base import FILE, Attr, Mount, StatFS
+from ..mounts.base import DIR, FILE, Attr, Mount, StatFS
 from ..mounts.root import RootMount
 from .copies import Copies
 from .open_files import OpenFiles
@@ -113,11 +113,24 @@ class VFS(OpenFiles, Copies):
         return of if of is not None and not of.unlinked else None
 
     # ---------------------------------------------------------------- names
+    def _pending_below(self, path: str) -> bool:
+        """Whether a file under ``path`` is open for writing or waiting for its upload:
+        then ``path`` is a directory, whatever the backend (maybe unreachable) says."""
+        prefix = path + "/"
+        return any(of.node.path.startswith(prefix) and not of.unlinked
+                   for of in self.open_files.values())
+
     async def lookup(self, parent: int, name: str) -> Entry:
         path = child_path(self.inodes.get(parent).path, name)
         of = self._pending_at(path)
         mount, sub = self.route(path)
-        attr = of.attr() if of is not None else await mount.lookup(sub)
+        if of is not None:
+            attr = of.attr()
+        elif sub and getattr(mount, "write_back", False) and self.open_files \
+                and self._pending_below(path):  # uploads may wait long for the server:
+            attr = Attr(DIR)  # the folders of their files need no request meanwhile
+        else:
+            attr = await mount.lookup(sub)
         return self._entry(self.inodes.remember(path, attr), mount, attr)
 
     def remember(self, path: str, attr: Attr) -> Entry:

@@ -93,6 +93,43 @@ async def waits_for_the_gate(vfs: VFS, gate: Gate, path: str, data: bytes,
     await vfs.write_back.drain()
 
 
+async def test_the_folders_of_pending_files_are_found_without_a_request(wb, raw):
+    """While uploads wait (a server that does not answer), the folders above a pending
+    file are directories without asking the backend: a path walk to the file never
+    hangs on the server (the kill -9 FUSE test stops the server that way)."""
+    vfs, mount, journal, bucket = wb
+    await vfs.mkdir(await ino(vfs, f"s3/{bucket}"), "deep")
+    await vfs.mkdir(await ino(vfs, f"s3/{bucket}/deep"), "er")
+    gate = Gate(mount)
+    await write(vfs, f"s3/{bucket}/deep/er/f.txt", b"pending")
+    asked = []
+    real = mount.lookup
+
+    async def lookup(sub):
+        if sub:  # (not /s3 itself)
+            asked.append(sub)
+        return await real(sub)
+    mount.lookup = lookup
+    try:
+        await _walk_folders(vfs, bucket)
+        assert asked == []
+        assert await read(vfs, f"s3/{bucket}/deep/er/f.txt") == b"pending"
+    finally:
+        gate.open.set()  # (else the fixture's commit_all waits for ever)
+    await vfs.write_back.drain()
+    await vfs.lookup(await ino(vfs, "s3"), bucket)
+    assert asked == [bucket]  # uploaded: the backend answers again
+
+
+async def _walk_folders(vfs, bucket):
+    """Look up s3/<bucket>, then deep, then er, as a path walk does."""
+    parent = await ino(vfs, "s3")
+    for name in (bucket, "deep", "er"):
+        entry = await vfs.lookup(parent, name)
+        assert entry.attr.is_dir
+        parent = entry.ino
+
+
 async def test_close_returns_before_the_upload_and_the_file_is_served_meanwhile(wb, raw):
     vfs, mount, journal, bucket = wb
     gate = Gate(mount)
