@@ -417,10 +417,10 @@ class S3Mount(S3Renames, S3Listings, Mount):
 
     async def warm(self) -> None:
         """At start: two cheap requests (ListBuckets unless the buckets are configured, and
-        a one-key listing of the first bucket), so the first access through the mount does not also pay the
-        client's first-call costs (its connection, botocore's lazy set-up): about 10 ms of a
-        fresh mount's time to first byte here. A failure is logged at info level (a denial
-        also gives the backend's one warning about credentials, earlier)."""
+        a one-key listing of the first bucket), so the first access through the mount does
+        not also pay the client's first-call costs (its connection, botocore's lazy set-up):
+        about 10 ms of a fresh mount's time to first byte here. A failure is logged at info
+        level (a denial also gives the backend's one warning about credentials, earlier)."""
         try:
             buckets = [name for name, _ in await self.backend.list_buckets()]
             if buckets:

@@ -151,7 +151,6 @@ class MFS:
         # directory nodes held in memory between syncs (only over a Repo's store)
         self.pending = store if isinstance(store, PendingBlocks) else None
         self.writer = MfsLock(self.root_file)  # one process changes this MFS (mfs_lock)
-        self._flusher_holds = False  # the flusher holds ``writer`` while it runs
         with self.writer.held():  # EBUSY while a daemon runs on this repo
             if self.pending is not None:
                 self.pending.recover()  # a killed daemon's logged nodes, before the root log
@@ -187,16 +186,11 @@ class MFS:
         """Every root GC must keep for MFS: in-memory, last committed, last synced."""
         return list(dict.fromkeys([self._root, self._committed[0], self._synced]))
 
-    def _writing(self) -> Any:
-        """The MFS lock around a change of the root files (a no-op while the flusher,
-        which holds it, runs)."""
-        return nullcontext() if self._flusher_holds else self.writer.held()
-
     def _commit_sync(self, quick: bool = False) -> None:
         """Record ``_root`` as committed (under ``_lock``): synced at once unless a
         flusher runs, else appended to the root log without fsync. ``quick`` (on the trio
         thread, after _quick_ready): no log compaction, and no spill is near."""
-        with self._writing():
+        with self.writer.held():  # (while the flusher holds it: one more count, no wait)
             self._commit_locked(quick)
 
     def _commit_locked(self, quick: bool) -> None:
@@ -221,7 +215,7 @@ class MFS:
         """fsync every block written so far, then record ``root`` (committed as number
         ``seq`` before this call, so all its blocks were written) as the synced root,
         unless a later one is recorded already."""
-        with self._writing(), self._sync_mutex:
+        with self.writer.held(), self._sync_mutex:
             latest = self._committed
             if latest[1] > seq:  # sync the newest committed root: never one older than a
                 root, seq = latest  # spill's (see PendingBlocks.retire)
@@ -356,7 +350,6 @@ class MFS:
         MFS lock meanwhile (EBUSY when another process has it for ``LOCK_WAIT`` s)."""
         with trio.CancelScope(shield=True):  # (held, or EBUSY: never lost in between)
             await trio.to_thread.run_sync(self.writer.acquire)
-        self._flusher_holds = True
         try:
             self._defer(True)
             task_status.started()
@@ -376,7 +369,6 @@ class MFS:
                 except McpfsError as exc:
                     log.error("MFS final sync failed: %s", exc)
                 finally:
-                    self._flusher_holds = False
                     self.writer.release()
 
     def _defer(self, on: bool) -> None:

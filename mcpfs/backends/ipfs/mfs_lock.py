@@ -16,7 +16,9 @@ to the process, so a second MFS opened in the same process (tests simulating a r
 is not refused.
 
 Errors: EBUSY naming the holder's pid when the lock stays taken for ``wait`` seconds.
-Concurrency: re-entrant across threads (``_mutex`` guards the depth count and the fd).
+Concurrency: re-entrant across threads (``_mutex`` guards the depth count and the fd):
+while it is held (the flusher's run), another ``held()`` only counts, it never waits, so
+MFS takes it around every commit and sync, also on the trio thread.
 Blocking: worker threads (or the flusher's start), never the trio loop while it waits.
 """
 
