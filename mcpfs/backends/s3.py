@@ -46,6 +46,7 @@ Copies are server-side (s3_copy.py): CopyObject, or a multipart copy above 5 GiB
 from __future__ import annotations
 
 import datetime
+import hashlib
 import errno
 import logging
 import os
@@ -425,8 +426,9 @@ class S3Backend(MultipartUploads, ServerSideCopies):
                         if_none_match: bool = False, content_type: str | None = None,
                         metadata: dict[str, str] | None = None) -> ObjectInfo:
         """One PutObject of ``data`` (markers, small files committed from memory)."""
-        return await self._put_object(bucket, key, lambda: nullcontext(data), len(data),
-                                      if_none_match, content_type, metadata)
+        return await self._put_object(
+            bucket, key, lambda: nullcontext(data), len(data), if_none_match, content_type,
+            metadata, lambda: hashlib.md5(data, usedforsecurity=False).hexdigest())
 
     async def _conditional(self, work: Callable[[bool], T], inm: bool, what: str,
                            op: str = "other", bytes_out: int = 0) -> T:

@@ -9,6 +9,12 @@ failure or cancellation, so no partial object ever becomes visible. While it run
 kept in a small JSON file beside the spool (``<spool>.s3upload``); a process killed
 mid-upload leaves that file, and the retried commit resumes the same upload: parts already
 on the server whose size and MD5 match are kept, the rest are sent.
+
+A conditional write (``If-None-Match: *``) answered 412 is EEXIST unless the object now at
+the key is the one just sent (same size, and the ETag our bytes give: their MD5, or the
+multipart form "MD5 of the parts' MD5s-N"): botocore retries a request whose response was
+lost, and the retry of a PUT whose first attempt succeeded meets that attempt's object. That
+costs one HEAD and one MD5 of the spool, on the 412 path only.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -78,7 +84,8 @@ class MultipartUploads:
             return await self._put_file_elsewhere(bucket, key, path, size, if_none_match,
                                                   content_type, metadata)
         return await self._put_object(bucket, key, lambda: open(path, "rb"), size,
-                                      if_none_match, content_type, metadata)
+                                      if_none_match, content_type, metadata,
+                                      functools.partial(_md5_range, path, 0, size))
 
     async def _put_file_elsewhere(self, bucket: str, key: str, path: str, size: int,
                                   if_none_match: bool, content_type: str | None,
@@ -101,21 +108,49 @@ class MultipartUploads:
             reason = answer[1] if answer[0] == "boto" else "the upload process died"
             log.error("%s failed: %s", what, reason)
             raise McpfsError(f"{what}: {reason}", errno=errno.EIO)
-        resp = await self._conditional(work, if_none_match, what, "put", bytes_out=size)
+        resp = await self._unless_ours(
+            lambda: self._conditional(work, if_none_match, what, "put", bytes_out=size),
+            bucket, key, size, functools.partial(_md5_range, path, 0, size))
         return ObjectInfo(key, size, 0, resp.get("ETag"), resp.get("VersionId"))
 
     async def _put_object(self, bucket: str, key: str, open_body: Callable[[], Any],
                           size: int, if_none_match: bool, content_type: str | None,
-                          metadata: dict[str, str] | None = None) -> ObjectInfo:
+                          metadata: dict[str, str] | None, etag: Callable[[], str]
+                          ) -> ObjectInfo:
         """One PutObject; ``open_body()`` gives a context manager yielding the body (opened
-        in the worker thread, closed after the request)."""
+        in the worker thread, closed after the request); ``etag()`` the body's MD5 (hex),
+        asked only after a 412 (see the module docstring)."""
         def work(inm: bool) -> Any:
             with open_body() as body:
                 return self.client.put_object(
                     **put_kwargs(bucket, key, body, size, inm, content_type, metadata))
-        resp = await self._conditional(work, if_none_match, f"put s3://{bucket}/{key}",
-                                       "put", bytes_out=size)
+        resp = await self._unless_ours(
+            lambda: self._conditional(work, if_none_match, f"put s3://{bucket}/{key}",
+                                      "put", bytes_out=size), bucket, key, size, etag)
         return ObjectInfo(key, size, 0, resp.get("ETag"), resp.get("VersionId"))
+
+    async def _unless_ours(self, attempt: Callable[[], Awaitable[Any]], bucket: str, key: str,
+                           size: int, etag: Callable[[], str]) -> Any:
+        """``attempt()``, a conditional write; its EEXIST (412) becomes the response of a
+        write that succeeded when the object at ``key`` is ours: ``size`` bytes and the ETag
+        ``etag()`` (run in a worker thread) gives. Any other object stays EEXIST."""
+        try:
+            return await attempt()
+        except McpfsError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+            conflict = exc
+        what = f"s3://{bucket}/{key}"
+        try:
+            there = await self.head(bucket, key)
+        except McpfsError:
+            raise conflict from None
+        want = await trio.to_thread.run_sync(etag, limiter=self.limiter)
+        if there.size != size or (there.etag or "").strip('"') != want:
+            raise conflict
+        log.info("%s: a conditional write answered 412, but the object there is the one "
+                 "sent (a retried request met its first attempt's write)", what)
+        return {"ETag": there.etag, "VersionId": there.version_id}
 
     def part_size_for(self, size: int, minimum: int | None = None) -> int:
         """``minimum`` (default ``part_size``), grown (in MiB steps) so the upload needs at
@@ -190,7 +225,9 @@ class MultipartUploads:
                     Bucket=bucket, Key=key, UploadId=upload_id, **extra,
                     MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]}
                                                for n in sorted(etags)]})
-            resp = await self._conditional(complete, if_none_match, what, "complete")
+            resp = await self._unless_ours(
+                lambda: self._conditional(complete, if_none_match, what, "complete"),
+                bucket, key, size, functools.partial(multipart_etag, etags))
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._abort(bucket, key, upload_id, what)
@@ -277,6 +314,13 @@ def _remove(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def multipart_etag(etags: dict[int, str]) -> str:
+    """The ETag S3 gives the object of a multipart upload with these parts (number ->
+    part ETag): the MD5 of the parts' binary MD5s, "-", the number of parts."""
+    joined = b"".join(bytes.fromhex(etags[n].strip('"')) for n in sorted(etags))
+    return f"{hashlib.md5(joined, usedforsecurity=False).hexdigest()}-{len(etags)}"
 
 
 def _md5_range(path: str, offset: int, length: int) -> str:

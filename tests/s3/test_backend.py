@@ -113,6 +113,56 @@ async def test_if_none_match_conflict_is_eexist(backend, bucket):
     await backend.put_bytes(bucket, "once", b"3")  # unconditional overwrite still works
 
 
+def lose_first_response(client, operation: str) -> list:
+    """botocore retries the first successful ``operation`` as if its response had been lost
+    (the server carried it out); the returned list gets one item when that happened."""
+    retried: list = []
+
+    def retry_once(response=None, attempts=None, **_):
+        if not retried and response is not None and response[0].status_code == 200:
+            retried.append(attempts)
+            return 0  # retry at once
+        return None
+    client.meta.events.register_first(f"needs-retry.s3.{operation}", retry_once)
+    return retried
+
+
+@pytest.mark.parametrize("source", ["file", "bytes"])
+async def test_a_retried_conditional_put_that_had_succeeded_is_not_a_conflict(
+        s3_server, bucket, raw, tmp_path, source):
+    backend = make_backend(s3_server, put_processes=0)  # botocore in this process
+    retried = lose_first_response(backend.client, "PutObject")
+    path = tmp_path / "f"
+    path.write_bytes(b"mine")
+    if source == "file":
+        info = await backend.upload_file(bucket, "retried", str(path), 4, if_none_match=True)
+    else:  # markers, small files committed from memory
+        info = await backend.put_bytes(bucket, "retried", b"mine", if_none_match=True)
+    assert retried == [1]  # the second attempt met the first one's object: 412
+    assert info.etag.strip('"') == hashlib.md5(b"mine").hexdigest()
+    assert raw.get_object(Bucket=bucket, Key="retried")["Body"].read() == b"mine"
+    with pytest.raises(McpfsError) as exc:  # another object there is still a conflict
+        await backend.put_bytes(bucket, "retried", b"other", if_none_match=True)
+    assert exc.value.errno == errno.EEXIST
+    assert raw.get_object(Bucket=bucket, Key="retried")["Body"].read() == b"mine"
+
+
+async def test_a_retried_conditional_complete_that_had_succeeded_is_not_a_conflict(
+        s3_server, bucket, raw, tmp_path):
+    backend = make_backend(s3_server)
+    retried = lose_first_response(backend.client, "CompleteMultipartUpload")
+    data = os.urandom(9 * MiB)
+    path = tmp_path / "big"
+    path.write_bytes(data)
+    info = await backend.upload_file(bucket, "big-retried", str(path), len(data),
+                                     if_none_match=True)
+    assert retried == [1]
+    assert info.etag.strip('"').endswith("-2")
+    got = raw.get_object(Bucket=bucket, Key="big-retried")["Body"].read()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert await backend.list_multipart_uploads(bucket) == []
+
+
 async def test_multipart_upload(s3_server, bucket, raw, tmp_path):
     backend = make_backend(s3_server, part_concurrency=3)
     data = os.urandom(21 * MiB + 5)
