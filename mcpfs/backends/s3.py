@@ -159,6 +159,17 @@ def fast_timestamp(value: Any) -> datetime.datetime:
     return botocore.utils.parse_timestamp(value)
 
 
+class Conflict(McpfsError):
+    """A conditional request lost (412): EEXIST. ``retried``: botocore had sent the request
+    before (its first attempt may have done the write; see s3_upload)."""
+
+    errno = errno.EEXIST
+
+    def __init__(self, message: str, retried: bool) -> None:
+        super().__init__(message)
+        self.retried = retried
+
+
 class _Denied:
     """Logs the first denial of a backend as one warning; later ones at debug level (a
     mount with wrong credentials must not flood the log)."""
@@ -188,7 +199,8 @@ def map_error(exc: BaseException, what: str, denied: _Denied | None = None) -> M
             (denied or _Denied()).note(code or str(status), what)
             return McpfsError(msg, errno=errno.EACCES)
         if code in _CONFLICT or status == 412:
-            return McpfsError(msg, errno=errno.EEXIST)
+            retries = exc.response.get("ResponseMetadata", {}).get("RetryAttempts") or 0
+            return Conflict(msg, retried=retries > 0)
         if code == "BucketNotEmpty":
             return McpfsError(msg, errno=errno.ENOTEMPTY)
         if code == "BucketAlreadyOwnedByYou" or code == "BucketAlreadyExists":

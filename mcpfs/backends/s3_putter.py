@@ -116,9 +116,10 @@ def put_file(spec: ClientSpec, creds: Creds, bucket: str, key: str, path: str, s
                 **put_kwargs(bucket, key, body, size, inm, content_type, metadata))
         return ("ok", resp.get("ETag"), resp.get("VersionId"))
     except botocore.exceptions.ClientError as exc:
+        meta = exc.response.get("ResponseMetadata", {})
         response = {"Error": dict(exc.response.get("Error", {})),
-                    "ResponseMetadata": {"HTTPStatusCode": exc.response.get(
-                        "ResponseMetadata", {}).get("HTTPStatusCode", 0)}}
+                    "ResponseMetadata": {"HTTPStatusCode": meta.get("HTTPStatusCode", 0),
+                                         "RetryAttempts": meta.get("RetryAttempts", 0)}}
         return ("client", response)
     except botocore.exceptions.BotoCoreError as exc:
         return ("boto", type(exc).__name__)

@@ -10,11 +10,12 @@ kept in a small JSON file beside the spool (``<spool>.s3upload``); a process kil
 mid-upload leaves that file, and the retried commit resumes the same upload: parts already
 on the server whose size and MD5 match are kept, the rest are sent.
 
-A conditional write (``If-None-Match: *``) answered 412 is EEXIST unless the object now at
-the key is the one just sent (same size, and the ETag our bytes give: their MD5, or the
-multipart form "MD5 of the parts' MD5s-N"): botocore retries a request whose response was
-lost, and the retry of a PUT whose first attempt succeeded meets that attempt's object. That
-costs one HEAD and one MD5 of the spool, on the 412 path only.
+A conditional write (``If-None-Match: *``) answered 412 is EEXIST, unless botocore had sent
+it before (it retries a request whose response was lost, and the retry of a PUT whose first
+attempt succeeded meets that attempt's object) and the object now at the key is the one just
+sent: same size, and the ETag our bytes give (their MD5, or the multipart form "MD5 of the
+parts' MD5s-N"). That costs one HEAD and one MD5 of the spool, on that path only. A 412 at
+the first attempt is always a conflict, whatever the object there holds.
 """
 
 from __future__ import annotations
@@ -131,13 +132,14 @@ class MultipartUploads:
 
     async def _unless_ours(self, attempt: Callable[[], Awaitable[Any]], bucket: str, key: str,
                            size: int, etag: Callable[[], str]) -> Any:
-        """``attempt()``, a conditional write; its EEXIST (412) becomes the response of a
-        write that succeeded when the object at ``key`` is ours: ``size`` bytes and the ETag
-        ``etag()`` (run in a worker thread) gives. Any other object stays EEXIST."""
+        """``attempt()``, a conditional write; its 412 after a retry (s3.Conflict.retried)
+        becomes the response of a write that succeeded when the object at ``key`` is ours:
+        ``size`` bytes and the ETag ``etag()`` (run in a worker thread) gives. Anything
+        else stays EEXIST."""
         try:
             return await attempt()
         except McpfsError as exc:
-            if exc.errno != errno.EEXIST:
+            if not getattr(exc, "retried", False):
                 raise
             conflict = exc
         what = f"s3://{bucket}/{key}"
