@@ -56,6 +56,7 @@ from typing import Any
 import trio
 
 from ..errors import McpfsError
+from ..quick_lock import QuickLock
 from ..mounts.base import FILE, Attr, Mount, Reader, Writer
 from .inodes import Node
 from .journal import COMMITTING, FAILED, OPEN, Journal
@@ -81,7 +82,7 @@ class OpenFile(Streaming):
         self.unlinked = False
         self.writers = 0
         self.handles = 0
-        self.lock = trio.Lock()
+        self.lock = QuickLock()  # (no scheduler round when free: quick_lock.py)
         self.journal = journal
         self.journal_id = journal_id
         self.row_state = OPEN  # the journal row's state as last written

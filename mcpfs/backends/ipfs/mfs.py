@@ -35,7 +35,7 @@ may produce a different DAG for the same bytes). :meth:`link` puts an already im
 
 Concurrency and lock order:
 
-1. ``MFS._lock`` (trio.Lock) serializes mutations; reads take no lock and work on a
+1. ``MFS._lock`` (a trio lock: QuickLock) serializes mutations; reads take no lock and work on a
    snapshot of the root (CIDs are immutable). Syncs run without ``_lock`` (a sync never holds
    up mutations: it captures a committed root, whose blocks were all written before it
    was committed); ``_sync_mutex`` (threading.Lock, in the worker thread) makes each
@@ -72,6 +72,7 @@ from typing import Any, Final
 import trio
 
 from ...errors import BlockNotFound, InvalidInput, McpfsError
+from ...quick_lock import QuickLock
 from .blockstore import Blockstore
 from .cid import CID
 from .gc import GCLock
@@ -144,7 +145,7 @@ class MFS:
         self.root_file = Path(root_file)
         self.tree = Tree(store, reader, params)
         self._gc_lock = gc_lock
-        self._lock = trio.Lock()
+        self._lock = QuickLock()  # mutations, one at a time (quick_lock.py)
         self._limiter = limiter or trio.CapacityLimiter(THREADS)
         self.records = RootFiles(self.root_file)
         self.deferred = False  # True while run_flusher runs: commits are not fsynced
