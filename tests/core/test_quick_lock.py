@@ -8,18 +8,30 @@ import trio
 from mcpfs.quick_lock import QuickLock
 
 
-async def test_a_free_lock_is_taken_without_letting_other_tasks_run():
-    lock = QuickLock()
-    ran: list[str] = []
+class _Steps(trio.abc.Instrument):
+    """Counts the times trio resumes one task (each return from the scheduler)."""
 
-    async def other() -> None:
-        ran.append("other")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(other)
-        async with lock:  # a trio.Lock would checkpoint here and run ``other`` first
-            assert ran == [] and lock.locked()
-        assert not lock.locked()
-    assert ran == ["other"]
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.count = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.count += 1
+
+
+async def test_a_free_lock_is_taken_without_a_scheduler_round():
+    lock = QuickLock()
+    steps = _Steps(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(steps)
+    try:
+        async with lock:  # a trio.Lock checkpoints here: the task is resumed once more
+            assert lock.locked()
+        assert steps.count == 0 and not lock.locked()
+        await trio.sleep(0)
+        assert steps.count == 1  # (the instrument does see a real checkpoint)
+    finally:
+        trio.lowlevel.remove_instrument(steps)
 
 
 async def test_a_held_lock_is_waited_for_in_arrival_order():
