@@ -60,7 +60,6 @@ async def test_a_held_lock_is_waited_for_in_arrival_order():
 async def test_a_lock_released_to_a_waiter_is_not_taken_by_a_newcomer():
     lock = QuickLock()
     order: list[str] = []
-    released = trio.Event()
 
     async def waiter() -> None:
         async with lock:
@@ -70,7 +69,6 @@ async def test_a_lock_released_to_a_waiter_is_not_taken_by_a_newcomer():
         nursery.start_soon(waiter)
         await trio.sleep(0.01)  # the waiter is parked on the lock
         await lock.__aexit__(None, None, None)  # handed to the waiter (trio's fairness)
-        released.set()
         async with lock:  # the newcomer waits its turn instead of taking it at once
             order.append("newcomer")
     assert order == ["waiter", "newcomer"]
