@@ -44,8 +44,9 @@ IO_BLOCK = 1024 * 1024
 READ_AHEAD_KIB = 1024  # the kernel's read-ahead for the mount (tune_read_ahead)
 
 
-# ops whose first argument is a file handle
-HANDLE_OPS = frozenset({"read", "write", "flush", "fsync", "release", "copy_file_range"})
+# ops whose first argument is a file or directory handle
+HANDLE_OPS = frozenset({"read", "write", "flush", "fsync", "release", "copy_file_range",
+                        "readdir", "releasedir"})
 # Errnos that are answers, not failures: a lookup of a missing name, a missing xattr, an
 # xattr namespace we do not have.
 EXPECTED_ERRNOS = frozenset({errno.ENOENT, errno.ENODATA, errno.ENOTSUP})
@@ -102,11 +103,11 @@ class FuseOps(pyfuse3.Operations):
     def _mount_name(self, op: str, args: tuple) -> str:
         """The subtree an op touched ("root" for the top directory), for the stats."""
         try:
-            if op in HANDLE_OPS:
-                return self.vfs.handles.get(args[0]).mount.name or "root"
             if op == "statfs":
                 return "root"
-            return self.vfs.inodes.get(args[0]).path.split("/", 1)[0] or "root"
+            node = self.vfs.handles.get(args[0]).node if op in HANDLE_OPS \
+                else self.vfs.inodes.get(args[0])
+            return node.path.split("/", 1)[0] or "root"
         except Exception:  # noqa: BLE001 - a released handle or forgotten inode
             return "unknown"
 

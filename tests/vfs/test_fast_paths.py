@@ -180,6 +180,26 @@ async def test_readdir_of_a_large_directory_pages_lazily(drv):
         drv.vfs.releasedir(fh)
 
 
+async def test_directory_ops_are_counted_for_their_subtree(drv):
+    # readdir and releasedir get a directory handle, not an inode: counted under the
+    # subtree of the directory it lists (they were "unknown", or another inode's subtree)
+    await drv.repo.mfs.mkdir("/d")
+    for i in range(3):
+        await drv.write_file(f"mfs/d/f{i}", b"x")
+    stats = Stats()
+    ops = FuseOps(drv.vfs, stats)
+    for path, mount in (("mfs/d", "mfs"), ("", "root")):
+        fh = await ops.opendir(await drv.ino(path) if path else 1, None)
+        drv.vfs.readdir = lambda fh, start: iter(())  # the kernel's part is not wanted here
+        await ops.readdir(fh, 0, None)
+        await ops.releasedir(fh)
+        del drv.vfs.readdir
+        got = stats.snapshot()["Mounts"]
+        assert {op: v["Count"] for op, v in got[mount]["Ops"].items()
+                if op.endswith("dir")} == {"opendir": 1, "readdir": 1, "releasedir": 1}
+    assert "unknown" not in stats.snapshot()["Mounts"]
+
+
 class CountingList(list):
     touched = 0
 
