@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from mcpfs.backends.s3 import S3Config, S3Backend
+from mcpfs.backends.s3_upload import multipart_etag
 from mcpfs.errors import McpfsError
 
 from ..conftest import pattern_bytes
@@ -161,6 +162,15 @@ async def test_a_retried_conditional_complete_that_had_succeeded_is_not_a_confli
     got = raw.get_object(Bucket=bucket, Key="big-retried")["Body"].read()
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
     assert await backend.list_multipart_uploads(bucket) == []
+
+
+def test_multipart_etag_is_the_md5_of_the_part_md5s():
+    parts = [b"a" * 10, b"b" * 20]
+    etags = {i + 1: f'"{hashlib.md5(p).hexdigest()}"' for i, p in enumerate(parts)}
+    joined = b"".join(hashlib.md5(p).digest() for p in parts)
+    assert multipart_etag(etags) == f"{hashlib.md5(joined).hexdigest()}-2"
+    with pytest.raises(ValueError):  # not an MD5: _unless_ours keeps the conflict
+        multipart_etag({1: '"not-hex"'})
 
 
 async def test_multipart_upload(s3_server, bucket, raw, tmp_path):
