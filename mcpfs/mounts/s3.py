@@ -41,6 +41,7 @@ import dataclasses
 import errno
 import logging
 import mimetypes
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -67,6 +68,16 @@ OPEN_READ: Final = 64 * 1024  # bytes the open's GET fetches: the kernel's first
 # small read() (16 KiB) and any object this small; a random reader wastes at most this much
 FAKE_BLOCKS: Final = 1 << 38  # statfs: 1 PiB of 4 KiB blocks ("no limit")
 
+
+
+_BUCKET_CHARS = re.compile(r"[A-Za-z0-9._-]{3,255}")  # what botocore lets through
+
+
+def _bucket_name(name: str) -> None:
+    """ENOENT for a name no bucket can have (botocore would refuse it as a parameter, an
+    EIO; a name it lets through that the server refuses is InvalidBucketName: ENOENT)."""
+    if not _BUCKET_CHARS.fullmatch(name):
+        raise McpfsError(f"/s3/{name}: no such bucket", errno=errno.ENOENT)
 
 
 class S3Reader:
@@ -145,6 +156,7 @@ class S3Mount(S3Renames, S3Listings, Mount):
             if self.backend.config.buckets is not None and segs[0] not in \
                     self.backend.config.buckets:
                 raise McpfsError(f"/s3/{path}: no such bucket", errno=errno.ENOENT)
+            _bucket_name(path)
             await self._small_listing(segs[0])  # the bucket exists (else NoSuchBucket:
             return Attr(DIR), None  # ENOENT), and lookups in it are answered (one request)
         small = await self._small_listing(parent)
@@ -167,7 +179,9 @@ class S3Mount(S3Renames, S3Listings, Mount):
         one HEAD (an object another client put since the listing was made is found at
         once, and added), unless ``negative_ttl`` is set: then it is missing while the
         listing is younger than that, and after that a directory of one page is listed
-        again rather than HEADed. At the /s3 level (buckets) the listing answers alone."""
+        again rather than HEADed. At the /s3 level a bucket ListBuckets did not name (one
+        created since, or another account's that a policy opens to us: ListBuckets names
+        only our own) is probed by listing it; configured ``buckets`` answer alone."""
         segs = split(path)
         entry = listing.get(segs[-1])
         if entry is not None:
@@ -175,6 +189,12 @@ class S3Mount(S3Renames, S3Listings, Mount):
         parent = "/".join(segs[:-1])
         if listed and self._negative_ttl > 0:  # ``listing`` came from the server just now
             raise McpfsError(f"/s3/{path}: no such file", errno=errno.ENOENT)
+        if len(segs) == 1 and self.backend.config.buckets is None \
+                and not (self._negative_ttl > 0 and "" in self._fresh):
+            _bucket_name(path)
+            await self._small_listing(segs[0])  # NoSuchBucket: ENOENT, denied: EACCES
+            entry = listing[segs[0]] = (Attr(DIR), None)
+            return entry
         if len(segs) > 1 and parent not in self._fresh:
             again = await self._small_listing(parent) \
                 if self._negative_ttl > 0 and len(listing) < SMALL_LISTING else None

@@ -267,6 +267,30 @@ async def test_mkdir_and_rmdir_of_a_bucket(mount, raw):
     assert name not in await names(mount, "")
 
 
+async def test_a_bucket_missing_from_the_cached_bucket_list_is_probed(mount, raw,
+                                                                       monkeypatch):
+    """ListBuckets names only our own buckets, and its listing is cached: a bucket another
+    client created since (or another account's that a policy opens to us) is found by
+    path at once; a name that cannot be a bucket is ENOENT without a request."""
+    await names(mount, "")  # the bucket list is cached now
+    name = f"later-{os.getpid()}"
+    raw.create_bucket(Bucket=name)
+    raw.put_object(Bucket=name, Key="k", Body=b"data")
+    try:
+        assert (await mount.lookup(name)).kind == DIR
+        assert (await mount.lookup(f"{name}/k")).size == 4
+        assert name in await names(mount, "")  # kept in the cached list
+        calls = spy_requests(mount, monkeypatch)
+        assert await errno_of(mount.lookup("no-such-bucket-zz")) == errno.ENOENT
+        assert calls == ["list_dir_page"]  # NoSuchBucket
+        for bad in ("ab", "with space", "a" * 256, "semi;colon"):
+            assert await errno_of(mount.lookup(bad)) == errno.ENOENT
+        assert calls == ["list_dir_page"]
+    finally:
+        raw.delete_object(Bucket=name, Key="k")
+        raw.delete_bucket(Bucket=name)
+
+
 async def test_rename_file(mount, bucket, raw):
     raw.put_object(Bucket=bucket, Key="a/src.txt", Body=b"content", Metadata={"m": "1"})
     raw.put_object(Bucket=bucket, Key="b/", Body=b"")
