@@ -6,7 +6,8 @@ import pytest
 
 # One SeaweedFS per session for tests/s3/ and tests/fuse/ (fixtures registered here so both
 # directories share the session-scoped server and its 20,000-key bucket).
-from tests.s3_server import bucket, many_keys, raw, s3_server  # noqa: F401,E402
+from tests.s3_server import (  # noqa: F401,E402
+    bucket, many_keys, public_bucket, raw, s3_server)
 
 
 def pattern_bytes(size: int, seed: int = 0) -> bytes:

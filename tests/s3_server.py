@@ -28,6 +28,7 @@ import pytest
 
 ACCESS_KEY = "MCPFSTESTACCESSKEY"
 SECRET_KEY = "mcpfs-test-secret-9f3b2c71d0"  # only this server knows it
+PUBLIC_BUCKET = "public-data"  # readable without credentials (public_bucket)
 STARTUP_TIMEOUT = 90.0  # seconds for weed mini to accept a PUT
 
 _bucket_ids = itertools.count()
@@ -94,7 +95,9 @@ def s3_server(tmp_path_factory):
     ident = root / "s3.json"
     ident.write_text(json.dumps({"identities": [{
         "name": "mcpfs", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}, {
+        # unsigned requests may read and list PUBLIC_BUCKET only (a public dataset)
+        "name": "anonymous", "actions": [f"Read:{PUBLIC_BUCKET}", f"List:{PUBLIC_BUCKET}"]}]}))
     os.chmod(ident, 0o600)
     (master, master_g, volume, volume_g, filer, filer_g, s3, s3_g, iceberg, lance,
      webdav) = free_ports(11)
@@ -169,6 +172,16 @@ def bucket(raw):
     name = f"t{os.getpid()}-{next(_bucket_ids)}-{uuid.uuid4().hex[:6]}"
     raw.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def public_bucket(s3_server):
+    """PUBLIC_BUCKET, readable and listable by unsigned requests, holding
+    ``data/readme.txt``; made once."""
+    raw = raw_client(s3_server["endpoint"])
+    raw.create_bucket(Bucket=PUBLIC_BUCKET)
+    raw.put_object(Bucket=PUBLIC_BUCKET, Key="data/readme.txt", Body=b"open data\n")
+    return PUBLIC_BUCKET
 
 
 MANY = 20_000  # keys under one prefix for the listing tests

@@ -4,7 +4,8 @@ Configuration comes from the ``[s3]`` section (:class:`S3Config`); credentials, 
 endpoint/region when the section leaves them out, come from boto3's own chain (environment,
 ``~/.aws``, profiles, ``AWS_ENDPOINT_URL``, ``AWS_REGION``), never from mcpfs's config. No
 call is made at construction, so wrong credentials do not stop a mount: the first request
-fails with EACCES and one log line.
+fails with EACCES and one log line. ``no_sign_request``: requests are not signed (public
+buckets, the AWS CLI's ``--no-sign-request``) and no credentials are read.
 
 Errors (:func:`map_error`, the only translation of botocore errors): NoSuchKey, NoSuchBucket,
 NotFound and 404 -> ENOENT; AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch, missing
@@ -86,7 +87,7 @@ _CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 _ALLOWED_KEYS = {"endpoint_url", "region", "addressing_style", "buckets", "profile",
                  "max_attempts", "retry_mode", "threads", "part_size", "multipart_threshold",
                  "part_concurrency", "if_none_match", "listing_ttl", "attr_ttl", "write_back",
-                 "negative_ttl", "put_processes"}
+                 "negative_ttl", "put_processes", "no_sign_request"}
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class S3Config:
     write_back: bool = False  # close() returns once the file is journaled (vfs/write_back.py)
     negative_ttl: float = 0.0  # seconds a listing says "no such name" without a request
     put_processes: int = 1  # helper processes for single PUTs of spool files (s3_putter)
+    no_sign_request: bool = False  # anonymous requests (public buckets; the AWS CLI's flag)
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None) -> S3Config:
@@ -247,7 +249,9 @@ class S3Backend(MultipartUploads, ServerSideCopies):
                     retries={"mode": cfg.retry_mode, "total_max_attempts": cfg.max_attempts},
                     s3={"addressing_style": style},
                     max_pool_connections=max(cfg.threads, 10),
-                    connect_timeout=10, read_timeout=60))
+                    connect_timeout=10, read_timeout=60,
+                    **({"signature_version": botocore.UNSIGNED}
+                       if cfg.no_sign_request else {})))
         self.client = make(cfg.addressing_style)
         endpoint = self.client.meta.endpoint_url or ""
         style = cfg.addressing_style
@@ -257,7 +261,7 @@ class S3Backend(MultipartUploads, ServerSideCopies):
             style = "path"
             self.client = make(style)
         # single PUTs of spool files run in helper processes when credentials are known
-        self._credentials = session.get_credentials()
+        self._credentials = None if cfg.no_sign_request else session.get_credentials()
         self._put_pool = PutPool(ClientSpec(
             None if _is_aws(endpoint) else endpoint, self.client.meta.region_name, style,
             cfg.retry_mode, cfg.max_attempts, 10), cfg.put_processes) \

@@ -303,6 +303,20 @@ def test_config_file_section(daemon, s3_server, raw, bucket, mcpfs_home, no_aws_
     assert s3_server["secret_key"] not in daemon.log_text()
 
 
+def test_public_bucket_with_no_sign_request(daemon, s3_server, public_bucket, mcpfs_home,
+                                            no_aws_env):
+    """A public dataset without any credentials: ``[s3] no_sign_request = true``."""
+    cfg = paths().config_file
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(f'[s3]\nendpoint_url = "{s3_server["endpoint"]}"\nregion = "us-east-1"\n'
+                   f"no_sign_request = true\n")
+    mnt = daemon.start()
+    assert os.listdir(mnt / "s3" / public_bucket) == ["data"]
+    assert (mnt / "s3" / public_bucket / "data" / "readme.txt").read_bytes() == b"open data\n"
+    with pytest.raises(PermissionError):
+        (mnt / "s3" / public_bucket / "data" / "mine.txt").write_bytes(b"x")
+
+
 # ---------------------------------------------------------------- journal, status
 def _write_config(s3_server, **extra) -> None:
     cfg = paths().config_file

@@ -12,6 +12,7 @@ import pytest
 
 from mcpfs.mounts.base import DIR, FILE
 from mcpfs.mounts.prefetch import KEEP_BEHIND, MiB, Prefetcher
+from mcpfs.backends.s3 import S3Backend, S3Config
 from mcpfs.mounts.s3 import OPEN_READ, S3Mount
 from mcpfs.vfs.spool import Spool
 from mcpfs.stats import Stats
@@ -289,6 +290,27 @@ async def test_a_bucket_missing_from_the_cached_bucket_list_is_probed(mount, raw
     finally:
         raw.delete_object(Bucket=name, Key="k")
         raw.delete_bucket(Bucket=name)
+
+
+async def test_no_sign_request_reads_a_public_bucket_without_credentials(
+        s3_server, public_bucket, bucket, raw, tmp_path, monkeypatch):
+    """[s3] no_sign_request (the AWS CLI's --no-sign-request): unsigned requests, no
+    credentials needed or read; what the server opens to anyone is readable, the rest
+    EACCES."""
+    for var in [v for v in os.environ if v.startswith("AWS_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    raw.put_object(Bucket=bucket, Key="secret.txt", Body=b"no")
+    mount = S3Mount(S3Backend(S3Config.from_section({
+        "endpoint_url": s3_server["endpoint"], "region": "us-east-1",
+        "no_sign_request": True})))
+    assert await names(mount, f"{public_bucket}/data") == ["readme.txt"]
+    assert await read_all(mount, f"{public_bucket}/data/readme.txt") == b"open data\n"
+    assert await errno_of(mount.lookup(f"{bucket}/secret.txt")) == errno.EACCES
+    assert await errno_of(write_file(mount, tmp_path, f"{public_bucket}/data/new", b"x")) \
+        == errno.EACCES
+    assert raw.list_objects_v2(Bucket=public_bucket, Prefix="data/")["KeyCount"] == 1
 
 
 async def test_rename_file(mount, bucket, raw):
