@@ -176,12 +176,17 @@ class _Denied:
     """Logs the first denial of a backend as one warning; later ones at debug level (a
     mount with wrong credentials must not flood the log)."""
 
-    def __init__(self) -> None:
+    def __init__(self, unsigned: bool = False) -> None:
         self.logged = False
+        self.unsigned = unsigned  # no_sign_request: there are no credentials to check
 
     def note(self, code: str, what: str) -> None:
         level = logging.DEBUG if self.logged else logging.WARNING
         self.logged = True
+        if self.unsigned:
+            log.log(level, "S3 denied %s (%s) to an unsigned request (no_sign_request): "
+                    "only what a bucket opens to anyone can be read", what, code)
+            return
         log.log(level, "S3 denied %s (%s): check the credentials boto3 finds (env, ~/.aws, "
                 "profile) and the bucket policy", what, code)
 
@@ -267,7 +272,7 @@ class S3Backend(MultipartUploads, ServerSideCopies):
             cfg.retry_mode, cfg.max_attempts, 10), cfg.put_processes) \
             if cfg.put_processes > 0 and self._credentials is not None else None
         self.limiter = limiter or trio.CapacityLimiter(cfg.threads)
-        self._denied = _Denied()
+        self._denied = _Denied(unsigned=cfg.no_sign_request)
         self._inm_ok = cfg.if_none_match
         self.stats: Stats | None = None  # request counters (see the module docstring)
 

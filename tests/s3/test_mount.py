@@ -293,7 +293,7 @@ async def test_a_bucket_missing_from_the_cached_bucket_list_is_probed(mount, raw
 
 
 async def test_no_sign_request_reads_a_public_bucket_without_credentials(
-        s3_server, public_bucket, bucket, raw, tmp_path, monkeypatch):
+        s3_server, public_bucket, bucket, raw, tmp_path, monkeypatch, caplog):
     """[s3] no_sign_request (the AWS CLI's --no-sign-request): unsigned requests, no
     credentials needed or read; what the server opens to anyone is readable, the rest
     EACCES."""
@@ -311,6 +311,8 @@ async def test_no_sign_request_reads_a_public_bucket_without_credentials(
     assert await errno_of(write_file(mount, tmp_path, f"{public_bucket}/data/new", b"x")) \
         == errno.EACCES
     assert raw.list_objects_v2(Bucket=public_bucket, Prefix="data/")["KeyCount"] == 1
+    denied = [r.getMessage() for r in caplog.records if "denied" in r.getMessage()]
+    assert denied and "unsigned request" in denied[0] and "credentials" not in denied[0]
 
 
 async def test_rename_file(mount, bucket, raw):
