@@ -70,12 +70,14 @@ FAKE_BLOCKS: Final = 1 << 38  # statfs: 1 PiB of 4 KiB blocks ("no limit")
 
 
 
-_BUCKET_CHARS = re.compile(r"[A-Za-z0-9._-]{3,255}")  # what botocore lets through
+# a bucket name: 3-255 of the characters botocore lets through, starting and ending with a
+# letter or digit (S3's rule, legacy names included: .git or .Trash-0 cost no request)
+_BUCKET_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
 
 
 def _bucket_name(name: str) -> None:
-    """ENOENT for a name no bucket can have (botocore would refuse it as a parameter, an
-    EIO; a name it lets through that the server refuses is InvalidBucketName: ENOENT)."""
+    """ENOENT for a name no bucket can have (botocore would refuse some as a parameter, an
+    EIO; a name the server refuses is InvalidBucketName: ENOENT too, after a request)."""
     if not _BUCKET_CHARS.fullmatch(name):
         raise McpfsError(f"/s3/{name}: no such bucket", errno=errno.ENOENT)
 

@@ -284,7 +284,7 @@ async def test_a_bucket_missing_from_the_cached_bucket_list_is_probed(mount, raw
         calls = spy_requests(mount, monkeypatch)
         assert await errno_of(mount.lookup("no-such-bucket-zz")) == errno.ENOENT
         assert calls == ["list_dir_page"]  # NoSuchBucket
-        for bad in ("ab", "with space", "a" * 256, "semi;colon"):
+        for bad in ("ab", "with space", "a" * 256, "semi;colon", ".git", ".Trash-0"):
             assert await errno_of(mount.lookup(bad)) == errno.ENOENT
         assert calls == ["list_dir_page"]
     finally:
