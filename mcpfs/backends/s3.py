@@ -5,7 +5,8 @@ endpoint/region when the section leaves them out, come from boto3's own chain (e
 ``~/.aws``, profiles, ``AWS_ENDPOINT_URL``, ``AWS_REGION``), never from mcpfs's config. No
 call is made at construction, so wrong credentials do not stop a mount: the first request
 fails with EACCES and one log line. ``no_sign_request``: requests are not signed (public
-buckets, the AWS CLI's ``--no-sign-request``) and no credentials are read.
+buckets, the AWS CLI's ``--no-sign-request``) and no credentials are read;
+``requester_pays``: every request that can says the requester pays (requester-pays buckets).
 
 Errors (:func:`map_error`, the only translation of botocore errors): NoSuchKey, NoSuchBucket,
 NotFound and 404 -> ENOENT; AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch, missing
@@ -66,7 +67,7 @@ import trio
 
 from ..errors import McpfsError
 from .s3_copy import MAX_COPY_SIZE, ServerSideCopies  # noqa: F401  (re-exported)
-from .s3_putter import ClientSpec, PutPool
+from .s3_putter import ClientSpec, PutPool, pay_as_requester
 from .s3_upload import (  # noqa: F401  (re-exported: the mount and tests use them)
     UPLOAD_SUFFIX, MiB, MultipartUploads, ObjectInfo, first_error)
 
@@ -87,7 +88,7 @@ _CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 _ALLOWED_KEYS = {"endpoint_url", "region", "addressing_style", "buckets", "profile",
                  "max_attempts", "retry_mode", "threads", "part_size", "multipart_threshold",
                  "part_concurrency", "if_none_match", "listing_ttl", "attr_ttl", "write_back",
-                 "negative_ttl", "put_processes", "no_sign_request"}
+                 "negative_ttl", "put_processes", "no_sign_request", "requester_pays"}
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class S3Config:
     negative_ttl: float = 0.0  # seconds a listing says "no such name" without a request
     put_processes: int = 1  # helper processes for single PUTs of spool files (s3_putter)
     no_sign_request: bool = False  # anonymous requests (public buckets; the AWS CLI's flag)
+    requester_pays: bool = False  # we pay for requests to requester-pays buckets
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None) -> S3Config:
@@ -265,11 +267,14 @@ class S3Backend(MultipartUploads, ServerSideCopies):
             # serve path-style requests, rarely bucket.<host> names (rclone does the same)
             style = "path"
             self.client = make(style)
+        if cfg.requester_pays:
+            pay_as_requester(self.client)
         # single PUTs of spool files run in helper processes when credentials are known
         self._credentials = None if cfg.no_sign_request else session.get_credentials()
         self._put_pool = PutPool(ClientSpec(
             None if _is_aws(endpoint) else endpoint, self.client.meta.region_name, style,
-            cfg.retry_mode, cfg.max_attempts, 10), cfg.put_processes) \
+            cfg.retry_mode, cfg.max_attempts, 10, requester_pays=cfg.requester_pays),
+            cfg.put_processes) \
             if cfg.put_processes > 0 and self._credentials is not None else None
         self.limiter = limiter or trio.CapacityLimiter(cfg.threads)
         self._denied = _Denied(unsigned=cfg.no_sign_request)

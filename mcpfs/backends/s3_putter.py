@@ -53,6 +53,18 @@ class ClientSpec:
     pool: int
     connect_timeout: float = 10
     read_timeout: float = 60
+    requester_pays: bool = False  # see pay_as_requester
+
+
+def pay_as_requester(client: Any) -> None:
+    """Every request of ``client`` that S3 lets a requester pay for says so
+    (``x-amz-request-payer: requester``): requester-pays buckets, as the AWS CLI's
+    ``--request-payer requester`` and mountpoint-s3's ``--requester-pays``."""
+    def add(params: dict[str, Any], model: Any, **_: Any) -> None:
+        shape = model.input_shape
+        if shape is not None and "RequestPayer" in shape.members:
+            params.setdefault("RequestPayer", "requester")
+    client.meta.events.register("before-parameter-build.s3", add)
 
 
 # ---------------------------------------------------------------- in a helper process
@@ -88,6 +100,8 @@ def _client(spec: ClientSpec, creds: Creds) -> Any:
                 s3={"addressing_style": spec.addressing_style},
                 max_pool_connections=spec.pool, connect_timeout=spec.connect_timeout,
                 read_timeout=spec.read_timeout))
+        if spec.requester_pays:
+            pay_as_requester(client)
     return client
 
 
@@ -170,4 +184,4 @@ class PutPool:
             executor.shutdown(wait=True, cancel_futures=True)
 
 
-__all__ = ["ClientSpec", "PutPool", "put_file", "put_kwargs"]
+__all__ = ["ClientSpec", "PutPool", "pay_as_requester", "put_file", "put_kwargs"]

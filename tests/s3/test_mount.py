@@ -315,6 +315,41 @@ async def test_no_sign_request_reads_a_public_bucket_without_credentials(
     assert denied and "unsigned request" in denied[0] and "credentials" not in denied[0]
 
 
+def record_headers(client, name: str) -> dict[str, list[str]]:
+    """operation name -> the ``name`` header of each request ``client`` sends."""
+    seen: dict[str, list[str]] = {}
+
+    def capture(request, **kwargs):
+        op = kwargs["event_name"].rsplit(".", 1)[-1]
+        seen.setdefault(op, []).append(request.headers.get(name, b"").decode() if isinstance(
+            request.headers.get(name), bytes) else request.headers.get(name, ""))
+    client.meta.events.register("before-send.s3", capture)
+    return seen
+
+
+@pytest.mark.parametrize("pays", [True, False])
+async def test_requester_pays_is_said_on_every_request_that_can(s3_server, bucket, raw,
+                                                                 tmp_path, pays):
+    """[s3] requester_pays (requester-pays datasets): the listing, the open's GET, a HEAD,
+    a PUT, a copy and a delete carry ``x-amz-request-payer: requester``; ListBuckets (which
+    cannot) and a mount without the option do not. (SeaweedFS ignores the header: this
+    checks what is sent.)"""
+    mount = S3Mount(make_backend(s3_server, requester_pays=pays, put_processes=0))
+    seen = record_headers(mount.backend.client, "x-amz-request-payer")
+    raw.put_object(Bucket=bucket, Key="d/a.txt", Body=b"abc")
+    await names(mount, "")
+    assert await names(mount, f"{bucket}/d") == ["a.txt"]
+    assert await read_all(mount, f"{bucket}/d/a.txt") == b"abc"
+    await mount.backend.head(bucket, "d/a.txt")
+    await write_file(mount, tmp_path, f"{bucket}/d/b.txt", b"xyz")
+    await mount.rename(f"{bucket}/d/b.txt", f"{bucket}/d/c.txt")
+    want = "requester" if pays else ""
+    assert seen.pop("ListBuckets") == [""]
+    assert {"ListObjectsV2", "GetObject", "HeadObject", "PutObject", "CopyObject",
+            "DeleteObject"} <= set(seen)
+    assert all(v == want for values in seen.values() for v in values), seen
+
+
 async def test_rename_file(mount, bucket, raw):
     raw.put_object(Bucket=bucket, Key="a/src.txt", Body=b"content", Metadata={"m": "1"})
     raw.put_object(Bucket=bucket, Key="b/", Body=b"")

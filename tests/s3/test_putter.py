@@ -31,6 +31,29 @@ def helper_pids(backend) -> list[int]:
     return [p.pid for p in executor._processes.values()] if executor is not None else []
 
 
+def test_a_helper_says_the_requester_pays(s3_server, raw, bucket, tmp_path):
+    """The helper's client is made from the daemon's ClientSpec, requester_pays included
+    (run in this process: the same function a helper runs)."""
+    from dataclasses import replace
+
+    from mcpfs.backends import s3_putter
+    backend = make_backend(s3_server, requester_pays=True)
+    try:
+        spec = replace(backend._put_pool.spec, endpoint_url=s3_server["endpoint"])
+        assert spec.requester_pays
+        creds = (s3_server["access_key"], s3_server["secret_key"], None)
+        headers = []
+        s3_putter._client(spec, creds).meta.events.register(
+            "before-send.s3", lambda request, **_: headers.append(
+                request.headers.get("x-amz-request-payer")))
+        answer = s3_putter.put_file(spec, creds, bucket, "rp", spool(tmp_path, "s", b"12"),
+                                    2, False, None, None)
+        assert answer[0] == "ok" and headers == [b"requester"]
+        assert raw.get_object(Bucket=bucket, Key="rp")["Body"].read() == b"12"
+    finally:
+        backend.close()
+
+
 async def test_a_put_in_a_helper_stores_the_object(s3_server, raw, bucket, tmp_path):
     backend = make_backend(s3_server)
     try:
