@@ -11,6 +11,7 @@ buckets, the AWS CLI's ``--no-sign-request``) and no credentials are read;
 Errors (:func:`map_error`, the only translation of botocore errors): NoSuchKey, NoSuchBucket,
 NotFound and 404 -> ENOENT; AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch, missing
 credentials and 403 -> EACCES (one warning per backend, naming no key or secret);
+InvalidObjectState (an archived object) -> EACCES with its own warning (restore it first);
 PreconditionFailed/412 and ConditionalRequestConflict -> EEXIST (If-None-Match lost a race);
 BucketNotEmpty -> ENOTEMPTY; throttling and 5xx are retried by botocore (``retries`` config,
 ``retry_mode``/``max_attempts``) and then EIO; connection failures EIO. Messages carry the
@@ -204,6 +205,10 @@ def map_error(exc: BaseException, what: str, denied: _Denied | None = None) -> M
         msg = f"{what}: {code or status}"
         if code in _NOT_FOUND or status == 404:
             return McpfsError(msg, errno=errno.ENOENT)
+        if code == "InvalidObjectState":  # 403 too, but nothing to do with credentials
+            log.warning("%s: the object is archived (a Glacier storage class): restore it "
+                        "(aws s3api restore-object) before reading it", what)
+            return McpfsError(f"{what}: archived, restore it first", errno=errno.EACCES)
         if code in _DENIED or status == 403:
             (denied or _Denied()).note(code or str(status), what)
             return McpfsError(msg, errno=errno.EACCES)

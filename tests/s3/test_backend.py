@@ -307,6 +307,24 @@ class _SlowDown(BaseHTTPRequestHandler):
         pass
 
 
+def test_an_archived_object_is_eacces_with_its_own_warning(caplog):
+    # (SeaweedFS has no archive tier: the error AWS sends for a GET of a GLACIER object)
+    import botocore.exceptions
+    from mcpfs.backends.s3 import _Denied, map_error
+    err = botocore.exceptions.ClientError(
+        {"Error": {"Code": "InvalidObjectState", "Message": "The operation is not valid for "
+                   "the object's storage class"}, "ResponseMetadata": {"HTTPStatusCode": 403}},
+        "GetObject")
+    denied = _Denied()
+    with caplog.at_level(logging.WARNING, logger="mcpfs.backends.s3"):
+        mapped = map_error(err, "read s3://b/cold.bin", denied)
+    assert mapped.errno == errno.EACCES and "restore" in str(mapped)
+    assert [r.getMessage() for r in caplog.records] == [
+        "read s3://b/cold.bin: the object is archived (a Glacier storage class): restore it "
+        "(aws s3api restore-object) before reading it"]
+    assert not denied.logged  # not a credentials problem: a later denial still warns
+
+
 async def test_throttling_is_retried_then_eio(s3_server):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowDown)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
