@@ -34,17 +34,19 @@ COPY_PART_MIN: Final = 512 * MiB  # bytes per UploadPartCopy (grown to fit 10,00
 class ServerSideCopies:
     async def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str,
                    size: int, *, if_match: str | None = None,
-                   metadata: dict[str, str] | None = None, content_type: str | None = None
-                   ) -> ObjectInfo:
+                   metadata: dict[str, str] | None = None, content_type: str | None = None,
+                   storage_class: str | None = None) -> ObjectInfo:
         """Copy ``src`` to ``dst`` on the server. The source's metadata is copied, or with
         ``metadata`` replaced by the source's plus these keys (one HEAD more). ``if_match``:
-        only while the source has that ETag (EEXIST when it changed, ENOENT when gone)."""
+        only while the source has that ETag (EEXIST when it changed, ENOENT when gone).
+        ``storage_class``: the copy's (a rename passes the source's: S3 stores a copy that
+        names none as STANDARD, whatever the source's was)."""
         if size > MAX_COPY_SIZE:
             return await self._multipart_copy(src_bucket, src_key, dst_bucket, dst_key, size,
-                                              if_match, metadata, content_type)
+                                              if_match, metadata, content_type, storage_class)
         kwargs: dict[str, Any] = {"Bucket": dst_bucket, "Key": dst_key,
                                   "CopySource": {"Bucket": src_bucket, "Key": src_key},
-                                  "MetadataDirective": "COPY"}
+                                  "MetadataDirective": "COPY", **_class_of(storage_class)}
         if if_match:
             kwargs["CopySourceIfMatch"] = if_match
         if metadata:
@@ -68,11 +70,12 @@ class ServerSideCopies:
 
     async def _multipart_copy(self, src_bucket: str, src_key: str, dst_bucket: str,
                               dst_key: str, size: int, if_match: str | None,
-                              metadata: dict[str, str] | None,
-                              content_type: str | None) -> ObjectInfo:
+                              metadata: dict[str, str] | None, content_type: str | None,
+                              storage_class: str | None) -> ObjectInfo:
         what = f"copy s3://{src_bucket}/{src_key} to s3://{dst_bucket}/{dst_key}"
         meta = await self._copy_metadata(src_bucket, src_key, if_match, metadata, content_type)
-        create: dict[str, Any] = {"Bucket": dst_bucket, "Key": dst_key, **meta}
+        create: dict[str, Any] = {"Bucket": dst_bucket, "Key": dst_key, **meta,
+                                  **_class_of(storage_class)}
         upload_id = (await self.call(lambda: self.client.create_multipart_upload(**create),
                                      what, "create_upload"))["UploadId"]
         part = self.part_size_for(size, COPY_PART_MIN)
@@ -102,6 +105,12 @@ class ServerSideCopies:
                 await self._abort(dst_bucket, dst_key, upload_id, what)
             raise
         return ObjectInfo(dst_key, size, 0, resp.get("ETag"), resp.get("VersionId"))
+
+
+def _class_of(storage_class: str | None) -> dict[str, str]:
+    """The ``StorageClass`` argument for a copy of that class (none for STANDARD, the
+    default, which every S3-compatible server takes)."""
+    return {"StorageClass": storage_class} if storage_class not in (None, "STANDARD") else {}
 
 
 __all__ = ["ServerSideCopies", "MAX_COPY_SIZE"]

@@ -5,6 +5,7 @@ Mixed into :class:`~mcpfs.mounts.s3.S3Mount` (it uses the mount's ``backend``, `
 A directory rename copies every key (``RENAME_PARALLEL`` at a time, progress in the log
 every ``PROGRESS_EVERY`` keys), then deletes the sources: not atomic; on failure the copies
 made so far stay, the sources are untouched, and the first error propagates (EIO...).
+Each copy keeps its source's storage class (S3 would store it as STANDARD otherwise).
 
 Concurrency: ``_ns_lock`` (trio.Lock) serializes renames against each other; it is taken
 after vfs's OpenFile lock.
@@ -61,7 +62,8 @@ class S3Renames:
             if dst_attr is not None and dst_attr.is_dir:
                 raise McpfsError(f"/s3/{dst}: is a directory", errno=errno.EISDIR)
             info = await self._head(src)
-            await self.backend.copy(sb, sk, db, dk, info.size)
+            await self.backend.copy(sb, sk, db, dk, info.size,
+                                    storage_class=info.storage_class)
             await self.backend.delete(sb, sk)
             return
         if dst_attr is not None:
@@ -82,7 +84,8 @@ class S3Renames:
                 if info.key.endswith("/") and not info.size:  # a marker: make a new one
                     await self.backend.put_bytes(db, target, b"")
                 else:
-                    await self.backend.copy(sb, info.key, db, target, info.size)
+                    await self.backend.copy(sb, info.key, db, target, info.size,
+                                            storage_class=info.storage_class)
             done.append(info.key)
             if len(done) % PROGRESS_EVERY == 0:
                 log.info("rename s3://%s/%s -> s3://%s/%s: %d keys copied (%.1f s)", sb, sp,

@@ -350,6 +350,21 @@ async def test_requester_pays_is_said_on_every_request_that_can(s3_server, bucke
     assert all(v == want for values in seen.values() for v in values), seen
 
 
+async def test_renames_keep_the_storage_class(mount, bucket, raw):
+    """S3 stores a copy that names no storage class as STANDARD: a rename asks for the
+    source's (a file, and every key of a directory); STANDARD itself is not sent."""
+    sent = record_headers(mount.backend.client, "x-amz-storage-class")
+    raw.put_object(Bucket=bucket, Key="ia.bin", Body=b"1", StorageClass="STANDARD_IA")
+    raw.put_object(Bucket=bucket, Key="d/ia.bin", Body=b"2", StorageClass="STANDARD_IA")
+    raw.put_object(Bucket=bucket, Key="d/std.bin", Body=b"3")
+    await mount.rename(f"{bucket}/ia.bin", f"{bucket}/moved.bin")
+    await mount.rename(f"{bucket}/d", f"{bucket}/e")
+    assert sorted(sent["CopyObject"]) == ["", "STANDARD_IA", "STANDARD_IA"]
+    for key, cls in (("moved.bin", "STANDARD_IA"), ("e/ia.bin", "STANDARD_IA"),
+                     ("e/std.bin", None)):
+        assert raw.head_object(Bucket=bucket, Key=key).get("StorageClass") == cls, key
+
+
 async def test_rename_file(mount, bucket, raw):
     raw.put_object(Bucket=bucket, Key="a/src.txt", Body=b"content", Metadata={"m": "1"})
     raw.put_object(Bucket=bucket, Key="b/", Body=b"")
