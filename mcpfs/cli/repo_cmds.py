@@ -20,6 +20,7 @@ def pin() -> None:
 @click.option("-r/--direct", "--recursive/--direct", "recursive", default=True)
 @click.option("--name", default=None)
 def pin_add(paths, recursive, name):
+    """Pin PATHS (CIDs or /ipfs paths): kept by `repo gc`."""
     n = node()
     for path in paths:
         cid = n.pin_add(path, recursive, name)
@@ -30,6 +31,7 @@ def pin_add(paths, recursive, name):
 @click.argument("paths", nargs=-1, required=True)
 @click.option("-r/--direct", "--recursive/--direct", "recursive", default=True)
 def pin_rm(paths, recursive):
+    """Unpin PATHS (their blocks go at the next `repo gc`)."""
     n = node()
     for path in paths:
         cid = n.pin_rm(path, recursive)
@@ -77,6 +79,7 @@ def block() -> None:
 @click.option("--pin", is_flag=True)
 @click.option("--allow-big-block", is_flag=True)
 def block_put(source, cid_codec, mhtype, pin, allow_big_block):
+    """Store the bytes of SOURCE (or stdin) as one block; print its CID."""
     result = node().block_put(source or sys.stdin.buffer, cid_codec, mhtype, pin,
                               allow_big_block)
     click.echo(result["Key"])
@@ -85,12 +88,14 @@ def block_put(source, cid_codec, mhtype, pin, allow_big_block):
 @block.command("get")
 @click.argument("cid")
 def block_get(cid):
+    """Write the raw bytes of block CID to stdout."""
     sys.stdout.buffer.write(node().block_get(cid))
 
 
 @block.command("stat")
 @click.argument("cid")
 def block_stat(cid):
+    """Key and size of block CID."""
     st = node().block_stat(cid)
     click.echo(f"Key: {st['Key']}\nSize: {st['Size']}")
 
@@ -100,6 +105,7 @@ def block_stat(cid):
 @click.option("-f", "--force", is_flag=True)
 @click.option("-q", "--quiet", is_flag=True)
 def block_rm(cids, force, quiet):
+    """Remove the blocks CIDS from the local repo."""
     failed = False
     for result in node().block_rm(list(cids), force):
         if result.get("Error"):
@@ -124,6 +130,7 @@ def dag() -> None:
 @click.option("--pin", is_flag=True)
 @click.option("--allow-big-block", is_flag=True)
 def dag_put(source, store_codec, input_codec, hash_name, pin, allow_big_block):
+    """Store the node in SOURCE (or stdin); print its CID."""
     click.echo(node().dag_put(source or sys.stdin.buffer, store_codec, input_codec, hash_name,
                               pin, allow_big_block))
 
@@ -132,12 +139,14 @@ def dag_put(source, store_codec, input_codec, hash_name, pin, allow_big_block):
 @click.argument("path")
 @click.option("--output-codec", default="dag-json")
 def dag_get(path, output_codec):
+    """Write the node at PATH (CID[/path]) to stdout, as dag-json by default."""
     sys.stdout.buffer.write(node().dag_get(path, output_codec))
 
 
 @dag.command("resolve")
 @click.argument("path")
 def dag_resolve(path):
+    """The CID (and remaining path) that PATH resolves to."""
     result = node().dag_resolve(path)
     cid, rest = result["Cid"], result["RemPath"]
     click.echo(f"{cid}/{rest}" if rest else str(cid))
