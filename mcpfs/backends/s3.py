@@ -8,15 +8,11 @@ fails with EACCES and one log line. ``no_sign_request``: requests are not signed
 buckets, the AWS CLI's ``--no-sign-request``) and no credentials are read;
 ``requester_pays``: every request that can says the requester pays (requester-pays buckets).
 
-Errors (:func:`map_error`, the only translation of botocore errors): NoSuchKey, NoSuchBucket,
-NotFound and 404 -> ENOENT; AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch, missing
-credentials and 403 -> EACCES (one warning per backend, naming no key or secret);
-InvalidObjectState (an archived object) -> EACCES with its own warning (restore it first);
-PreconditionFailed/412 and ConditionalRequestConflict -> EEXIST (If-None-Match lost a race);
-BucketNotEmpty -> ENOTEMPTY; throttling and 5xx are retried by botocore (``retries`` config,
-``retry_mode``/``max_attempts``) and then EIO; connection failures EIO. Messages carry the
-operation, bucket/key and the S3 error code only, never the server's text (which may quote
-request headers).
+Errors: every botocore error goes through :func:`.s3_errors.map_error` (the only
+translation: ENOENT, EACCES, EEXIST, ENOTEMPTY, EINVAL, else EIO; see there); throttling and
+5xx are retried by botocore (``retries`` config, ``retry_mode``/``max_attempts``) first.
+Messages carry the operation, bucket/key and the S3 error code only, never the server's
+text (which may quote request headers).
 
 Resources: one boto3 client (thread-safe, a urllib3 pool of ``threads`` connections) shared
 by all calls; every call runs in ``trio.to_thread.run_sync`` under one CapacityLimiter
@@ -68,6 +64,7 @@ import trio
 
 from ..errors import McpfsError
 from .s3_copy import MAX_COPY_SIZE, ServerSideCopies  # noqa: F401  (re-exported)
+from .s3_errors import Conflict, _Denied, map_error  # noqa: F401  (re-exported)
 from .s3_putter import ClientSpec, PutPool, pay_as_requester
 from .s3_upload import (  # noqa: F401  (re-exported: the mount and tests use them)
     UPLOAD_SUFFIX, MiB, MultipartUploads, ObjectInfo, first_error)
@@ -81,11 +78,6 @@ T = TypeVar("T")
 DELETE_BATCH: Final = 1000  # keys per DeleteObjects request (S3's limit)
 STATS_NAME: Final = "s3"  # the backend's name in Stats.backend / backend_cache
 
-_NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NotFound", "404", "NoSuchUpload",
-              "InvalidBucketName"}
-_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403",
-           "ExpiredToken", "InvalidToken", "AllAccessDisabled", "AccountProblem"}
-_CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 _ALLOWED_KEYS = {"endpoint_url", "region", "addressing_style", "buckets", "profile",
                  "max_attempts", "retry_mode", "threads", "part_size", "multipart_threshold",
                  "part_concurrency", "if_none_match", "listing_ttl", "attr_ttl", "write_back",
@@ -162,76 +154,6 @@ def fast_timestamp(value: Any) -> datetime.datetime:
             if parsed.tzinfo is not None:  # (a zone-less time is botocore's to read)
                 return parsed
     return botocore.utils.parse_timestamp(value)
-
-
-class Conflict(McpfsError):
-    """A conditional request lost (412): EEXIST. ``retried``: botocore had sent the request
-    before (its first attempt may have done the write; see s3_upload)."""
-
-    errno = errno.EEXIST
-
-    def __init__(self, message: str, retried: bool) -> None:
-        super().__init__(message)
-        self.retried = retried
-
-
-class _Denied:
-    """Logs the first denial of a backend as one warning; later ones at debug level (a
-    mount with wrong credentials must not flood the log)."""
-
-    def __init__(self, unsigned: bool = False) -> None:
-        self.logged = False
-        self.unsigned = unsigned  # no_sign_request: there are no credentials to check
-
-    def note(self, code: str, what: str) -> None:
-        level = logging.DEBUG if self.logged else logging.WARNING
-        self.logged = True
-        if self.unsigned:
-            log.log(level, "S3 denied %s (%s) to an unsigned request (no_sign_request): "
-                    "only what a bucket opens to anyone can be read", what, code)
-            return
-        log.log(level, "S3 denied %s (%s): check the credentials boto3 finds (env, ~/.aws, "
-                "profile) and the bucket policy", what, code)
-
-
-def map_error(exc: BaseException, what: str, denied: _Denied | None = None) -> McpfsError:
-    """The McpfsError for a botocore exception (see the module docstring)."""
-    if isinstance(exc, McpfsError):
-        return exc
-    if isinstance(exc, botocore.exceptions.ClientError):
-        err = exc.response.get("Error", {})
-        code = str(err.get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        msg = f"{what}: {code or status}"
-        if code in _NOT_FOUND or status == 404:
-            return McpfsError(msg, errno=errno.ENOENT)
-        if code == "InvalidObjectState":  # 403 too, but nothing to do with credentials
-            log.warning("%s: the object is archived (a Glacier storage class): restore it "
-                        "(aws s3api restore-object) before reading it", what)
-            return McpfsError(f"{what}: archived, restore it first", errno=errno.EACCES)
-        if code in _DENIED or status == 403:
-            (denied or _Denied()).note(code or str(status), what)
-            return McpfsError(msg, errno=errno.EACCES)
-        if code in _CONFLICT or status == 412:
-            retries = exc.response.get("ResponseMetadata", {}).get("RetryAttempts") or 0
-            return Conflict(msg, retried=retries > 0)
-        if code == "BucketNotEmpty":
-            return McpfsError(msg, errno=errno.ENOTEMPTY)
-        if code == "BucketAlreadyOwnedByYou" or code == "BucketAlreadyExists":
-            return McpfsError(msg, errno=errno.EEXIST)
-        if code == "InvalidRange" or status == 416:
-            return McpfsError(msg, errno=errno.EINVAL)
-        log.error("%s failed: S3 %s (HTTP %s)", what, code, status)
-        return McpfsError(msg, errno=errno.EIO)
-    if isinstance(exc, (botocore.exceptions.NoCredentialsError,
-                        botocore.exceptions.PartialCredentialsError)):
-        (denied or _Denied()).note("NoCredentials", what)
-        return McpfsError(f"{what}: no S3 credentials", errno=errno.EACCES)
-    if isinstance(exc, botocore.exceptions.BotoCoreError):
-        log.error("%s failed: %s", what, type(exc).__name__)
-        return McpfsError(f"{what}: {type(exc).__name__}", errno=errno.EIO)
-    log.error("%s failed: %s", what, type(exc).__name__)
-    return McpfsError(f"{what}: {type(exc).__name__}", errno=errno.EIO)
 
 
 class S3Backend(MultipartUploads, ServerSideCopies):

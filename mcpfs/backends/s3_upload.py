@@ -132,10 +132,10 @@ class MultipartUploads:
 
     async def _unless_ours(self, attempt: Callable[[], Awaitable[Any]], bucket: str, key: str,
                            size: int, etag: Callable[[], str]) -> Any:
-        """``attempt()``, a conditional write; its 412 after a retry (s3.Conflict.retried)
-        becomes the response of a write that succeeded when the object at ``key`` is ours:
-        ``size`` bytes and the ETag ``etag()`` (run in a worker thread) gives. Anything
-        else stays EEXIST."""
+        """``attempt()``, a conditional write; its 412 after a retry
+        (s3_errors.Conflict.retried) becomes the response of a write that succeeded when
+        the object at ``key`` is ours: ``size`` bytes and the ETag ``etag()`` (run in a
+        worker thread) gives. Anything else stays EEXIST."""
         try:
             return await attempt()
         except McpfsError as exc:
