@@ -6,7 +6,7 @@ endpoint/region when the section leaves them out, come from boto3's own chain (e
 call is made at construction, so wrong credentials do not stop a mount: the first request
 fails with EACCES and one log line. ``no_sign_request``: requests are not signed (public
 buckets, the AWS CLI's ``--no-sign-request``) and no credentials are read;
-``requester_pays``: every request that can says the requester pays (requester-pays buckets).
+``requester_pays``, ``sse``, ``sse_kms_key_id``: s3_putter.RequestDefaults.
 
 Errors: every botocore error goes through :func:`.s3_errors.map_error` (the only
 translation: ENOENT, EACCES, EEXIST, ENOTEMPTY, EINVAL, else EIO; see there); throttling and
@@ -65,7 +65,7 @@ import trio
 from ..errors import McpfsError
 from .s3_copy import MAX_COPY_SIZE, ServerSideCopies  # noqa: F401  (re-exported)
 from .s3_errors import Conflict, _Denied, map_error  # noqa: F401  (re-exported)
-from .s3_putter import ClientSpec, PutPool, pay_as_requester
+from .s3_putter import ClientSpec, PutPool, RequestDefaults
 from .s3_upload import (  # noqa: F401  (re-exported: the mount and tests use them)
     UPLOAD_SUFFIX, MiB, MultipartUploads, ObjectInfo, first_error)
 
@@ -81,7 +81,8 @@ STATS_NAME: Final = "s3"  # the backend's name in Stats.backend / backend_cache
 _ALLOWED_KEYS = {"endpoint_url", "region", "addressing_style", "buckets", "profile",
                  "max_attempts", "retry_mode", "threads", "part_size", "multipart_threshold",
                  "part_concurrency", "if_none_match", "listing_ttl", "attr_ttl", "write_back",
-                 "negative_ttl", "put_processes", "no_sign_request", "requester_pays"}
+                 "negative_ttl", "put_processes", "no_sign_request", "requester_pays", "sse",
+                 "sse_kms_key_id"}
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ class S3Config:
     put_processes: int = 1  # helper processes for single PUTs of spool files (s3_putter)
     no_sign_request: bool = False  # anonymous requests (public buckets; the AWS CLI's flag)
     requester_pays: bool = False  # we pay for requests to requester-pays buckets
+    sse: str | None = None  # server-side encryption of what we write: AES256, aws:kms...
+    sse_kms_key_id: str | None = None  # the KMS key for sse = "aws:kms"
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None) -> S3Config:
@@ -119,6 +122,12 @@ class S3Config:
             section.pop(key)
         if section.get("buckets") is not None:
             section["buckets"] = tuple(section["buckets"])
+        if section.get("sse") not in (None, "AES256", "aws:kms", "aws:kms:dsse"):
+            raise McpfsError("[s3] sse must be AES256, aws:kms or aws:kms:dsse",
+                             errno=errno.EINVAL)
+        if section.get("sse_kms_key_id") and not str(section.get("sse", "")).startswith(
+                "aws:kms"):
+            raise McpfsError("[s3] sse_kms_key_id needs sse = \"aws:kms\"", errno=errno.EINVAL)
         if section.get("addressing_style", "auto") not in ("auto", "path", "virtual"):
             raise McpfsError("[s3] addressing_style must be auto, path or virtual",
                              errno=errno.EINVAL)
@@ -194,13 +203,13 @@ class S3Backend(MultipartUploads, ServerSideCopies):
             # serve path-style requests, rarely bucket.<host> names (rclone does the same)
             style = "path"
             self.client = make(style)
-        if cfg.requester_pays:
-            pay_as_requester(self.client)
+        defaults = RequestDefaults(cfg.requester_pays, cfg.sse, cfg.sse_kms_key_id)
+        defaults.install(self.client)
         # single PUTs of spool files run in helper processes when credentials are known
         self._credentials = None if cfg.no_sign_request else session.get_credentials()
         self._put_pool = PutPool(ClientSpec(
             None if _is_aws(endpoint) else endpoint, self.client.meta.region_name, style,
-            cfg.retry_mode, cfg.max_attempts, 10, requester_pays=cfg.requester_pays),
+            cfg.retry_mode, cfg.max_attempts, 10, defaults=defaults),
             cfg.put_processes) \
             if cfg.put_processes > 0 and self._credentials is not None else None
         self.limiter = limiter or trio.CapacityLimiter(cfg.threads)

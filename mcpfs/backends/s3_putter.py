@@ -42,6 +42,41 @@ Creds = tuple[str, str, str | None]  # access key, secret key, session token
 
 
 @dataclass(frozen=True)
+class RequestDefaults:
+    """Arguments every request of a client gets where S3 takes them (a botocore
+    ``before-parameter-build`` hook, so the daemon's client and the helpers' agree):
+
+    - ``requester_pays``: ``x-amz-request-payer: requester`` on every operation that has a
+      RequestPayer parameter (requester-pays buckets, the AWS CLI's ``--request-payer``);
+    - ``sse`` / ``sse_kms_key_id``: server-side encryption of every object we write
+      (PutObject, CreateMultipartUpload, CopyObject; mountpoint-s3's ``--sse`` and
+      ``--sse-kms-key-id``), for buckets whose policy demands it.
+    """
+
+    requester_pays: bool = False
+    sse: str | None = None  # "AES256", "aws:kms" or "aws:kms:dsse"
+    sse_kms_key_id: str | None = None
+
+    def install(self, client: Any) -> None:
+        if not (self.requester_pays or self.sse):
+            return
+
+        def add(params: dict[str, Any], model: Any, **_: Any) -> None:
+            shape = model.input_shape
+            members = shape.members if shape is not None else {}
+            if self.requester_pays and "RequestPayer" in members:
+                params.setdefault("RequestPayer", "requester")
+            if self.sse and model.name in _WRITES:
+                params.setdefault("ServerSideEncryption", self.sse)
+                if self.sse_kms_key_id:
+                    params.setdefault("SSEKMSKeyId", self.sse_kms_key_id)
+        client.meta.events.register("before-parameter-build.s3", add)
+
+
+_WRITES = frozenset({"PutObject", "CreateMultipartUpload", "CopyObject"})  # new objects
+
+
+@dataclass(frozen=True)
 class ClientSpec:
     """The settings of the daemon's S3 client, for building the same client elsewhere."""
 
@@ -53,18 +88,7 @@ class ClientSpec:
     pool: int
     connect_timeout: float = 10
     read_timeout: float = 60
-    requester_pays: bool = False  # see pay_as_requester
-
-
-def pay_as_requester(client: Any) -> None:
-    """Every request of ``client`` that S3 lets a requester pay for says so
-    (``x-amz-request-payer: requester``): requester-pays buckets, as the AWS CLI's
-    ``--request-payer requester`` and mountpoint-s3's ``--requester-pays``."""
-    def add(params: dict[str, Any], model: Any, **_: Any) -> None:
-        shape = model.input_shape
-        if shape is not None and "RequestPayer" in shape.members:
-            params.setdefault("RequestPayer", "requester")
-    client.meta.events.register("before-parameter-build.s3", add)
+    defaults: RequestDefaults = RequestDefaults()  # (frozen: a safe shared default)
 
 
 # ---------------------------------------------------------------- in a helper process
@@ -100,8 +124,7 @@ def _client(spec: ClientSpec, creds: Creds) -> Any:
                 s3={"addressing_style": spec.addressing_style},
                 max_pool_connections=spec.pool, connect_timeout=spec.connect_timeout,
                 read_timeout=spec.read_timeout))
-        if spec.requester_pays:
-            pay_as_requester(client)
+        spec.defaults.install(client)
     return client
 
 
@@ -184,4 +207,4 @@ class PutPool:
             executor.shutdown(wait=True, cancel_futures=True)
 
 
-__all__ = ["ClientSpec", "PutPool", "pay_as_requester", "put_file", "put_kwargs"]
+__all__ = ["ClientSpec", "PutPool", "RequestDefaults", "put_file", "put_kwargs"]

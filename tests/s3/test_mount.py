@@ -10,6 +10,7 @@ import tracemalloc
 
 import pytest
 
+from mcpfs.errors import McpfsError
 from mcpfs.mounts.base import DIR, FILE
 from mcpfs.mounts.prefetch import KEEP_BEHIND, MiB, Prefetcher
 from mcpfs.backends.s3 import S3Backend, S3Config
@@ -363,6 +364,46 @@ async def test_renames_keep_the_storage_class(mount, bucket, raw):
     for key, cls in (("moved.bin", "STANDARD_IA"), ("e/ia.bin", "STANDARD_IA"),
                      ("e/std.bin", None)):
         assert raw.head_object(Bucket=bucket, Key=key).get("StorageClass") == cls, key
+
+
+async def test_sse_encrypts_every_object_written(s3_server, bucket, raw, tmp_path):
+    """[s3] sse = "AES256": a single PUT, a multipart upload and a rename's copy ask for
+    server-side encryption (the header as sent), and SeaweedFS reports it; reads and
+    listings do not carry it."""
+    mount = S3Mount(make_backend(s3_server, sse="AES256", put_processes=0))
+    sent = record_headers(mount.backend.client, "x-amz-server-side-encryption")
+    await write_file(mount, tmp_path, f"{bucket}/small", b"s")
+    await write_file(mount, tmp_path, f"{bucket}/big", os.urandom(9 * MiB))
+    await mount.rename(f"{bucket}/small", f"{bucket}/moved")
+    assert await names(mount, bucket) == ["big", "moved"]
+    for op in ("PutObject", "CreateMultipartUpload", "CopyObject"):
+        assert sent[op] == ["AES256"], (op, sent)
+    assert set(sent["ListObjectsV2"]) == {""} and set(sent.get("UploadPart", [""])) == {""}
+    assert raw.head_object(Bucket=bucket, Key="moved")["ServerSideEncryption"] == "AES256"
+
+
+def test_sse_kms_key_and_config_checks():
+    from botocore.awsrequest import AWSResponse
+
+    from mcpfs.backends.s3_putter import RequestDefaults
+    backend = S3Backend(S3Config.from_section({
+        "endpoint_url": "http://127.0.0.1:9", "region": "us-east-1",
+        "sse": "aws:kms", "sse_kms_key_id": "key-1"}))
+    headers = {}
+
+    def answer(params, **_):  # (SeaweedFS has no KMS: what would be sent, not sent)
+        headers.update(params["headers"])
+        return AWSResponse("", 200, {}, None), {"UploadId": "u"}
+    backend.client.meta.events.register("before-call.s3.CreateMultipartUpload", answer)
+    backend.client.create_multipart_upload(Bucket="b", Key="k")
+    assert headers["x-amz-server-side-encryption"] == "aws:kms"
+    assert headers["x-amz-server-side-encryption-aws-kms-key-id"] == "key-1"
+    assert RequestDefaults().install(backend.client) is None  # nothing asked: no hook
+    for bad in ({"sse": "rot13"}, {"sse_kms_key_id": "k"},
+                {"sse": "AES256", "sse_kms_key_id": "k"}):
+        with pytest.raises(McpfsError) as exc:
+            S3Config.from_section(bad)
+        assert exc.value.errno == errno.EINVAL
 
 
 async def test_rename_file(mount, bucket, raw):

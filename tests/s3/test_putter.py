@@ -31,25 +31,26 @@ def helper_pids(backend) -> list[int]:
     return [p.pid for p in executor._processes.values()] if executor is not None else []
 
 
-def test_a_helper_says_the_requester_pays(s3_server, raw, bucket, tmp_path):
-    """The helper's client is made from the daemon's ClientSpec, requester_pays included
-    (run in this process: the same function a helper runs)."""
+def test_a_helper_says_the_requester_pays_and_encrypts(s3_server, raw, bucket, tmp_path):
+    """The helper's client is made from the daemon's ClientSpec, its request defaults
+    included (run in this process: the same function a helper runs)."""
     from dataclasses import replace
 
     from mcpfs.backends import s3_putter
-    backend = make_backend(s3_server, requester_pays=True)
+    backend = make_backend(s3_server, requester_pays=True, sse="AES256")
     try:
         spec = replace(backend._put_pool.spec, endpoint_url=s3_server["endpoint"])
-        assert spec.requester_pays
         creds = (s3_server["access_key"], s3_server["secret_key"], None)
         headers = []
         s3_putter._client(spec, creds).meta.events.register(
             "before-send.s3", lambda request, **_: headers.append(
-                request.headers.get("x-amz-request-payer")))
+                (request.headers.get("x-amz-request-payer"),
+                 request.headers.get("x-amz-server-side-encryption"))))
         answer = s3_putter.put_file(spec, creds, bucket, "rp", spool(tmp_path, "s", b"12"),
                                     2, False, None, None)
-        assert answer[0] == "ok" and headers == [b"requester"]
-        assert raw.get_object(Bucket=bucket, Key="rp")["Body"].read() == b"12"
+        assert answer[0] == "ok" and headers == [(b"requester", b"AES256")]
+        got = raw.get_object(Bucket=bucket, Key="rp")
+        assert got["Body"].read() == b"12" and got["ServerSideEncryption"] == "AES256"
     finally:
         backend.close()
 
