@@ -159,7 +159,8 @@ class S3Mount(S3Renames, S3Listings, Mount):
                     self.backend.config.buckets:
                 raise McpfsError(f"/s3/{path}: no such bucket", errno=errno.ENOENT)
             _bucket_name(path)
-            await self._small_listing(segs[0])  # the bucket exists (else NoSuchBucket:
+            if self._listings.get(segs[0]) is None:  # (kept: the bucket exists)
+                await self._small_listing(segs[0])  # the bucket exists (else NoSuchBucket:
             return Attr(DIR), None  # ENOENT), and lookups in it are answered (one request)
         small = await self._small_listing(parent)
         if small is not None:
@@ -439,14 +440,18 @@ class S3Mount(S3Renames, S3Listings, Mount):
 
     async def warm(self) -> None:
         """At start: two cheap requests (ListBuckets unless the buckets are configured, and
-        a one-key listing of the first bucket), so the first access through the mount does
-        not also pay the client's first-call costs (its connection, botocore's lazy set-up):
-        about 10 ms of a fresh mount's time to first byte here. A failure is logged at info
-        level (a denial also gives the backend's one warning about credentials, earlier)."""
+        one page of the first bucket's top level), so the first access through the mount
+        does not also pay the client's first-call costs (its connection, botocore's lazy
+        set-up: about 10 ms of a fresh mount's time to first byte here). The bucket's page
+        is kept as its listing (for ``listing_ttl``, when it holds the whole top level):
+        the bucket and the names in it are then found without a request of their own. The
+        bucket list is not kept: the first ``ls /s3`` asks the server, so a bucket made
+        since the start shows. A failure is logged at info level (a denial also gives the
+        backend's one warning about credentials, earlier)."""
         try:
             buckets = [name for name, _ in await self.backend.list_buckets()]
             if buckets:
-                await self.backend.list_dir_page(buckets[0], "", 1)
+                await self._small_listing(buckets[0])
         except Exception as exc:  # noqa: BLE001 - only a warm-up: never ends the daemon
             log.info("/s3: the request made at start failed: %s", exc)
 

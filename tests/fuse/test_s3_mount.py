@@ -254,8 +254,9 @@ def test_mcpfs_mount_with_aws_endpoint_url(cli_mnt, s3_env, monkeypatch, raw, bu
 
 
 def test_the_client_is_warmed_at_start(s3_mnt, bucket):
-    """Before anything touches /s3, the daemon has listed the buckets and one key of the
-    first: the first access does not pay the client's first-call costs."""
+    """Before anything touches /s3, the daemon has listed the buckets and a page of the
+    first: the first access does not pay the client's first-call costs, and that page is
+    kept (the first bucket is found without a request); the bucket list is not."""
     ops: dict = {}
     deadline = time.monotonic() + 10  # (the requests run beside the start, not before it)
     while "list" not in ops and time.monotonic() < deadline:
@@ -264,6 +265,12 @@ def test_the_client_is_warmed_at_start(s3_mnt, bucket):
     assert ops.get("list_buckets", {}).get("Count") == 1
     assert ops.get("list", {}).get("Count") == 1
     assert (s3_mnt / "s3" / bucket).is_dir()
+    first = min(os.listdir(s3_mnt / "s3"))  # ListBuckets again: a fresh list
+    ops = json.loads(mcpfs("stats", "--json").stdout)["Backends"]["s3"]["Ops"]
+    lists = ops["list"]["Count"]
+    assert (s3_mnt / "s3" / first).is_dir()  # the first bucket's page was kept: no request
+    ops = json.loads(mcpfs("stats", "--json").stdout)["Backends"]["s3"]["Ops"]
+    assert ops["list"]["Count"] == lists and ops["list_buckets"]["Count"] == 2
 
 
 def test_wrong_credentials_eacces_rest_works(daemon, s3_env):
