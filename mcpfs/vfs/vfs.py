@@ -115,9 +115,10 @@ class VFS(OpenFiles, Copies):
     # ---------------------------------------------------------------- names
     def _pending_below(self, path: str) -> bool:
         """Whether a file under ``path`` is open for writing or waiting for its upload:
-        then ``path`` is a directory, whatever the backend (maybe unreachable) says."""
+        then ``path`` is a directory (not empty), whatever the backend (maybe unreachable)
+        says."""
         prefix = path + "/"
-        return any(of.node.path.startswith(prefix) and not of.unlinked
+        return any(of.node.attached and not of.unlinked and of.node.path.startswith(prefix)
                    for of in self.open_files.values())
 
     async def lookup(self, parent: int, name: str) -> Entry:
@@ -214,8 +215,7 @@ class VFS(OpenFiles, Copies):
         mount, sub = self.route(path)
         self._writable(mount, path)
         await self.write_back.settle(path)
-        if any(of.node.attached and not of.unlinked and of.node.path.startswith(path + "/")
-               for of in self.open_files.values()):
+        if self._pending_below(path):
             raise McpfsError(f"/{path}: directory not empty", errno=errno.ENOTEMPTY)
         await mount.rmdir(sub)
         self.inodes.detach(path)
