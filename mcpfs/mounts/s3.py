@@ -158,10 +158,8 @@ class S3Mount(S3Renames, S3Listings, Mount):
             if self.backend.config.buckets is not None and segs[0] not in \
                     self.backend.config.buckets:
                 raise McpfsError(f"/s3/{path}: no such bucket", errno=errno.ENOENT)
-            _bucket_name(path)
-            if self._listings.get(segs[0]) is None:  # (kept: the bucket exists)
-                await self._small_listing(segs[0])  # the bucket exists (else NoSuchBucket:
-            return Attr(DIR), None  # ENOENT), and lookups in it are answered (one request)
+            await self._probe_bucket(segs[0])
+            return Attr(DIR), None
         small = await self._small_listing(parent)
         if small is not None:
             return await self._from_listing(path, small, listed=True)
@@ -194,8 +192,7 @@ class S3Mount(S3Renames, S3Listings, Mount):
             raise McpfsError(f"/s3/{path}: no such file", errno=errno.ENOENT)
         if len(segs) == 1 and self.backend.config.buckets is None \
                 and not (self._negative_ttl > 0 and "" in self._fresh):
-            _bucket_name(path)
-            await self._small_listing(segs[0])  # NoSuchBucket: ENOENT, denied: EACCES
+            await self._probe_bucket(segs[0])
             entry = listing[segs[0]] = (Attr(DIR), None)
             return entry
         if len(segs) > 1 and parent not in self._fresh:
@@ -211,6 +208,14 @@ class S3Mount(S3Renames, S3Listings, Mount):
                 entry = listing[segs[-1]] = (_file_attr(info), info)
                 return entry
         raise McpfsError(f"/s3/{path}: no such file", errno=errno.ENOENT)
+
+    async def _probe_bucket(self, name: str) -> None:
+        """Return when ``name`` is a bucket we may list: its kept listing says so, else one
+        page of it is listed (and kept: lookups in it are then answered). ENOENT for a
+        name no bucket can have (no request) or NoSuchBucket, EACCES when denied."""
+        _bucket_name(name)
+        if self._listings.get(name) is None:
+            await self._small_listing(name)
 
     async def lookup(self, path: str) -> Attr:
         return (await self._stat(path))[0]
