@@ -45,8 +45,8 @@ Copies are server-side (s3_copy.py): CopyObject, or a multipart copy above 5 GiB
 from __future__ import annotations
 
 import datetime
-import hashlib
 import errno
+import hashlib
 import logging
 import os
 import time
@@ -64,7 +64,7 @@ import trio
 
 from ..errors import McpfsError
 from .s3_copy import MAX_COPY_SIZE, ServerSideCopies  # noqa: F401  (re-exported)
-from .s3_errors import Conflict, _Denied, map_error  # noqa: F401  (re-exported)
+from .s3_errors import _Denied, map_error
 from .s3_putter import ClientSpec, PutPool, RequestDefaults
 from .s3_upload import (  # noqa: F401  (re-exported: the mount and tests use them)
     UPLOAD_SUFFIX, MiB, MultipartUploads, ObjectInfo, first_error)

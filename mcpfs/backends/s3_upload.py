@@ -34,6 +34,7 @@ import botocore.exceptions
 import trio
 
 from ..errors import McpfsError
+from .s3_errors import Conflict
 from .s3_putter import put_kwargs
 
 log = logging.getLogger("mcpfs.backends.s3")
@@ -138,8 +139,8 @@ class MultipartUploads:
         worker thread) gives. Anything else stays EEXIST."""
         try:
             return await attempt()
-        except McpfsError as exc:
-            if not getattr(exc, "retried", False):
+        except Conflict as exc:
+            if not exc.retried:
                 raise
             conflict = exc
         what = f"s3://{bucket}/{key}"
