@@ -322,8 +322,8 @@ def record_headers(client, name: str) -> dict[str, list[str]]:
 
     def capture(request, **kwargs):
         op = kwargs["event_name"].rsplit(".", 1)[-1]
-        seen.setdefault(op, []).append(request.headers.get(name, b"").decode() if isinstance(
-            request.headers.get(name), bytes) else request.headers.get(name, ""))
+        value = request.headers.get(name, "")
+        seen.setdefault(op, []).append(value.decode() if isinstance(value, bytes) else value)
     client.meta.events.register("before-send.s3", capture)
     return seen
 
