@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import pyfuse3
 
-from . import fuse_copy_range
+from . import fuse_copy_range, fuse_noflush, fuse_slots
 from .errors import McpfsError
 from .stats import Stats
 from .vfs import VFS, Entry
@@ -291,13 +291,15 @@ def mount(ops: FuseOps, mountpoint: str, debug: bool = False) -> None:
     options |= {"fsname=mcpfs", "subtype=mcpfs"}
     if debug:
         options.add("debug")
-    fuse_copy_range.prepare()  # the slow part, before the mount is visible
+    fuse_slots.prepare()  # the slow part, before the mount is visible
     try:
         pyfuse3.init(ops, mountpoint, options)
     except RuntimeError as exc:
         raise McpfsError(f"cannot mount {mountpoint}: {exc}") from None
     try:
-        fuse_copy_range.install(ops.copy_file_range)  # before the first request is served
+        # before the first request is served
+        fuse_copy_range.install(ops.copy_file_range)
+        fuse_noflush.install()
     except BaseException:  # e.g. Ctrl-C right now: never leave a mount nobody serves
         pyfuse3.close(unmount=True)
         raise

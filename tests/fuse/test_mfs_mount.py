@@ -252,3 +252,25 @@ def test_ls_l_asks_for_security_labels_and_acls_once_per_device(mnt):
     asked = mount_ops().get(("mfs", "getxattr"), 0) - before.get(("mfs", "getxattr"), 0)
     assert listing.count(" f") == 200 and "?" not in listing.split("\n", 2)[1]
     assert asked <= 4, asked
+
+
+def test_a_read_only_close_sends_no_flush_and_a_writing_one_does(mnt):
+    """fuse_noflush.py: read-only opens are answered with FOPEN_NOFLUSH, so their close()
+    does not wait for a FLUSH round trip; a writer's close still flushes, which is where
+    its commit and its errors happen."""
+    path = mnt / "mfs" / "noflush.txt"
+    path.write_bytes(b"hello")
+    before = mount_ops()
+    for _ in range(5):
+        fd = os.open(path, os.O_RDONLY)
+        assert os.read(fd, 5) == b"hello"
+        os.close(fd)
+    after = mount_ops()
+    assert after[("mfs", "open")] - before.get(("mfs", "open"), 0) == 5
+    assert after.get(("mfs", "flush"), 0) == before.get(("mfs", "flush"), 0)
+    fd = os.open(path, os.O_RDWR)  # writable, even if unwritten: flushed
+    os.close(fd)
+    with open(path, "ab") as fh:
+        fh.write(b" world")
+    assert mount_ops()[("mfs", "flush")] - after.get(("mfs", "flush"), 0) == 2
+    assert path.read_bytes() == b"hello world"
