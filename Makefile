@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 sysdeps:
 	@need=""; \
-	for pkg in fuse3 libfuse3-dev pkg-config attr $(PKGS); do \
+	for pkg in fuse3 libfuse3-dev pkg-config attr rsync $(PKGS); do \
 	  dpkg -s $$pkg >/dev/null 2>&1 || need="$$need $$pkg"; \
 	done; \
 	if [ -n "$$need" ]; then \

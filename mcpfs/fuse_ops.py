@@ -152,10 +152,11 @@ class FuseOps(pyfuse3.Operations):
     @_errors
     async def setattr(self, inode: int, attr, fields, fh, ctx):
         size = attr.st_size if fields.update_size else None
-        other = any((fields.update_mode, fields.update_uid, fields.update_gid,
-                     fields.update_atime, fields.update_mtime,
+        mtime = attr.st_mtime_ns if fields.update_mtime else None  # *_NOW: pyfuse3's now
+        perm = attr.st_mode & 0o777 if fields.update_mode else None  # no set-id/sticky bits
+        other = any((fields.update_uid, fields.update_gid, fields.update_atime,
                      getattr(fields, "update_ctime", False)))
-        return self._attrs(await self.vfs.setattr(inode, size, fh, other))
+        return self._attrs(await self.vfs.setattr(inode, size, fh, other, mtime, perm))
 
     @_errors
     async def readlink(self, inode: int, ctx):

@@ -111,6 +111,8 @@ class Writer:
     spool: Spool
     existed: bool
     extra: dict = field(default_factory=dict)  # mount-private state (e.g. a base CID)
+    mtime_ns: int | None = None  # set by utimes since the last write (None: the commit's)
+    perm: int | None = None  # set by chmod while open (None: as it was)
 
 
 XATTR_PREFIX = "user.mcpfs."
@@ -213,9 +215,13 @@ class Mount:
     async def symlink(self, path: str, target: str) -> Attr:
         raise self._readonly(path)
 
+    async def set_attrs(self, path: str, mtime_ns: int | None, perm: int | None) -> None:
+        """chmod / utimes of a file no one is writing (vfs checked it is writable):
+        accepted and not stored by default (docs/SEMANTICS.md)."""
+
     async def warm(self) -> None:
-        """Run once in the background when the daemon starts, beside the first requests
-        (default: nothing). Must not raise."""
+        """Run in the background from the daemon's start, beside the first requests,
+        until it returns or the daemon stops (default: nothing). Must not raise."""
 
     async def aclose(self) -> None:
         """Release backend resources at unmount (default: nothing)."""

@@ -20,6 +20,9 @@ open for long therefore delays ``repo gc``. It takes pieces from a bounded queue
 (``STREAM_QUEUE`` pieces): ``feed`` blocks when the importer is behind (back-pressure on
 the writer). Abandoned or failed imports leave unreferenced blocks for the next GC.
 
+Files' modes and mtimes set through the mount (chmod, utimes) and the mtime of each commit
+are kept beside the DAG, tied to the file's CID (mfs_attrs.py): CIDs stay those of the bytes.
+
 POSIX rename is built from MFS's kubo-style ``mv`` (which moves *into* an existing
 directory): an existing empty target directory is removed first (ENOTEMPTY if it has
 entries), a file onto a directory is EISDIR, a directory onto a file ENOTDIR.
@@ -37,6 +40,7 @@ from __future__ import annotations
 import errno
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -49,6 +53,7 @@ from ..backends.ipfs.stream_import import StreamImport
 from ..errors import McpfsError
 from .base import DIR, FILE, Attr, Capabilities, Mount, StatFS, Writer, split, statfs_of
 from .ipfs import CidReader, Listings, attr_of, block_errors, ipfs_call
+from .mfs_attrs import FileAttrs
 
 THREADS = 4  # concurrent reader calls for /mfs (MFS mutations have their own limiter)
 
@@ -85,6 +90,11 @@ class SpoolSource:
             self._fh = None
 
 
+def _key(path: str) -> str:
+    """``path`` as FileAttrs keys it: segments joined, no leading or doubled slash."""
+    return "/".join(split(path))
+
+
 def mfs_path(path: str) -> str:
     return "/" + "/".join(split(path))
 
@@ -112,6 +122,7 @@ class MfsMount(Mount):
         # a new root is a new key. Same lock.
         self._resolved: LRUCache[tuple[CID, str], tuple[CID, Attr]] = LRUCache(FILE_ATTRS)
         self._attrs_lock = threading.Lock()
+        self.attrs = FileAttrs(repo.root)  # modes and mtimes (trio thread only)
 
     # ---------------------------------------------------------------- reading
     def _resolve_sync(self, path: str) -> CID:
@@ -200,9 +211,9 @@ class MfsMount(Mount):
 
     async def lookup(self, path: str) -> Attr:
         attr = self._cached(path)
-        if attr is not None:
-            return attr
-        return (await self.resolve(path))[1]
+        if attr is None:
+            attr = (await self.resolve(path))[1]
+        return self.attrs.overlay(_key(path), attr)
 
     async def listdir(self, path: str) -> AsyncIterator[tuple[str, Attr]]:
         def work() -> list[tuple[str, Attr]]:
@@ -210,8 +221,9 @@ class MfsMount(Mount):
             if self.mfs.tree.kind(cid) != "directory":
                 raise McpfsError(f"/mfs/{path}: not a directory", errno=errno.ENOTDIR)
             return sorted((name, attr) for name, (_, attr) in self.listings.get(cid).items())
+        folder = _key(path)
         for name, attr in await ipfs_call(self.limiter, work, f"list /mfs/{path}"):
-            yield name, attr
+            yield name, self.attrs.overlay(f"{folder}/{name}" if folder else name, attr)
 
     async def open_read(self, path: str) -> CidReader:
         cid, attr = await self.resolve(path)
@@ -223,10 +235,18 @@ class MfsMount(Mount):
         """Count the embedded node's block reads/writes in ``stats`` (Stats.backend)."""
         self.repo.attach_stats(stats)
 
+    async def warm(self) -> None:
+        """Save the files' modes and mtimes every few seconds (mfs_attrs.py)."""
+        await self.attrs.run()
+
     async def aclose(self) -> None:
-        """Unmount: make the MFS root durable (blocks fsynced, root file synced)."""
-        with block_errors("sync /mfs"):
-            await self.mfs.flush()
+        """Unmount: make the MFS root durable (blocks fsynced, root file synced) and save
+        the files' modes and mtimes."""
+        try:
+            with block_errors("sync /mfs"):
+                await self.mfs.flush()
+        finally:
+            await self.attrs.close()
 
     async def sync(self) -> None:
         """fsync(2) of a file: make the committed MFS root durable now."""
@@ -279,6 +299,28 @@ class MfsMount(Mount):
                             name="mfs-stream-import")
 
     async def commit(self, writer: Writer) -> Attr:
+        """:meth:`_commit_content`, then the file's mtime (the writer's, else now) and mode
+        (the writer's, else the one it had) are kept for its new CID."""
+        attr = await self._commit_content(writer)
+        cid = attr.cid
+        if cid is None:  # not in the caches: one resolve
+            cid = str((await self.resolve(writer.path))[0])
+        key = _key(writer.path)
+        perm = writer.perm
+        if perm is None and writer.existed:
+            perm = self.attrs.perm(key)
+        self.attrs.set(key, cid, writer.mtime_ns or time.time_ns(), perm)
+        return self.attrs.overlay(key, attr if attr.cid else
+                                  Attr(attr.kind, attr.size, attr.perm, attr.mtime_ns, cid=cid))
+
+    async def set_attrs(self, path: str, mtime_ns: int | None, perm: int | None) -> None:
+        """chmod / utimes of a committed file: kept for its current CID. Directories and
+        symlinks keep their defaults (the change is accepted and not stored)."""
+        cid, attr = await self.resolve(path)
+        if attr.kind == FILE:
+            self.attrs.set(_key(path), str(cid), mtime_ns, perm)
+
+    async def _commit_content(self, writer: Writer) -> Attr:
         """Make the written bytes the file's content (see the module docstring for the
         routes) and commit the MFS root. ``writer.extra`` may carry, from the bridge,
         ``link`` = (CID, tsize) of a DAG already in the blockstore holding the same bytes
@@ -351,6 +393,7 @@ class MfsMount(Mount):
     async def unlink(self, path: str) -> None:
         with block_errors(f"unlink /mfs/{path}"):
             await self.mfs.rm(mfs_path(path))
+        self.attrs.removed(_key(path))
 
     async def mkdir(self, path: str) -> Attr:
         with block_errors(f"mkdir /mfs/{path}"):
@@ -360,6 +403,7 @@ class MfsMount(Mount):
     async def rmdir(self, path: str) -> None:
         with block_errors(f"rmdir /mfs/{path}"):
             await self.mfs.rmdir(mfs_path(path))
+        self.attrs.removed(_key(path), is_dir=True)
 
     async def symlink(self, path: str, target: str) -> Attr:
         with block_errors(f"symlink /mfs/{path}"):
@@ -389,6 +433,7 @@ class MfsMount(Mount):
                     await self.rmdir(dst)  # ENOTEMPTY when it has entries
             with block_errors(f"rename /mfs/{src}"):
                 await self.mfs.mv(mfs_path(src), mfs_path(dst))
+            self.attrs.moved(_key(src), _key(dst), src_attr.is_dir)
 
 
 __all__ = ["MfsMount", "mfs_path"]

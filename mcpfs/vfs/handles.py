@@ -50,6 +50,7 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,8 +134,10 @@ class OpenFile(Streaming):
 
     def attr(self) -> Attr:
         base = self.node.attr if isinstance(self.node.attr, Attr) else Attr(FILE)
-        return Attr(FILE, self.size, base.perm, base.mtime_ns, cid=None if self.dirty
-                    else base.cid)
+        writer = self.writer
+        perm = base.perm if writer.perm is None else writer.perm
+        mtime = base.mtime_ns if writer.mtime_ns is None else writer.mtime_ns
+        return Attr(FILE, self.size, perm, mtime, cid=None if self.dirty else base.cid)
 
     async def _fill_locked(self) -> None:
         if not self.filled:
@@ -212,6 +215,7 @@ class OpenFile(Streaming):
         async with self.lock:
             if self.lost is not None:
                 raise self.lost
+            self.writer.mtime_ns = time.time_ns()  # what the commit keeps (mounts/mfs.py)
             if self.copycheck is not None:
                 if offset == self.size and self.copycheck.accept(offset, data):
                     self.size += len(data)
@@ -260,6 +264,7 @@ class OpenFile(Streaming):
                 if size != 0:
                     raise self.lost
                 self.lost, self.unlinked = None, False  # O_TRUNC: a new start, nothing lost
+            self.writer.mtime_ns = time.time_ns()
             if self.copycheck is not None:
                 await self._end_copycheck()
             if size == 0:

@@ -148,12 +148,15 @@ class VFS(OpenFiles, Copies):
         return self._entry(node, mount, attr)
 
     async def setattr(self, ino: int, size: int | None = None, fh: int | None = None,
-                      other: bool = False) -> Entry:
-        """Truncate when ``size`` is given; mode/owner/time changes (``other``) are accepted
-        and ignored on writable subtrees (see docs/SEMANTICS.md), EROFS on read-only ones."""
+                      other: bool = False, mtime_ns: int | None = None,
+                      perm: int | None = None) -> Entry:
+        """Truncate when ``size`` is given; a file's new ``mtime_ns`` and ``perm`` go to the
+        Mount (kept by /mfs; a file being written keeps them for its commit); other
+        owner/time changes (``other``) are accepted and ignored on writable subtrees (see
+        docs/SEMANTICS.md). EROFS on read-only subtrees."""
         node = self.inodes.get(ino)
         mount, sub = self.route(node.path)
-        if size is not None or other:
+        if size is not None or other or mtime_ns is not None or perm is not None:
             self._writable(mount, node.path)
         if size is not None:
             await self.write_back.settle(node.path)  # a truncate follows the upload
@@ -169,7 +172,22 @@ class VFS(OpenFiles, Copies):
                 finally:
                     of.handles -= 1
                     await self._close_open_file(of)
+        if mtime_ns is not None or perm is not None:
+            await self._set_attrs(ino, mount, sub, mtime_ns, perm)
         return await self.getattr(ino)
+
+    async def _set_attrs(self, ino: int, mount: Mount, sub: str, mtime_ns: int | None,
+                         perm: int | None) -> None:
+        of = self.open_files.get(ino)
+        if of is not None:  # shown at once (OpenFile.attr), committed with the file
+            if mtime_ns is not None:
+                of.writer.mtime_ns = mtime_ns
+            if perm is not None:
+                of.writer.perm = perm
+            if of.dirty and not of.unlinked:
+                return
+        if of is None or of.node.attached:
+            await mount.set_attrs(sub, mtime_ns, perm)
 
     async def readlink(self, ino: int) -> str:
         _, attr = await self._attr(self.inodes.get(ino))

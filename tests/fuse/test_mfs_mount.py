@@ -7,6 +7,7 @@ import errno
 import mmap
 import os
 import random
+import stat
 
 import pytest
 
@@ -274,3 +275,38 @@ def test_a_read_only_close_sends_no_flush_and_a_writing_one_does(mnt):
         fh.write(b" world")
     assert mount_ops()[("mfs", "flush")] - after.get(("mfs", "flush"), 0) == 2
     assert path.read_bytes() == b"hello world"
+
+
+def test_modes_and_mtimes_stick_so_rsync_skips_what_it_copied(daemon, tmp_path):
+    """mounts/mfs_attrs.py: rsync -a, cp -p and chmod +x keep their modes and mtimes, across
+    a restart, so a second rsync copies nothing; the CIDs stay those of the bytes."""
+    old = 1_600_000_000_123_456_789
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    script = src / "d" / "run.sh"
+    script.write_text("#!/bin/sh\necho ran\n")
+    script.chmod(0o755)
+    data = src / "data.bin"
+    data.write_bytes(pattern_bytes(300_000, 5))
+    data.chmod(0o600)
+    os.utime(data, ns=(old, old))
+    daemon.start()
+    m = daemon.mnt / "mfs"
+
+    def rsync() -> str:
+        return run("rsync", "-a", "--stats", f"{src}/", f"{m}/r/").stdout
+    assert "Number of regular files transferred: 2" in rsync()
+    got = os.stat(m / "r" / "data.bin")
+    assert (got.st_mtime_ns, stat.S_IMODE(got.st_mode)) == (old, 0o600)
+    assert run(str(m / "r" / "d" / "run.sh")).stdout == "ran\n"
+    assert "Number of regular files transferred: 0" in rsync()
+    cid = os.getxattr(m / "r" / "data.bin", "user.mcpfs.cid").decode()
+    assert cid == mcpfs("add", "-n", "-Q", str(data)).stdout.strip()
+    run("cp", "-p", str(data), str(m / "p.bin"))
+    run("chmod", "+x", str(m / "p.bin"))
+    daemon.stop()
+    daemon.start()
+    assert "Number of regular files transferred: 0" in rsync()
+    got = os.stat(m / "p.bin")
+    assert (got.st_mtime_ns, stat.S_IMODE(got.st_mode)) == (old, 0o711)
+    assert run(str(m / "r" / "d" / "run.sh")).stdout == "ran\n"

@@ -1,0 +1,162 @@
+"""Modes and modification times of /mfs files, kept beside the DAG rather than in it.
+
+Why: ``chmod``, ``touch -d``, ``cp -p``, ``tar x`` and ``rsync -a`` set a file's mode and
+mtime. rsync's quick check (size and mtime) skips unchanged files only when they stick; a
+script needs its x bit; a file just written should not show the daemon's start time.
+UnixFS can carry both in a file's root node, but then the same bytes would no longer have
+the CID ``mcpfs add`` (and ``ipfs add``) gives them, and /mfs links, copies across
+subtrees and dedup all work by CID. So they are kept here, per /mfs path, each tied to the
+CID the file had when it was set: a row applies only while the file at that path has that
+CID. A file changed through the mount gets a new row on commit (mtime: the commit, or the
+time a writer set; the mode carried over). A file changed any other way (``mcpfs files``,
+the control API) no longer matches its row and shows the defaults again (mode 0644, mtime
+the UnixFS one or the daemon's start), as before this existed.
+
+Rows: path -> (CID, mtime_ns or None, permission bits or None); paths as vfs gives them
+(no leading slash). Only regular files have rows. Renames through the mount move rows (a
+directory's: all beneath it), unlink drops them.
+
+Persistence: SQLite at ``<repo>/mfs-attrs.sqlite``. Changes are kept in memory and written
+in one transaction by :meth:`FileAttrs.save` (a worker thread), every ``SAVE_INTERVAL``
+seconds while :meth:`FileAttrs.run` runs and at unmount. A crash loses at most the last
+interval's changes: those files show the defaults; no byte of any file depends on this.
+A failed save (disk full) keeps the changes for the next one and logs a warning.
+
+Concurrency: the rows are read and changed on the trio thread only; ``save`` takes the
+pending changes there and hands them to one worker thread at a time (``_save_lock``), the
+only user of the SQLite connection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Final
+
+import trio
+
+from .base import FILE, Attr
+
+log = logging.getLogger("mcpfs.mounts.mfs")
+
+SAVE_INTERVAL: Final = 2.0  # seconds between saves of pending changes
+DB_NAME: Final = "mfs-attrs.sqlite"
+Row = tuple[str, "int | None", "int | None"]  # (CID text, mtime_ns, permission bits)
+
+
+class FileAttrs:
+    """The rows, loaded at construction (blocking: call from a worker thread or at
+    startup); see the module docstring."""
+
+    def __init__(self, repo_root: Path) -> None:
+        self._db = sqlite3.connect(Path(repo_root) / DB_NAME, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS attrs (path TEXT PRIMARY KEY, "
+                         "cid TEXT NOT NULL, mtime_ns INTEGER, perm INTEGER)")
+        self._rows: dict[str, Row] = {
+            path: (cid, mtime, perm) for path, cid, mtime, perm
+            in self._db.execute("SELECT path, cid, mtime_ns, perm FROM attrs")}
+        self._pending: dict[str, Row | None] = {}  # changed since the last save (None: gone)
+        self._save_lock = trio.Lock()
+        self._db_lock = threading.Lock()  # the connection: one thread at a time
+
+    # ---------------------------------------------------------------- reading
+    def overlay(self, path: str, attr: Attr) -> Attr:
+        """``attr`` with the mode and mtime kept for ``path``, when its row is for the
+        CID the file has now."""
+        row = self._rows.get(path) if self._rows else None
+        if row is None or attr.kind != FILE or attr.cid != row[0]:
+            return attr
+        return dataclasses.replace(
+            attr, mtime_ns=attr.mtime_ns if row[1] is None else row[1],
+            perm=attr.perm if row[2] is None else row[2])
+
+    def perm(self, path: str) -> int | None:
+        """The permission bits last set for ``path`` (whatever its CID since)."""
+        row = self._rows.get(path)
+        return None if row is None else row[2]
+
+    # ---------------------------------------------------------------- changes
+    def set(self, path: str, cid: str, mtime_ns: int | None = None,
+            perm: int | None = None) -> None:
+        """The file at ``path`` (now ``cid``) has this mtime and mode; a None keeps what
+        its row said for the same CID."""
+        old = self._rows.get(path)
+        if old is not None and old[0] == cid:
+            mtime_ns = old[1] if mtime_ns is None else mtime_ns
+            perm = old[2] if perm is None else perm
+        self._put(path, (cid, mtime_ns, None if perm is None else perm & 0o7777))
+
+    def moved(self, src: str, dst: str, is_dir: bool) -> None:
+        """``src`` was renamed to ``dst`` (what ``dst`` held is gone)."""
+        self.removed(dst, is_dir)
+        if not is_dir:
+            row = self._rows.get(src)
+            if row is not None:
+                self._put(src, None)
+                self._put(dst, row)
+            return
+        prefix = src + "/"
+        for path in [p for p in self._rows if p.startswith(prefix)]:
+            row = self._rows[path]
+            self._put(path, None)
+            self._put(dst + path[len(src):], row)
+
+    def removed(self, path: str, is_dir: bool = False) -> None:
+        """``path`` (a directory: everything beneath it) no longer exists."""
+        if path in self._rows:
+            self._put(path, None)
+        if is_dir:
+            prefix = path + "/"
+            for gone in [p for p in self._rows if p.startswith(prefix)]:
+                self._put(gone, None)
+
+    def _put(self, path: str, row: Row | None) -> None:
+        if row is None:
+            self._rows.pop(path, None)
+        else:
+            self._rows[path] = row
+        self._pending[path] = row
+
+    # ---------------------------------------------------------------- persistence
+    async def save(self) -> None:
+        """Write the pending changes (one transaction, a worker thread). On failure they
+        stay pending (unless changed again since) and a warning is logged."""
+        async with self._save_lock:
+            if not self._pending:
+                return
+            changes, self._pending = self._pending, {}
+            try:
+                await trio.to_thread.run_sync(self._write, changes)
+            except (sqlite3.Error, OSError) as exc:
+                log.warning("mfs: file modes and times not saved (%s); retried later", exc)
+                for path, row in changes.items():
+                    self._pending.setdefault(path, row)
+
+    def _write(self, changes: dict[str, Row | None]) -> None:
+        with self._db_lock, self._db:
+            self._db.executemany("DELETE FROM attrs WHERE path = ?",
+                                 [(p,) for p, row in changes.items() if row is None])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO attrs (path, cid, mtime_ns, perm) VALUES (?, ?, ?, ?)",
+                [(p, *row) for p, row in changes.items() if row is not None])
+
+    async def run(self) -> None:
+        """Save every ``SAVE_INTERVAL`` seconds until cancelled (then :meth:`close`)."""
+        while True:
+            await trio.sleep(SAVE_INTERVAL)
+            await self.save()
+
+    async def close(self) -> None:
+        """Save what is pending and close the database."""
+        with trio.CancelScope(shield=True):
+            await self.save()
+            with self._db_lock:
+                self._db.close()
+
+
+__all__ = ["FileAttrs", "SAVE_INTERVAL"]
