@@ -91,6 +91,8 @@ class _Writer:
     spool: Any
     existed: bool
     extra: dict = field(default_factory=dict)
+    mtime_ns: int | None = None  # the commit's time
+    perm: int | None = None  # the mount's default
 
 
 class Transfers:

@@ -21,7 +21,7 @@ open for long therefore delays ``repo gc``. It takes pieces from a bounded queue
 the writer). Abandoned or failed imports leave unreferenced blocks for the next GC.
 
 Files' modes and mtimes set through the mount (chmod, utimes) and the mtime of each commit
-are kept beside the DAG, tied to the file's CID (mfs_attrs.py): CIDs stay those of the bytes.
+are kept beside the DAG, tied to the file's CID (kept_attrs.py): CIDs stay those of the bytes.
 
 POSIX rename is built from MFS's kubo-style ``mv`` (which moves *into* an existing
 directory): an existing empty target directory is removed first (ENOTEMPTY if it has
@@ -53,12 +53,13 @@ from ..backends.ipfs.stream_import import StreamImport
 from ..errors import McpfsError
 from .base import DIR, FILE, Attr, Capabilities, Mount, StatFS, Writer, split, statfs_of
 from .ipfs import CidReader, Listings, attr_of, block_errors, ipfs_call
-from .mfs_attrs import FileAttrs
+from .kept_attrs import KeptAttrs
 
 THREADS = 4  # concurrent reader calls for /mfs (MFS mutations have their own limiter)
 
 log = logging.getLogger("mcpfs.mounts.mfs")
 MFS_TIMEOUT = 1.0  # kernel attr/entry cache lifetime: MFS can change under us (CLI, socket)
+ATTRS_DB = "mfs-attrs.sqlite"  # in the repo: modes and mtimes of files (kept_attrs.py)
 FILE_ATTRS = 65536  # Attrs of files by CID (immutable), for lookups and opens without I/O
 
 
@@ -91,7 +92,7 @@ class SpoolSource:
 
 
 def _key(path: str) -> str:
-    """``path`` as FileAttrs keys it: segments joined, no leading or doubled slash."""
+    """``path`` as KeptAttrs keys it: segments joined, no leading or doubled slash."""
     return "/".join(split(path))
 
 
@@ -122,7 +123,7 @@ class MfsMount(Mount):
         # a new root is a new key. Same lock.
         self._resolved: LRUCache[tuple[CID, str], tuple[CID, Attr]] = LRUCache(FILE_ATTRS)
         self._attrs_lock = threading.Lock()
-        self.attrs = FileAttrs(repo.root)  # modes and mtimes (trio thread only)
+        self.attrs = KeptAttrs(repo.root / ATTRS_DB)  # modes and mtimes (trio thread only)
 
     # ---------------------------------------------------------------- reading
     def _resolve_sync(self, path: str) -> CID:
@@ -236,7 +237,7 @@ class MfsMount(Mount):
         self.repo.attach_stats(stats)
 
     async def warm(self) -> None:
-        """Save the files' modes and mtimes every few seconds (mfs_attrs.py)."""
+        """Save the files' modes and mtimes every few seconds (kept_attrs.py)."""
         await self.attrs.run()
 
     async def aclose(self) -> None:

@@ -45,6 +45,7 @@ import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, Final
 
 import trio
@@ -55,7 +56,9 @@ from ..errors import McpfsError
 from .base import DIR, FILE, XATTR_PREFIX, Attr, Capabilities, Mount, StatFS, Writer, split
 from .prefetch import Prefetcher
 from .s3_listings import CHANGES_KEPT, SMALL_LISTING, Listing, S3Listings, _file_attr
+from .kept_attrs import KeptAttrs
 from .s3_rename import S3Renames
+from .s3_times import S3Times
 
 log = logging.getLogger("mcpfs.mounts.s3")
 
@@ -67,6 +70,7 @@ SOURCE_META: Final = "mcpfs-source"  # x-amz-meta-mcpfs-source: where a copy cam
 OPEN_READ: Final = 64 * 1024  # bytes the open's GET fetches: the kernel's first read of a
 # small read() (16 KiB) and any object this small; a random reader wastes at most this much
 FAKE_BLOCKS: Final = 1 << 38  # statfs: 1 PiB of 4 KiB blocks ("no limit")
+ATTRS_DB: Final = "s3-attrs.sqlite"  # in the state folder: kept modes and mtimes
 
 
 
@@ -104,15 +108,18 @@ class S3Reader:
         await self.prefetcher.close()
 
 
-class S3Mount(S3Renames, S3Listings, Mount):
+class S3Mount(S3Renames, S3Listings, S3Times, Mount):
     name = "s3"
     # vfs may hand commit() a spool still in memory (up to spool.MEMORY_MAX): one PUT from
     # memory, no spool file or journal row; all-or-nothing like any PUT, and close() has
     # not returned until it is done (a crash before that loses a write never confirmed)
     memory_commit = True
 
-    def __init__(self, backend: S3Backend) -> None:
+    def __init__(self, backend: S3Backend, attrs_db: Path | str = ":memory:") -> None:
+        """``attrs_db``: where modes and mtimes set through the mount are kept
+        (s3_times.py; the daemon's is ``<state>/s3-attrs.sqlite``)."""
         self.backend = backend
+        self.attrs = KeptAttrs(attrs_db)  # (trio thread only)
         cfg = backend.config
         self.capabilities = Capabilities(writable=True, rename=True, random_write=True,
                                          attr_timeout=cfg.attr_ttl,
@@ -218,11 +225,11 @@ class S3Mount(S3Renames, S3Listings, Mount):
             await self._small_listing(name)
 
     async def lookup(self, path: str) -> Attr:
-        return (await self._stat(path))[0]
+        return self._kept(path, *await self._stat(path))
 
     async def listdir(self, path: str) -> AsyncIterator[tuple[str, Attr]]:
-        for name, (attr, _) in sorted((await self._listing(path)).items()):
-            yield name, attr
+        for name, (attr, info) in sorted((await self._listing(path)).items()):
+            yield name, self._kept(f"{path}/{name}", attr, info)
 
     async def open_read(self, path: str) -> S3Reader:
         attr, _ = await self._stat(path)
@@ -321,6 +328,7 @@ class S3Mount(S3Renames, S3Listings, Mount):
         inm = self.backend.config.if_none_match and not writer.existed
         meta = {k: v for k, v in ((CID_META, writer.extra.get("ipfs_cid")),
                                   (SOURCE_META, writer.extra.get("source"))) if v}
+        mtime_ns = self._upload_mtime(writer, meta)
         copy_from = writer.extra.get("copy_from")
         try:
             info = None
@@ -343,9 +351,10 @@ class S3Mount(S3Renames, S3Listings, Mount):
             self._invalidate(writer.path)
             raise
         writer.extra["version"] = info.etag
-        attr = Attr(FILE, size, mtime_ns=time.time_ns())
+        attr = Attr(FILE, size, mtime_ns=mtime_ns)
         self._wrote(writer.path, attr, dataclasses.replace(info, mtime_ns=attr.mtime_ns))
-        return attr
+        self._uploaded(writer, info, mtime_ns)
+        return self._kept(writer.path, attr, info)
 
     async def _copy_if_unchanged(self, copy_from: tuple[str, str, str], bucket: str,
                                  key: str, size: int, meta: dict[str, str],
@@ -391,6 +400,7 @@ class S3Mount(S3Renames, S3Listings, Mount):
             self._invalidate(path)
             raise
         self._wrote(path, None)
+        self.attrs.removed("/".join(split(path)))
 
     async def mkdir(self, path: str) -> Attr:
         """A ``key/`` marker (a bucket at /s3); EEXIST if the name exists."""
@@ -459,10 +469,15 @@ class S3Mount(S3Renames, S3Listings, Mount):
                 await self._small_listing(buckets[0])
         except Exception as exc:  # noqa: BLE001 - only a warm-up: never ends the daemon
             log.info("/s3: the request made at start failed: %s", exc)
+        await self.attrs.run()  # then save kept modes and mtimes every few seconds
 
     async def aclose(self) -> None:
-        """Unmount: stop the backend's upload helper processes."""
-        await trio.to_thread.run_sync(self.backend.close)
+        """Unmount: stop the backend's upload helper processes; save kept modes and
+        mtimes."""
+        try:
+            await trio.to_thread.run_sync(self.backend.close)
+        finally:
+            await self.attrs.close()
 
     def attach_stats(self, stats: Any) -> None:
         """Count the backend's requests and this mount's listing/HEAD cache lookups in
@@ -473,7 +488,9 @@ class S3Mount(S3Renames, S3Listings, Mount):
 def build_s3_mount(section: dict[str, Any] | None, **backend_kwargs: Any) -> S3Mount:
     """The /s3 subtree from an ``[s3]`` config section (blocking: boto3 reads its config)."""
     from ..backends.s3 import S3Config
-    return S3Mount(S3Backend(S3Config.from_section(section), **backend_kwargs))
+    from ..config import paths
+    return S3Mount(S3Backend(S3Config.from_section(section), **backend_kwargs),
+                   paths().state_dir / ATTRS_DB)
 
 
 __all__ = ["S3Mount", "S3Reader", "build_s3_mount"]

@@ -1,11 +1,13 @@
 """Renames under ``/s3``: CopyObject + Delete for a file, the same per key for a directory.
 
 Mixed into :class:`~mcpfs.mounts.s3.S3Mount` (it uses the mount's ``backend``, ``_stat``,
-``_head``, ``_parent_is_dir``, ``rmdir``, ``_invalidate``, ``_where`` and ``_ns_lock``).
+``_head``, ``_parent_is_dir``, ``rmdir``, ``_invalidate``, ``_where``, ``_ns_lock``,
+``attrs`` and ``_kept_mtime``).
 A directory rename copies every key (``RENAME_PARALLEL`` at a time, progress in the log
 every ``PROGRESS_EVERY`` keys), then deletes the sources: not atomic; on failure the copies
 made so far stay, the sources are untouched, and the first error propagates (EIO...).
-Each copy keeps its source's storage class (S3 would store it as STANDARD otherwise).
+Each copy keeps its source's storage class (S3 would store it as STANDARD otherwise) and
+the mtime kept for it (s3_times.py).
 
 Concurrency: ``_ns_lock`` (trio.Lock) serializes renames against each other; it is taken
 after vfs's OpenFile lock.
@@ -23,6 +25,7 @@ import trio
 from ..backends.s3 import ObjectInfo, first_error
 from ..errors import McpfsError
 from .base import Attr, split
+from .s3_times import MTIME_META, etag_of, mtime_text
 
 log = logging.getLogger("mcpfs.mounts.s3")
 
@@ -62,8 +65,7 @@ class S3Renames:
             if dst_attr is not None and dst_attr.is_dir:
                 raise McpfsError(f"/s3/{dst}: is a directory", errno=errno.EISDIR)
             info = await self._head(src)
-            await self.backend.copy(sb, sk, db, dk, info.size,
-                                    storage_class=info.storage_class)
+            await self._copy_keeping(src, dst, info, db, dk)
             await self.backend.delete(sb, sk)
             return
         if dst_attr is not None:
@@ -71,6 +73,17 @@ class S3Renames:
                 raise McpfsError(f"/s3/{dst}: not a directory", errno=errno.ENOTDIR)
             await self.rmdir(dst)  # ENOTEMPTY when it has keys
         await self._rename_dir(sb, sk + "/", db, dk + "/")
+
+    async def _copy_keeping(self, src: str, dst: str, info: ObjectInfo, db: str,
+                            dk: str) -> None:
+        """Copy the object ``info`` at ``src`` to ``dk`` in ``db``, keeping its storage
+        class and the mtime kept for it (as its ``x-amz-meta-mtime``; s3_times.py), and
+        move its kept mode and mtime to the copy's ETag."""
+        mtime = self._kept_mtime(src, info)
+        new = await self.backend.copy(
+            split(src)[0], info.key, db, dk, info.size, storage_class=info.storage_class,
+            metadata=None if mtime is None else {MTIME_META: mtime_text(mtime)})
+        self.attrs.moved("/".join(split(src)), "/".join(split(dst)), False, etag_of(new))
 
     async def _rename_dir(self, sb: str, sp: str, db: str, dp: str) -> None:
         """Copy every key under ``sp`` to ``dp`` (bounded parallel), then delete them."""
@@ -84,8 +97,8 @@ class S3Renames:
                 if info.key.endswith("/") and not info.size:  # a marker: make a new one
                     await self.backend.put_bytes(db, target, b"")
                 else:
-                    await self.backend.copy(sb, info.key, db, target, info.size,
-                                            storage_class=info.storage_class)
+                    await self._copy_keeping(f"{sb}/{info.key}", f"{db}/{target}", info,
+                                             db, target)
             done.append(info.key)
             if len(done) % PROGRESS_EVERY == 0:
                 log.info("rename s3://%s/%s -> s3://%s/%s: %d keys copied (%.1f s)", sb, sp,

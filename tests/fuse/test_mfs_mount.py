@@ -278,7 +278,7 @@ def test_a_read_only_close_sends_no_flush_and_a_writing_one_does(mnt):
 
 
 def test_modes_and_mtimes_stick_so_rsync_skips_what_it_copied(daemon, tmp_path):
-    """mounts/mfs_attrs.py: rsync -a, cp -p and chmod +x keep their modes and mtimes, across
+    """mounts/kept_attrs.py: rsync -a, cp -p and chmod +x keep their modes and mtimes, across
     a restart, so a second rsync copies nothing; the CIDs stay those of the bytes."""
     old = 1_600_000_000_123_456_789
     src = tmp_path / "src"

@@ -232,6 +232,34 @@ def test_mv_file_and_directory(s3_mnt, raw, bucket):
                                                                          "moved/k01")
 
 
+def test_rsync_a_twice_copies_once_and_objects_carry_the_mtime(daemon, s3_env, raw, bucket,
+                                                                tmp_path):
+    """mounts/s3_times.py: rsync -a sets its temp file's mode and times after close, then
+    renames it; they are kept (across a restart), so a second rsync copies nothing, and
+    every object carries them as rclone's x-amz-meta-mtime."""
+    old = 1_600_000_000_123_456_789
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "run.sh").write_text("#!/bin/sh\necho ran\n")
+    (src / "d" / "run.sh").chmod(0o755)
+    (src / "data.bin").write_bytes(pattern_bytes(300_000, 9))
+    os.utime(src / "data.bin", ns=(old, old))
+    daemon.start(s3_env)
+    dst = daemon.mnt / "s3" / bucket / "r"
+
+    def rsync() -> str:
+        return run("rsync", "-a", "--stats", f"{src}/", f"{dst}/").stdout
+    assert "Number of regular files transferred: 2" in rsync()
+    assert raw.head_object(Bucket=bucket, Key="r/data.bin")["Metadata"]["mtime"] == \
+        "1600000000.123456789"
+    assert os.stat(dst / "data.bin").st_mtime_ns == old
+    assert "Number of regular files transferred: 0" in rsync()
+    daemon.stop()
+    daemon.start(s3_env)
+    assert "Number of regular files transferred: 0" in rsync()
+    assert run(str(dst / "d" / "run.sh")).stdout == "ran\n"
+
+
 # ---------------------------------------------------------------- configuration
 def test_no_credentials_no_s3(daemon, no_aws_env):
     mnt = daemon.start()

@@ -503,6 +503,8 @@ async def test_a_small_file_is_committed_from_memory(mount, bucket, raw, tmp_pat
     assert attr.size == 11 and not list((tmp_path / "spool").glob("*"))
     got = raw.get_object(Bucket=bucket, Key="m.txt")
     assert got["Body"].read() == b"from memory"
+    mtime = got["Metadata"].pop("mtime")  # rclone's x-amz-meta-mtime (s3_times.py)
+    assert abs(float(mtime) - attr.mtime_ns / 1e9) < 1e-6
     assert got["Metadata"] == {"ipfs-cid": "bafy-test", "mcpfs-source": "/mfs/m.txt"}
 
 

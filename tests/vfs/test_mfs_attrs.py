@@ -1,4 +1,4 @@
-"""/mfs files keep the mode and mtime set through the mount (mounts/mfs_attrs.py), beside
+"""/mfs files keep the mode and mtime set through the mount (mounts/kept_attrs.py), beside
 the DAG: CIDs stay those of the bytes. Without a kernel; tests/fuse/test_mfs_mount.py runs
 rsync -a, cp -p, chmod +x and a restart on a real mount."""
 

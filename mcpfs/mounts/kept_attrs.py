@@ -1,26 +1,32 @@
-"""Modes and modification times of /mfs files, kept beside the DAG rather than in it.
+"""Modes and modification times set through the mount, kept beside a backend's data.
 
 Why: ``chmod``, ``touch -d``, ``cp -p``, ``tar x`` and ``rsync -a`` set a file's mode and
 mtime. rsync's quick check (size and mtime) skips unchanged files only when they stick; a
 script needs its x bit; a file just written should not show the daemon's start time.
-UnixFS can carry both in a file's root node, but then the same bytes would no longer have
-the CID ``mcpfs add`` (and ``ipfs add``) gives them, and /mfs links, copies across
-subtrees and dedup all work by CID. So they are kept here, per /mfs path, each tied to the
-CID the file had when it was set: a row applies only while the file at that path has that
-CID. A file changed through the mount gets a new row on commit (mtime: the commit, or the
-time a writer set; the mode carried over). A file changed any other way (``mcpfs files``,
-the control API) no longer matches its row and shows the defaults again (mode 0644, mtime
-the UnixFS one or the daemon's start), as before this existed.
 
-Rows: path -> (CID, mtime_ns or None, permission bits or None); paths as vfs gives them
-(no leading slash). Only regular files have rows. Renames through the mount move rows (a
-directory's: all beneath it), unlink drops them.
+/mfs (mounts/mfs.py): UnixFS can carry both in a file's root node, but then the same bytes
+would no longer have the CID ``mcpfs add`` (and ``ipfs add``) gives them, and /mfs links,
+copies across subtrees and dedup all work by CID. /s3 (mounts/s3_times.py): an object's
+``x-amz-meta-mtime`` (rclone's convention, which we also write) is not in listings, so
+showing it would cost a HEAD per entry of every ``ls -l``.
 
-Persistence: SQLite at ``<repo>/mfs-attrs.sqlite``. Changes are kept in memory and written
-in one transaction by :meth:`FileAttrs.save` (a worker thread), every ``SAVE_INTERVAL``
-seconds while :meth:`FileAttrs.run` runs and at unmount. A crash loses at most the last
-interval's changes: those files show the defaults; no byte of any file depends on this.
-A failed save (disk full) keeps the changes for the next one and logs a warning.
+So they are kept here, per path, each tied to the identity the file had when they were
+set (an /mfs file's CID, an S3 object's ETag): a row applies only while the file at that
+path still has that identity. A file changed through the mount gets a new row on commit
+(mtime: the last write, or the time a writer set; the mode carried over). A file changed
+any other way (``mcpfs files``, another S3 client) no longer matches its row and shows the
+defaults again, as before this existed.
+
+Rows: path -> (identity, mtime_ns or None, permission bits or None); paths as vfs gives
+them (no leading slash). Only regular files have rows. Renames through the mount move rows
+(a directory's: all beneath it), unlink drops them.
+
+Persistence: one SQLite file per subtree (``<repo>/mfs-attrs.sqlite``,
+``<state>/s3-attrs.sqlite``). Changes are kept in memory and written in one transaction by
+:meth:`KeptAttrs.save` (a worker thread), every ``SAVE_INTERVAL`` seconds while
+:meth:`KeptAttrs.run` runs and at unmount. A crash loses at most the last interval's
+changes: those files show the defaults; no byte of any file depends on this. A failed save
+(disk full) keeps the changes for the next one and logs a warning.
 
 Concurrency: the rows are read and changed on the trio thread only; ``save`` takes the
 pending changes there and hands them to one worker thread at a time (``_save_lock``), the
@@ -40,19 +46,23 @@ import trio
 
 from .base import FILE, Attr
 
-log = logging.getLogger("mcpfs.mounts.mfs")
+log = logging.getLogger("mcpfs.mounts")
 
 SAVE_INTERVAL: Final = 2.0  # seconds between saves of pending changes
-DB_NAME: Final = "mfs-attrs.sqlite"
-Row = tuple[str, "int | None", "int | None"]  # (CID text, mtime_ns, permission bits)
+Row = tuple[str, "int | None", "int | None"]  # (identity, mtime_ns, permission bits)
 
 
-class FileAttrs:
+class KeptAttrs:
     """The rows, loaded at construction (blocking: call from a worker thread or at
     startup); see the module docstring."""
 
-    def __init__(self, repo_root: Path) -> None:
-        self._db = sqlite3.connect(Path(repo_root) / DB_NAME, check_same_thread=False)
+    def __init__(self, db_path: Path | str) -> None:
+        """``db_path``: the SQLite file (its folder made), or ":memory:" (nothing kept
+        past the process: tests, and S3 mounts built outside the daemon)."""
+        self._what = Path(db_path).name
+        if db_path != ":memory:":
+            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(db_path, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS attrs (path TEXT PRIMARY KEY, "
@@ -65,40 +75,46 @@ class FileAttrs:
         self._db_lock = threading.Lock()  # the connection: one thread at a time
 
     # ---------------------------------------------------------------- reading
-    def overlay(self, path: str, attr: Attr) -> Attr:
+    def overlay(self, path: str, attr: Attr, identity: str | None = None) -> Attr:
         """``attr`` with the mode and mtime kept for ``path``, when its row is for the
-        CID the file has now."""
+        identity the file has now (``identity``, else ``attr.cid``)."""
         row = self._rows.get(path) if self._rows else None
-        if row is None or attr.kind != FILE or attr.cid != row[0]:
+        if row is None or attr.kind != FILE or (identity or attr.cid) != row[0]:
             return attr
         return dataclasses.replace(
             attr, mtime_ns=attr.mtime_ns if row[1] is None else row[1],
             perm=attr.perm if row[2] is None else row[2])
 
     def perm(self, path: str) -> int | None:
-        """The permission bits last set for ``path`` (whatever its CID since)."""
+        """The permission bits last set for ``path`` (whatever its identity since)."""
         row = self._rows.get(path)
         return None if row is None else row[2]
 
+    def mtime(self, path: str, identity: str | None) -> int | None:
+        """The mtime kept for ``path`` while it has ``identity``."""
+        row = self._rows.get(path)
+        return row[1] if row is not None and row[0] == identity else None
+
     # ---------------------------------------------------------------- changes
-    def set(self, path: str, cid: str, mtime_ns: int | None = None,
+    def set(self, path: str, identity: str, mtime_ns: int | None = None,
             perm: int | None = None) -> None:
-        """The file at ``path`` (now ``cid``) has this mtime and mode; a None keeps what
-        its row said for the same CID."""
+        """The file at ``path`` (now ``identity``) has this mtime and mode; a None keeps
+        what its row said for the same identity."""
         old = self._rows.get(path)
-        if old is not None and old[0] == cid:
+        if old is not None and old[0] == identity:
             mtime_ns = old[1] if mtime_ns is None else mtime_ns
             perm = old[2] if perm is None else perm
-        self._put(path, (cid, mtime_ns, None if perm is None else perm & 0o7777))
+        self._put(path, (identity, mtime_ns, None if perm is None else perm & 0o777))
 
-    def moved(self, src: str, dst: str, is_dir: bool) -> None:
-        """``src`` was renamed to ``dst`` (what ``dst`` held is gone)."""
+    def moved(self, src: str, dst: str, is_dir: bool, identity: str | None = None) -> None:
+        """``src`` was renamed to ``dst`` (what ``dst`` held is gone); a file's row is
+        kept for ``identity`` when the move gave it a new one (an S3 copy's ETag)."""
         self.removed(dst, is_dir)
         if not is_dir:
             row = self._rows.get(src)
             if row is not None:
                 self._put(src, None)
-                self._put(dst, row)
+                self._put(dst, row if identity is None else (identity, *row[1:]))
             return
         prefix = src + "/"
         for path in [p for p in self._rows if p.startswith(prefix)]:
@@ -133,7 +149,8 @@ class FileAttrs:
             try:
                 await trio.to_thread.run_sync(self._write, changes)
             except (sqlite3.Error, OSError) as exc:
-                log.warning("mfs: file modes and times not saved (%s); retried later", exc)
+                log.warning("%s: file modes and times not saved (%s); retried later",
+                            self._what, exc)
                 for path, row in changes.items():
                     self._pending.setdefault(path, row)
 
@@ -159,4 +176,4 @@ class FileAttrs:
                 self._db.close()
 
 
-__all__ = ["FileAttrs", "SAVE_INTERVAL"]
+__all__ = ["KeptAttrs", "SAVE_INTERVAL"]

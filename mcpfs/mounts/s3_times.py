@@ -1,0 +1,91 @@
+"""Modes and mtimes of /s3 files: rclone's ``x-amz-meta-mtime`` on what we write, and the
+values set through the mount kept per key and ETag (kept_attrs.py).
+
+Mixed into :class:`~mcpfs.mounts.s3.S3Mount` (it uses the mount's ``attrs``, ``_stat``
+and ``_head``).
+
+- Every object we upload carries ``x-amz-meta-mtime`` (Unix seconds with nine decimals,
+  as rclone writes and reads it): the time of the last write, or the one set by utimes
+  before close (``cp -p``). Other S3 clients, rclone among them, see that mtime.
+- That mtime and a mode set by chmod are kept for the object's new ETag, and so are the
+  ones set by chmod/utimes after close (``rsync -a`` sets its temp file's times after
+  closing it, then renames): no request for those.
+- A rename copies the object with the mtime kept for its source as its
+  ``x-amz-meta-mtime`` (``MetadataDirective=REPLACE``, the rest of the metadata and the
+  content type kept), and the row moves to the copy's ETag.
+- Shown: the kept mtime and mode while the object has the ETag they were kept for;
+  otherwise LastModified and 0644, as before. ``x-amz-meta-mtime`` of objects written by
+  others is not read: listings carry no metadata, so ``ls -l`` would need a HEAD per entry
+  (rclone's default), and a file's mtime would then depend on which cache answered.
+
+Errors: set_attrs on a missing key is ENOENT, as any stat; nothing here adds a failure
+mode to uploads or renames beyond their own.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final
+
+from ..backends.s3 import ObjectInfo
+from .base import FILE, Attr, Writer, split
+
+MTIME_META: Final = "mtime"  # x-amz-meta-mtime, rclone's key
+
+
+def mtime_text(mtime_ns: int) -> str:
+    """``x-amz-meta-mtime`` as rclone writes it: seconds, a dot, nine decimals."""
+    return f"{mtime_ns // 10**9}.{mtime_ns % 10**9:09d}"
+
+
+def etag_of(info: ObjectInfo | None) -> str | None:
+    """An object's ETag without its quotes (listings, HEADs and copies quote it)."""
+    return None if info is None or not info.etag else info.etag.strip('"')
+
+
+class S3Times:
+    attrs: Any  # KeptAttrs, set by S3Mount
+
+    def _kept(self, path: str, attr: Attr, info: ObjectInfo | None) -> Attr:
+        """``attr`` with the mode and mtime kept for ``path`` at ``info``'s ETag."""
+        return self.attrs.overlay(_key(path), attr, etag_of(info))
+
+    def _kept_mtime(self, path: str, info: ObjectInfo) -> int | None:
+        return self.attrs.mtime(_key(path), etag_of(info))
+
+    def _upload_mtime(self, writer: Writer, meta: dict[str, str]) -> int:
+        """The mtime an upload of ``writer`` carries (added to ``meta``)."""
+        mtime_ns = writer.mtime_ns or time.time_ns()
+        meta[MTIME_META] = mtime_text(mtime_ns)
+        return mtime_ns
+
+    def _uploaded(self, writer: Writer, info: ObjectInfo, mtime_ns: int) -> None:
+        """Keep the upload's mtime, and the writer's mode (else the one the key had), for
+        the new ETag."""
+        etag = etag_of(info)
+        if etag is None:
+            return
+        key = _key(writer.path)
+        perm = writer.perm
+        if perm is None and writer.existed:
+            perm = self.attrs.perm(key)
+        self.attrs.set(key, etag, mtime_ns, perm)
+
+    async def set_attrs(self, path: str, mtime_ns: int | None, perm: int | None) -> None:
+        """chmod / utimes of an object: kept for its current ETag (no request when a
+        listing knows it). Directories keep their defaults."""
+        attr, info = await self._stat(path)  # type: ignore[attr-defined]
+        if attr.kind != FILE:
+            return
+        if etag_of(info) is None:
+            info = await self._head(path)  # type: ignore[attr-defined]
+        etag = etag_of(info)
+        if etag is not None:
+            self.attrs.set(_key(path), etag, mtime_ns, perm)
+
+
+def _key(path: str) -> str:
+    return "/".join(split(path))
+
+
+__all__ = ["S3Times", "MTIME_META", "mtime_text", "etag_of"]
