@@ -190,8 +190,11 @@ async def _serve(mountpoint: str, config: Config | None, control: ControlHook | 
         sd_notify("STOPPING=1")
         with trio.CancelScope(shield=True):
             await vfs.commit_all()
-            for mount in mounts.values():
-                await mount.aclose()
+            for mount in mounts.values():  # each one's, whatever another's did
+                try:
+                    await mount.aclose()
+                except Exception as exc:  # noqa: BLE001 - unmounting: logged, go on
+                    log.error("unmount of /%s: %s", mount.name, exc)
         fuse_ops.close(unmount=not state["unmounted"])
         journal.close()
         if bridge is not None:

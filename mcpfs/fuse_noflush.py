@@ -84,10 +84,12 @@ def wants_noflush(flags: int) -> bool:
 
 def _on_open(req, ino, fi) -> None:
     """libfuse's call (trio thread): mark a read-only open, then pyfuse3 answers it."""
-    info = fi.contents
-    if wants_noflush(info.flags):
-        info.bits |= NOFLUSH_BIT
-    _state["pyfuse3_open"](req, ino, fi)
+    try:
+        info = fi.contents
+        if wants_noflush(info.flags):
+            info.bits |= NOFLUSH_BIT
+    finally:  # pyfuse3 answers every open, whatever happened above
+        _state["pyfuse3_open"](req, ino, fi)
 
 
 __all__ = ["install", "wants_noflush"]

@@ -60,16 +60,12 @@ class KeptAttrs:
         """``db_path``: the SQLite file (its folder made), or ":memory:" (nothing kept
         past the process: tests, and S3 mounts built outside the daemon)."""
         self._what = Path(db_path).name
-        if db_path != ":memory:":
-            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(db_path, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS attrs (path TEXT PRIMARY KEY, "
-                         "cid TEXT NOT NULL, mtime_ns INTEGER, perm INTEGER)")
-        self._rows: dict[str, Row] = {
-            path: (cid, mtime, perm) for path, cid, mtime, perm
-            in self._db.execute("SELECT path, cid, mtime_ns, perm FROM attrs")}
+        try:
+            self._db, self._rows = _open(db_path)
+        except (sqlite3.Error, OSError) as exc:  # the mount works on: defaults shown
+            log.warning("%s unusable (%s): modes and mtimes set through the mount are "
+                        "kept in memory only until it is fixed or removed", db_path, exc)
+            self._db, self._rows = _open(":memory:")
         self._pending: dict[str, Row | None] = {}  # changed since the last save (None: gone)
         self._save_lock = trio.Lock()
         self._db_lock = threading.Lock()  # the connection: one thread at a time
@@ -84,11 +80,6 @@ class KeptAttrs:
         return dataclasses.replace(
             attr, mtime_ns=attr.mtime_ns if row[1] is None else row[1],
             perm=attr.perm if row[2] is None else row[2])
-
-    def perm(self, path: str) -> int | None:
-        """The permission bits last set for ``path`` (whatever its identity since)."""
-        row = self._rows.get(path)
-        return None if row is None else row[2]
 
     def mtime(self, path: str, identity: str | None) -> int | None:
         """The mtime kept for ``path`` while it has ``identity``."""
@@ -106,15 +97,20 @@ class KeptAttrs:
             perm = old[2] if perm is None else perm
         self._put(path, (identity, mtime_ns, None if perm is None else perm & 0o777))
 
-    def moved(self, src: str, dst: str, is_dir: bool, identity: str | None = None) -> None:
-        """``src`` was renamed to ``dst`` (what ``dst`` held is gone); a file's row is
-        kept for ``identity`` when the move gave it a new one (an S3 copy's ETag)."""
+    def moved(self, src: str, dst: str, is_dir: bool, identity: str | None = None,
+              was: str | None = None) -> None:
+        """``src`` was renamed to ``dst`` (what ``dst`` held is gone). A file's row goes
+        with it; with ``identity`` (an S3 copy's ETag) it is kept for that one, and only
+        if it was for ``was``, the identity the source had (else it was stale: dropped)."""
         self.removed(dst, is_dir)
         if not is_dir:
             row = self._rows.get(src)
             if row is not None:
                 self._put(src, None)
-                self._put(dst, row if identity is None else (identity, *row[1:]))
+                if identity is None:
+                    self._put(dst, row)
+                elif row[0] == was:
+                    self._put(dst, (identity, *row[1:]))
             return
         prefix = src + "/"
         for path in [p for p in self._rows if p.startswith(prefix)]:
@@ -148,11 +144,13 @@ class KeptAttrs:
             changes, self._pending = self._pending, {}
             try:
                 await trio.to_thread.run_sync(self._write, changes)
-            except (sqlite3.Error, OSError) as exc:
+            except BaseException as exc:
+                for path, row in changes.items():  # newer changes win
+                    self._pending.setdefault(path, row)
+                if not isinstance(exc, (sqlite3.Error, OSError)):
+                    raise  # (cancelled before the thread ran: saved at close)
                 log.warning("%s: file modes and times not saved (%s); retried later",
                             self._what, exc)
-                for path, row in changes.items():
-                    self._pending.setdefault(path, row)
 
     def _write(self, changes: dict[str, Row | None]) -> None:
         with self._db_lock, self._db:
@@ -174,6 +172,24 @@ class KeptAttrs:
             await self.save()
             with self._db_lock:
                 self._db.close()
+
+
+def _open(db_path: Path | str) -> tuple[sqlite3.Connection, dict[str, Row]]:
+    """The database (its folder made, its table created) and its rows."""
+    if db_path != ":memory:":
+        Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(db_path, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE IF NOT EXISTS attrs (path TEXT PRIMARY KEY, "
+                   "cid TEXT NOT NULL, mtime_ns INTEGER, perm INTEGER)")
+        rows = {path: (cid, mtime, perm) for path, cid, mtime, perm
+                in db.execute("SELECT path, cid, mtime_ns, perm FROM attrs")}
+    except BaseException:
+        db.close()
+        raise
+    return db, rows
 
 
 __all__ = ["KeptAttrs", "SAVE_INTERVAL"]

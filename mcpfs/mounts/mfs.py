@@ -37,6 +37,7 @@ after it. Reader work runs in threads under ``limiter``.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import threading
@@ -303,16 +304,17 @@ class MfsMount(Mount):
         """:meth:`_commit_content`, then the file's mtime (the writer's, else now) and mode
         (the writer's, else the one it had) are kept for its new CID."""
         attr = await self._commit_content(writer)
-        cid = attr.cid
-        if cid is None:  # not in the caches: one resolve
-            cid = str((await self.resolve(writer.path))[0])
+        if attr.cid is None:  # not in the caches: one resolve
+            try:
+                attr = dataclasses.replace(attr, cid=str((await self.resolve(writer.path))[0]))
+            except McpfsError as exc:  # committed all the same: only the times are not kept
+                log.info("/mfs/%s: committed; its mtime and mode not kept (%s)",
+                         writer.path, exc)
+                return attr
         key = _key(writer.path)
-        perm = writer.perm
-        if perm is None and writer.existed:
-            perm = self.attrs.perm(key)
-        self.attrs.set(key, cid, writer.mtime_ns or time.time_ns(), perm)
-        return self.attrs.overlay(key, attr if attr.cid else
-                                  Attr(attr.kind, attr.size, attr.perm, attr.mtime_ns, cid=cid))
+        mtime = time.time_ns() if writer.mtime_ns is None else writer.mtime_ns
+        self.attrs.set(key, attr.cid, mtime, writer.perm)
+        return self.attrs.overlay(key, attr)
 
     async def set_attrs(self, path: str, mtime_ns: int | None, perm: int | None) -> None:
         """chmod / utimes of a committed file: kept for its current CID. Directories and

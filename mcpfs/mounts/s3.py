@@ -351,9 +351,8 @@ class S3Mount(S3Renames, S3Listings, S3Times, Mount):
             self._invalidate(writer.path)
             raise
         writer.extra["version"] = info.etag
-        attr = Attr(FILE, size, mtime_ns=mtime_ns)
+        attr = Attr(FILE, size, mtime_ns=self._uploaded(writer, info, mtime_ns))
         self._wrote(writer.path, attr, dataclasses.replace(info, mtime_ns=attr.mtime_ns))
-        self._uploaded(writer, info, mtime_ns)
         return self._kept(writer.path, attr, info)
 
     async def _copy_if_unchanged(self, copy_from: tuple[str, str, str], bucket: str,

@@ -77,13 +77,18 @@ class S3Renames:
     async def _copy_keeping(self, src: str, dst: str, info: ObjectInfo, db: str,
                             dk: str) -> None:
         """Copy the object ``info`` at ``src`` to ``dk`` in ``db``, keeping its storage
-        class and the mtime kept for it (as its ``x-amz-meta-mtime``; s3_times.py), and
-        move its kept mode and mtime to the copy's ETag."""
+        class, and move its kept mode and mtime to the copy's ETag. An object that carries
+        an ``x-amz-meta-mtime`` (ours, rclone's) other than the one kept for it gets the
+        kept one on the copy (its metadata replaced: one HEAD more); others are copied as
+        they are (s3_times.py). ``info`` from a listing has no metadata: never replaced."""
         mtime = self._kept_mtime(src, info)
+        text = None if mtime is None else mtime_text(mtime)
+        carried = info.metadata.get(MTIME_META)
         new = await self.backend.copy(
             split(src)[0], info.key, db, dk, info.size, storage_class=info.storage_class,
-            metadata=None if mtime is None else {MTIME_META: mtime_text(mtime)})
-        self.attrs.moved("/".join(split(src)), "/".join(split(dst)), False, etag_of(new))
+            metadata={MTIME_META: text} if carried and text and carried != text else None)
+        self.attrs.moved("/".join(split(src)), "/".join(split(dst)), False, etag_of(new),
+                         was=etag_of(info))
 
     async def _rename_dir(self, sb: str, sp: str, db: str, dp: str) -> None:
         """Copy every key under ``sp`` to ``dp`` (bounded parallel), then delete them."""

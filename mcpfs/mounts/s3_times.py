@@ -10,9 +10,11 @@ and ``_head``).
 - That mtime and a mode set by chmod are kept for the object's new ETag, and so are the
   ones set by chmod/utimes after close (``rsync -a`` sets its temp file's times after
   closing it, then renames): no request for those.
-- A rename copies the object with the mtime kept for its source as its
-  ``x-amz-meta-mtime`` (``MetadataDirective=REPLACE``, the rest of the metadata and the
-  content type kept), and the row moves to the copy's ETag.
+- A rename moves the row to the copy's ETag. When the source carries an
+  ``x-amz-meta-mtime`` (we wrote it, or rclone) other than the kept mtime, the copy gets
+  the kept one (``MetadataDirective=REPLACE``: the rest of the metadata and the content
+  type kept); any other object is copied as it is (a REPLACE would drop headers such as
+  Cache-Control), its kept mtime staying ours alone.
 - Shown: the kept mtime and mode while the object has the ETag they were kept for;
   otherwise LastModified and 0644, as before. ``x-amz-meta-mtime`` of objects written by
   others is not read: listings carry no metadata, so ``ls -l`` would need a HEAD per entry
@@ -55,21 +57,20 @@ class S3Times:
 
     def _upload_mtime(self, writer: Writer, meta: dict[str, str]) -> int:
         """The mtime an upload of ``writer`` carries (added to ``meta``)."""
-        mtime_ns = writer.mtime_ns or time.time_ns()
+        mtime_ns = time.time_ns() if writer.mtime_ns is None else writer.mtime_ns
         meta[MTIME_META] = mtime_text(mtime_ns)
         return mtime_ns
 
-    def _uploaded(self, writer: Writer, info: ObjectInfo, mtime_ns: int) -> None:
-        """Keep the upload's mtime, and the writer's mode (else the one the key had), for
-        the new ETag."""
+    def _uploaded(self, writer: Writer, info: ObjectInfo, mtime_ns: int) -> int:
+        """Keep the writer's mtime and mode (the mode the file showed at open, or one set
+        since) for the new ETag; read after the upload, so a utimes that came during it
+        (``write_back``: rsync's, after close) is the one kept. Returns that mtime."""
+        if writer.mtime_ns is not None:
+            mtime_ns = writer.mtime_ns
         etag = etag_of(info)
-        if etag is None:
-            return
-        key = _key(writer.path)
-        perm = writer.perm
-        if perm is None and writer.existed:
-            perm = self.attrs.perm(key)
-        self.attrs.set(key, etag, mtime_ns, perm)
+        if etag is not None:
+            self.attrs.set(_key(writer.path), etag, mtime_ns, writer.perm)
+        return mtime_ns
 
     async def set_attrs(self, path: str, mtime_ns: int | None, perm: int | None) -> None:
         """chmod / utimes of an object: kept for its current ETag (no request when a

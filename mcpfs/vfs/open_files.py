@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from ..mounts.base import Mount, Writer
+from ..mounts.base import Attr, Mount, Writer
 from .handles import PENDING_ROW_DELAY, OpenFile
 from .inodes import Node
 from .spool import Spool
@@ -93,6 +93,8 @@ class OpenFiles:
         if of is None:  # (not failed): share the other opener's write state
             return await self._open_file(node, mount, sub, truncate, create)
         of.bridge = self.bridge
+        if writer.existed and writer.perm is None and isinstance(node.attr, Attr):
+            writer.perm = node.attr.perm  # the mode it showed: kept by its commit
         if truncate:
             of.dirty = True
         self.open_files[node.ino] = of

@@ -178,15 +178,18 @@ class VFS(OpenFiles, Copies):
 
     async def _set_attrs(self, ino: int, mount: Mount, sub: str, mtime_ns: int | None,
                          perm: int | None) -> None:
+        """chmod/utimes: a file being written keeps them for its commit (the commit reads
+        them when it ends, so one set during an upload is kept too); any other goes to the
+        Mount. A deleted file's (an fd still open) are accepted and dropped."""
         of = self.open_files.get(ino)
-        if of is not None:  # shown at once (OpenFile.attr), committed with the file
+        if of is not None:  # shown at once (OpenFile.attr)
             if mtime_ns is not None:
                 of.writer.mtime_ns = mtime_ns
             if perm is not None:
                 of.writer.perm = perm
             if of.dirty and not of.unlinked:
                 return
-        if of is None or of.node.attached:
+        if self.inodes.get(ino).attached:
             await mount.set_attrs(sub, mtime_ns, perm)
 
     async def readlink(self, ino: int) -> str:

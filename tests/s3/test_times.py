@@ -48,8 +48,8 @@ async def test_an_upload_carries_rclones_mtime_and_keeps_it(mount, bucket, raw, 
     mount._heads.clear()
     got = await listed(mount, bucket, "a.txt")  # a fresh listing: no metadata in it
     assert (got.mtime_ns, got.perm) == (OLD, 0o600)
-    attr = await put(mount, tmp_path, f"{bucket}/a.txt", b"again", existed=True)
-    assert attr.mtime_ns > OLD and attr.perm == 0o600  # a write: its time; the mode stays
+    attr = await put(mount, tmp_path, f"{bucket}/a.txt", b"again", existed=True, perm=0o600)
+    assert attr.mtime_ns > OLD and attr.perm == 0o600  # a write: its time
 
 
 async def test_chmod_and_utimes_after_close_cost_no_upload(mount, bucket, raw, tmp_path):
@@ -74,9 +74,12 @@ async def test_a_rename_carries_them_to_the_copy(mount, bucket, raw, tmp_path):
     await mount.rename(f"{bucket}/tmp.part", f"{bucket}/final")
     await mount.rename(f"{bucket}/d", f"{bucket}/e")
     for key in ("final", "e/x"):
-        assert raw.head_object(Bucket=bucket, Key=key)["Metadata"]["mtime"] == OLD_TEXT
         got = await mount.lookup(f"{bucket}/{key}")
         assert (got.mtime_ns, got.perm) == (OLD, 0o640)
+    # a file's rename HEADs it: the copy carries the kept mtime; a directory's copies
+    # come from a listing (no metadata): as they were, the kept mtime ours alone
+    assert raw.head_object(Bucket=bucket, Key="final")["Metadata"]["mtime"] == OLD_TEXT
+    assert raw.head_object(Bucket=bucket, Key="e/x")["Metadata"]["mtime"] != OLD_TEXT
     assert await names(mount, bucket) == ["e", "final"]
 
 
@@ -92,3 +95,28 @@ async def test_they_survive_a_restart(s3_server, bucket, tmp_path):
         assert (got.mtime_ns, got.perm) == (OLD, 0o700)
     finally:
         await second.aclose()
+
+
+async def test_a_rename_drops_what_was_kept_for_content_since_replaced(mount, bucket, raw,
+                                                                       tmp_path):
+    await put(mount, tmp_path, f"{bucket}/src", b"ours")
+    await mount.set_attrs(f"{bucket}/src", OLD, 0o600)
+    raw.put_object(Bucket=bucket, Key="src", Body=b"another client's")
+    mount._listings.clear()
+    mount._heads.clear()
+    await mount.rename(f"{bucket}/src", f"{bucket}/dst")
+    got = await mount.lookup(f"{bucket}/dst")
+    assert got.perm is None and got.mtime_ns != OLD
+    assert "mtime" not in raw.head_object(Bucket=bucket, Key="dst")["Metadata"]
+
+
+async def test_an_object_without_our_mtime_is_copied_as_it_is(mount, bucket, raw):
+    """A rename of another client's object keeps its headers (no metadata REPLACE): its
+    kept mtime stays ours alone."""
+    raw.put_object(Bucket=bucket, Key="theirs", Body=b"t", CacheControl="max-age=60",
+                   Metadata={"tag": "x"})
+    await mount.set_attrs(f"{bucket}/theirs", OLD, None)
+    await mount.rename(f"{bucket}/theirs", f"{bucket}/moved")
+    head = raw.head_object(Bucket=bucket, Key="moved")
+    assert head["Metadata"] == {"tag": "x"} and head.get("CacheControl") == "max-age=60"
+    assert (await mount.lookup(f"{bucket}/moved")).mtime_ns == OLD

@@ -320,3 +320,25 @@ async def test_a_given_up_upload_is_superseded_by_a_newer_write(wb, raw):
     assert stored == [b"new"]
     assert journal.pending() == [] and not os.path.exists(row.spool)
     assert await vfs.recover() == []
+
+
+async def test_times_set_after_close_during_the_upload_are_kept(wb, raw):
+    """rsync sets its temp file's times after close(); with write_back the upload may be
+    under way then: the kept mtime is the one set, read when the upload ends."""
+    vfs, mount, journal, bucket = wb
+    old = 1_600_000_000_123_456_789
+    release = trio.Event()
+    real = mount.backend.put_bytes
+
+    async def held(*args, **kwargs):
+        await release.wait()
+        return await real(*args, **kwargs)
+    mount.backend.put_bytes = held
+    await write(vfs, f"s3/{bucket}/t", b"temp file")
+    await trio.testing.wait_all_tasks_blocked()  # the upload waits in put_bytes
+    await vfs.setattr(await ino(vfs, f"s3/{bucket}/t"), mtime_ns=old, perm=0o600)
+    release.set()
+    await vfs.write_back.drain()
+    got = (await vfs.getattr(await ino(vfs, f"s3/{bucket}/t"))).attr
+    assert (got.mtime_ns, got.perm) == (old, 0o600)
+    assert raw.get_object(Bucket=bucket, Key="t")["Body"].read() == b"temp file"

@@ -4,12 +4,15 @@ rsync -a, cp -p, chmod +x and a restart on a real mount."""
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import os
 import stat
 import time
 
 from mcpfs.backends.ipfs.node import Repo
 from mcpfs.config import paths
+from mcpfs.errors import McpfsError
 from mcpfs.mounts.mfs import MfsMount
 
 from .conftest import only_hash
@@ -91,3 +94,36 @@ async def test_directories_and_symlinks_keep_their_defaults(drv):
     ino = await drv.ino("mfs/dir")
     await drv.vfs.setattr(ino, mtime_ns=OLD, perm=0o700)  # accepted, not stored
     assert (await drv.stat("mfs/dir")).attr.perm is None
+
+
+async def test_fchmod_of_a_deleted_file_does_not_touch_its_successor(drv):
+    await drv.write_file("mfs/gone", b"old")
+    ino = await drv.ino("mfs/gone")
+    fh, _ = await drv.vfs.open(ino, os.O_RDONLY)
+    await drv.vfs.unlink(await drv.ino("mfs"), "gone")
+    await drv.write_file("mfs/gone", b"new file, same name")
+    await drv.vfs.setattr(ino, mtime_ns=OLD, perm=0o700)  # fchmod/futimens on the old fd
+    await drv.vfs.release(fh)
+    attr = (await drv.stat("mfs/gone")).attr
+    assert attr.perm is None and attr.mtime_ns != OLD
+
+
+async def test_a_commit_whose_cid_cannot_be_resolved_still_succeeds(drv, monkeypatch):
+    """The CID of a committed file missing from the caches is resolved for its row; if
+    that fails (renamed meanwhile) the commit stands and close() succeeds."""
+    mount = drv.vfs.mounts["mfs"]
+    real_commit, real_resolve = mount._commit_content, mount.resolve
+
+    async def without_cid(writer):
+        return dataclasses.replace(await real_commit(writer), cid=None)
+
+    async def resolve(path):
+        if path == "c":
+            raise McpfsError("/mfs/c: gone meanwhile", errno=errno.ENOENT)
+        return await real_resolve(path)
+    monkeypatch.setattr(mount, "_commit_content", without_cid)
+    monkeypatch.setattr(mount, "resolve", resolve)
+    await drv.write_file("mfs/c", b"committed")  # close() succeeds
+    monkeypatch.undo()
+    assert await drv.cat("mfs/c") == b"committed"
+    assert await drv.repo.mfs.read("/c") == b"committed"
