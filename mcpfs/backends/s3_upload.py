@@ -8,7 +8,12 @@ out). A multipart upload holds at most
 failure or cancellation, so no partial object ever becomes visible. While it runs, its id is
 kept in a small JSON file beside the spool (``<spool>.s3upload``); a process killed
 mid-upload leaves that file, and the retried commit resumes the same upload: parts already
-on the server whose size and MD5 match are kept, the rest are sent.
+on the server whose size and MD5 match are kept, the rest are sent. The file is written
+once before CreateMultipartUpload too (without an id, with the time): a process killed
+between that request and recording its answer leaves an upload nobody knows the id of, and
+the retried commit aborts the open uploads of that key begun since that time (found with
+ListMultipartUploads; "list_uploads") instead of leaving it to be billed until a lifecycle
+rule removes it.
 
 A conditional write (``If-None-Match: *``) answered 412 is EEXIST, unless botocore had sent
 it before (it retries a request whose response was lost, and the retry of a PUT whose first
@@ -26,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -42,6 +48,7 @@ log = logging.getLogger("mcpfs.backends.s3")
 MiB: Final = 1 << 20
 MAX_PARTS: Final = 10_000  # S3's limit on parts per multipart upload
 UPLOAD_SUFFIX: Final = ".s3upload"  # beside a spool: its multipart upload in flight (JSON)
+CLOCK_SLACK: Final = 300.0  # seconds: a server's clock may be this far behind ours
 
 
 @dataclass
@@ -199,6 +206,9 @@ class MultipartUploads:
         etags: dict[int, str] = {}
         upload_id = await self._resume(marker, bucket, key, size, part, etags)
         if upload_id is None:
+            layout = {"bucket": bucket, "key": key, "size": size, "part_size": part}
+            await trio.to_thread.run_sync(_write_marker, marker, {**layout,
+                                                                  "started": time.time()})
             kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
             if content_type:
                 kwargs["ContentType"] = content_type
@@ -207,9 +217,8 @@ class MultipartUploads:
             upload_id = (await self.call(
                 lambda: self.client.create_multipart_upload(**kwargs), what,
                 "create_upload"))["UploadId"]
-            await trio.to_thread.run_sync(_write_marker, marker, {
-                "bucket": bucket, "key": key, "upload_id": upload_id, "size": size,
-                "part_size": part})
+            await trio.to_thread.run_sync(_write_marker, marker, {**layout,
+                                                                  "upload_id": upload_id})
         kept = len(etags)
         parts = trio.CapacityLimiter(self.config.part_concurrency)
 
@@ -253,6 +262,31 @@ class MultipartUploads:
                 log.error("%s: abort failed (%s); the upload %s stays until a lifecycle "
                           "rule removes it", what, exc, upload_id)
 
+    async def _abort_unrecorded(self, state: dict[str, Any]) -> None:
+        """Abort the open uploads of the marker's key begun since it was written (minus
+        ``CLOCK_SLACK``): the one whose id a killed process did not record. Failures are
+        logged (the upload then waits for a lifecycle rule), never raised."""
+        bucket, key, started = state.get("bucket"), state.get("key"), state.get("started")
+        if not bucket or not key or not isinstance(started, (int, float)):
+            return
+        what = f"upload s3://{bucket}/{key}"
+
+        def listed() -> list[dict[str, Any]]:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=bucket, Prefix=key)
+            return [u for page in pages for u in page.get("Uploads", [])
+                    if u.get("Key") == key and u.get("Initiated") is not None
+                    and u["Initiated"].timestamp() >= started - CLOCK_SLACK]
+        try:
+            found = await self.call(listed, f"list uploads of {what}", "list_uploads")
+        except McpfsError as exc:
+            log.warning("%s: an upload begun before the crash may stay open (%s)", what, exc)
+            return
+        for upload in found:
+            log.info("%s: aborting upload %s begun before the crash", what,
+                     upload.get("UploadId"))
+            await self._abort(bucket, key, upload.get("UploadId", ""), what)
+
     async def _resume(self, marker: str, bucket: str, key: str, size: int, part: int,
                       etags: dict[int, str]) -> str | None:
         """The upload id recorded in ``marker`` if it is still open for the same object and
@@ -263,6 +297,10 @@ class MultipartUploads:
             return None
         upload_id = state.get("upload_id", "")
         what = f"upload s3://{bucket}/{key}"
+        if not upload_id:  # killed before its id was recorded: maybe an upload nobody knows
+            await self._abort_unrecorded(state)
+            await trio.to_thread.run_sync(_remove, marker)
+            return None
         if (state.get("bucket"), state.get("key"), state.get("size"),
                 state.get("part_size")) != (bucket, key, size, part):
             if state.get("bucket") and state.get("key") and upload_id:

@@ -91,3 +91,36 @@ async def test_discarded_row_removes_the_sidecar(s3_server, tmp_path):
     assert await recover({"s3": S3Mount(make_backend(s3_server))}, journal) == [
         ("s3", "b/never-closed", "discarded")]
     assert os.listdir(tmp_path / "spool") == []
+
+
+async def test_an_upload_whose_id_was_never_recorded_is_aborted(s3_server, bucket, raw,
+                                                                tmp_path, monkeypatch):
+    """Killed between CreateMultipartUpload and recording its id: the retry finds the
+    marker written before the request and aborts the key's uploads begun since; another
+    key's upload is left alone."""
+    from mcpfs.backends import s3_upload
+    mount = S3Mount(make_backend(s3_server))
+    data = os.urandom(9 * MiB)
+    spool = spool_with(tmp_path, data)
+    other = raw.create_multipart_upload(Bucket=bucket, Key="other.bin")["UploadId"]
+    real = s3_upload._write_marker
+
+    def killed(marker, state):
+        if "upload_id" in state:
+            raise KeyboardInterrupt  # the process dies: nothing after this runs
+        real(marker, state)
+    monkeypatch.setattr(s3_upload, "_write_marker", killed)
+    try:
+        await mount.backend.upload_file(bucket, "k.bin", spool, len(data))
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    open_now = raw.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert sorted(u["Key"] for u in open_now) == ["k.bin", "other.bin"]  # the orphan
+    journal = Journal(tmp_path / "state")
+    row = journal.add_sync("s3", f"{bucket}/k.bin", spool)
+    journal.set_sync(row, COMMITTING)
+    assert await recover({"s3": mount}, journal) == [("s3", f"{bucket}/k.bin", "committed")]
+    assert raw.get_object(Bucket=bucket, Key="k.bin")["Body"].read() == data
+    left = raw.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u["UploadId"] for u in left] == [other]
