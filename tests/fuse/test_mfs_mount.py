@@ -7,6 +7,7 @@ import errno
 import mmap
 import os
 import random
+import shutil
 import stat
 
 import pytest
@@ -279,6 +280,8 @@ def test_a_read_only_close_sends_no_flush_and_a_writing_one_does(mnt):
     assert path.read_bytes() == b"hello world"
 
 
+@pytest.mark.skipif(shutil.which("rsync") is None,
+                    reason="rsync not installed (make test installs it)")
 def test_modes_and_mtimes_stick_so_rsync_skips_what_it_copied(daemon, tmp_path):
     """mounts/kept_attrs.py: rsync -a, cp -p and chmod +x keep their modes and mtimes, across
     a restart, so a second rsync copies nothing; the CIDs stay those of the bytes."""

@@ -15,6 +15,7 @@ import json
 import mmap
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -232,6 +233,8 @@ def test_mv_file_and_directory(s3_mnt, raw, bucket):
                                                                          "moved/k01")
 
 
+@pytest.mark.skipif(shutil.which("rsync") is None,
+                    reason="rsync not installed (make test installs it)")
 def test_rsync_a_twice_copies_once_and_objects_carry_the_mtime(daemon, s3_env, raw, bucket,
                                                                 tmp_path):
     """mounts/s3_times.py: rsync -a sets its temp file's mode and times after close, then
