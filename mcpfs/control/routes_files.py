@@ -28,6 +28,13 @@ def _empty() -> Response:
     return Response(b"", media_type="text/plain")
 
 
+def _mfs_mount(ctx: Ctx):
+    """The daemon's /mfs mount (kept modes and mtimes: mounts/kept_attrs.py), if any."""
+    mounts = getattr(ctx.vfs, "mounts", None) or {}
+    mount = mounts.get("mfs")
+    return mount if hasattr(mount, "moved_outside") else None
+
+
 @router.post("/ls")
 async def files_ls(ctx: Ctx = Depends(ctx_of), arg: list[str] = Query([]),
                    long: bool = Query(False), U: bool = Query(False)):  # noqa: N803
@@ -78,6 +85,9 @@ async def files_rm(ctx: Ctx = Depends(ctx_of), arg: list[str] = Query([]),
     one_arg(arg, "path")
     for path in arg:
         await ctx.repo.mfs.rm(path, recursive=recursive, force=force, flush=flush)
+        mount = _mfs_mount(ctx)
+        if mount is not None:
+            mount.removed_outside(path)
     return _empty()
 
 
@@ -85,7 +95,17 @@ async def files_rm(ctx: Ctx = Depends(ctx_of), arg: list[str] = Query([]),
 async def files_mv(ctx: Ctx = Depends(ctx_of), arg: list[str] = Query([]),
                    flush: bool = Query(True)):
     src, dst = _two(arg)
+    mount = _mfs_mount(ctx)
+    if mount is None:
+        await ctx.repo.mfs.mv(src, dst, flush=flush)
+        return _empty()
+    is_dir = (await ctx.repo.mfs.stat(src)).get("Type") == "directory"
+    target = dst
+    if await ctx.repo.mfs.exists(dst) and \
+            (await ctx.repo.mfs.stat(dst)).get("Type") == "directory":
+        target = f"{dst.rstrip('/')}/{src.rstrip('/').rpartition('/')[2]}"  # into it (kubo)
     await ctx.repo.mfs.mv(src, dst, flush=flush)
+    mount.moved_outside(src, target, is_dir)  # its files' kept modes and mtimes go along
     return _empty()
 
 

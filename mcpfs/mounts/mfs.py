@@ -323,6 +323,15 @@ class MfsMount(Mount):
         if attr.kind == FILE:
             self.attrs.set(_key(path), str(cid), mtime_ns, perm)
 
+    def moved_outside(self, src: str, dst: str, is_dir: bool) -> None:
+        """MFS moved ``src`` to ``dst`` (MFS paths) on a request that did not come through
+        the mount (``mcpfs files mv``): the kept modes and mtimes move with it."""
+        self.attrs.moved(_key(src), _key(dst), is_dir)
+
+    def removed_outside(self, path: str) -> None:
+        """MFS removed ``path`` (and anything beneath) outside the mount."""
+        self.attrs.removed(_key(path), is_dir=True)
+
     async def _commit_content(self, writer: Writer) -> Attr:
         """Make the written bytes the file's content (see the module docstring for the
         routes) and commit the MFS root. ``writer.extra`` may carry, from the bridge,

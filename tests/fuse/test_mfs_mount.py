@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import stat
+import time
 
 import pytest
 
@@ -315,3 +316,27 @@ def test_modes_and_mtimes_stick_so_rsync_skips_what_it_copied(daemon, tmp_path):
     got = os.stat(m / "p.bin")
     assert (got.st_mtime_ns, stat.S_IMODE(got.st_mode)) == (old, 0o711)
     assert run(str(m / "r" / "d" / "run.sh")).stdout == "ran\n"
+
+
+def test_mcpfs_files_mv_and_rm_carry_the_kept_modes_and_mtimes(mnt):
+    """`mcpfs files mv` through the daemon moves what chmod/utimes kept (into a directory
+    too, kubo's rule); `mcpfs files rm` drops it: the same bytes put back there later show
+    the defaults."""
+    old = 1_600_000_000_123_456_789
+    m = mnt / "mfs"
+    (m / "d").mkdir()
+    (m / "x.sh").write_text("#!/bin/sh\necho hi\n")
+    os.chmod(m / "x.sh", 0o750)
+    os.utime(m / "x.sh", ns=(old, old))
+    cid = os.getxattr(m / "x.sh", "user.mcpfs.cid").decode()
+    mcpfs("files", "mv", "/x.sh", "/y.sh")
+    got = os.stat(m / "y.sh")
+    assert (stat.S_IMODE(got.st_mode), got.st_mtime_ns) == (0o750, old)
+    mcpfs("files", "mv", "/y.sh", "/d")  # into the directory
+    got = os.stat(m / "d" / "y.sh")
+    assert (stat.S_IMODE(got.st_mode), got.st_mtime_ns) == (0o750, old)
+    mcpfs("files", "rm", "-r", "/d")
+    mcpfs("files", "mkdir", "/d")
+    mcpfs("files", "cp", f"/ipfs/{cid}", "/d/y.sh")  # the same bytes (CID) at that path
+    time.sleep(1.2)  # the kernel's 1 s entry and attribute cache of d/y.sh runs out
+    assert stat.S_IMODE(os.stat(m / "d" / "y.sh").st_mode) == 0o644  # not the kept 0750
