@@ -239,5 +239,11 @@ def split(path: str) -> list[str]:
     return [p for p in path.split("/") if p]
 
 
+def joined(path: str) -> str:
+    """``path`` with its empty segments dropped and no leading slash: the one spelling of
+    a path the mounts key their caches (and kept_attrs.py its rows) by."""
+    return "/".join(split(path))
+
+
 __all__ = ["Attr", "Capabilities", "Mount", "Reader", "Writer", "StatFS", "FILE", "DIR",
-           "SYMLINK", "XATTR_PREFIX", "statfs_of", "split"]
+           "SYMLINK", "XATTR_PREFIX", "statfs_of", "split", "joined"]

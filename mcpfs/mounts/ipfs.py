@@ -30,7 +30,8 @@ from cachetools import LRUCache
 from ..backends.ipfs.cid import CID, DAG_PB, RAW
 from ..backends.ipfs.reader import NodeInfo, UnixFSReader
 from ..errors import BlockNotFound, CorruptBlock, InvalidInput, McpfsError, NotFound
-from .base import DIR, FILE, SYMLINK, Attr, Capabilities, Mount, StatFS, split, statfs_of
+from .base import (DIR, FILE, SYMLINK, Attr, Capabilities, Mount, StatFS, joined, split,
+                   statfs_of)
 from .prefetch import MiB, Prefetcher
 
 log = logging.getLogger("mcpfs.mounts.ipfs")
@@ -218,7 +219,7 @@ class IpfsMount(Mount):
 
         entries = await ipfs_call(self.limiter, lambda: self.listings.get(cid),
                                   f"list /ipfs/{path}")
-        base = "/".join(split(path))
+        base = joined(path)
         for name, (child_cid, child) in entries.items():
             self._resolved[f"{base}/{name}"] = (child_cid, child)
             yield name, child

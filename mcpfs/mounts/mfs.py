@@ -52,7 +52,8 @@ from ..backends.ipfs.cid import CID
 from ..backends.ipfs.importer import Imported
 from ..backends.ipfs.stream_import import StreamImport
 from ..errors import McpfsError
-from .base import DIR, FILE, Attr, Capabilities, Mount, StatFS, Writer, split, statfs_of
+from .base import (DIR, FILE, Attr, Capabilities, Mount, StatFS, Writer, joined, split,
+                   statfs_of)
 from .ipfs import CidReader, Listings, attr_of, block_errors, ipfs_call
 from .kept_attrs import KeptAttrs
 
@@ -92,13 +93,8 @@ class SpoolSource:
             self._fh = None
 
 
-def _key(path: str) -> str:
-    """``path`` as KeptAttrs keys it: segments joined, no leading or doubled slash."""
-    return "/".join(split(path))
-
-
 def mfs_path(path: str) -> str:
-    return "/" + "/".join(split(path))
+    return "/" + joined(path)
 
 
 class MfsMount(Mount):
@@ -215,7 +211,7 @@ class MfsMount(Mount):
         attr = self._cached(path)
         if attr is None:
             attr = (await self.resolve(path))[1]
-        return self.attrs.overlay(_key(path), attr)
+        return self.attrs.overlay(joined(path), attr)
 
     async def listdir(self, path: str) -> AsyncIterator[tuple[str, Attr]]:
         def work() -> list[tuple[str, Attr]]:
@@ -223,7 +219,7 @@ class MfsMount(Mount):
             if self.mfs.tree.kind(cid) != "directory":
                 raise McpfsError(f"/mfs/{path}: not a directory", errno=errno.ENOTDIR)
             return sorted((name, attr) for name, (_, attr) in self.listings.get(cid).items())
-        folder = _key(path)
+        folder = joined(path)
         for name, attr in await ipfs_call(self.limiter, work, f"list /mfs/{path}"):
             yield name, self.attrs.overlay(f"{folder}/{name}" if folder else name, attr)
 
@@ -311,7 +307,7 @@ class MfsMount(Mount):
                 log.info("/mfs/%s: committed; its mtime and mode not kept (%s)",
                          writer.path, exc)
                 return attr
-        key = _key(writer.path)
+        key = joined(writer.path)
         mtime = time.time_ns() if writer.mtime_ns is None else writer.mtime_ns
         self.attrs.set(key, attr.cid, mtime, writer.perm)
         return self.attrs.overlay(key, attr)
@@ -321,16 +317,16 @@ class MfsMount(Mount):
         symlinks keep their defaults (the change is accepted and not stored)."""
         cid, attr = await self.resolve(path)
         if attr.kind == FILE:
-            self.attrs.set(_key(path), str(cid), mtime_ns, perm)
+            self.attrs.set(joined(path), str(cid), mtime_ns, perm)
 
     def moved_outside(self, src: str, dst: str, is_dir: bool) -> None:
         """MFS moved ``src`` to ``dst`` (MFS paths) on a request that did not come through
         the mount (``mcpfs files mv``): the kept modes and mtimes move with it."""
-        self.attrs.moved(_key(src), _key(dst), is_dir)
+        self.attrs.moved(joined(src), joined(dst), is_dir)
 
     def removed_outside(self, path: str) -> None:
         """MFS removed ``path`` (and anything beneath) outside the mount."""
-        self.attrs.removed(_key(path), is_dir=True)
+        self.attrs.removed(joined(path), is_dir=True)
 
     async def _commit_content(self, writer: Writer) -> Attr:
         """Make the written bytes the file's content (see the module docstring for the
@@ -405,7 +401,7 @@ class MfsMount(Mount):
     async def unlink(self, path: str) -> None:
         with block_errors(f"unlink /mfs/{path}"):
             await self.mfs.rm(mfs_path(path))
-        self.attrs.removed(_key(path))
+        self.attrs.removed(joined(path))
 
     async def mkdir(self, path: str) -> Attr:
         with block_errors(f"mkdir /mfs/{path}"):
@@ -415,7 +411,7 @@ class MfsMount(Mount):
     async def rmdir(self, path: str) -> None:
         with block_errors(f"rmdir /mfs/{path}"):
             await self.mfs.rmdir(mfs_path(path))
-        self.attrs.removed(_key(path), is_dir=True)
+        self.attrs.removed(joined(path), is_dir=True)
 
     async def symlink(self, path: str, target: str) -> Attr:
         with block_errors(f"symlink /mfs/{path}"):
@@ -445,7 +441,7 @@ class MfsMount(Mount):
                     await self.rmdir(dst)  # ENOTEMPTY when it has entries
             with block_errors(f"rename /mfs/{src}"):
                 await self.mfs.mv(mfs_path(src), mfs_path(dst))
-            self.attrs.moved(_key(src), _key(dst), src_attr.is_dir)
+            self.attrs.moved(joined(src), joined(dst), src_attr.is_dir)
 
 
 __all__ = ["MfsMount", "mfs_path"]

@@ -53,7 +53,8 @@ from cachetools import TTLCache
 
 from ..backends.s3 import ObjectInfo, S3Backend
 from ..errors import McpfsError
-from .base import DIR, FILE, XATTR_PREFIX, Attr, Capabilities, Mount, StatFS, Writer, split
+from .base import (DIR, FILE, XATTR_PREFIX, Attr, Capabilities, Mount, StatFS, Writer, joined,
+                   split)
 from .prefetch import Prefetcher
 from .s3_listings import CHANGES_KEPT, SMALL_LISTING, Listing, S3Listings, _file_attr
 from .kept_attrs import KeptAttrs
@@ -148,7 +149,7 @@ class S3Mount(S3Renames, S3Listings, S3Times, Mount):
 
     # ---------------------------------------------------------------- reading
     async def _head(self, path: str) -> ObjectInfo:
-        path = "/".join(split(path))
+        path = joined(path)
         return await self._through_cache(self._heads, path,
                                          lambda: self.backend.head(*self._where(path)),
                                          self._heads.__setitem__)
@@ -225,11 +226,12 @@ class S3Mount(S3Renames, S3Listings, S3Times, Mount):
             await self._small_listing(name)
 
     async def lookup(self, path: str) -> Attr:
-        return self._kept(path, *await self._stat(path))
+        return self._kept(joined(path), *await self._stat(path))
 
     async def listdir(self, path: str) -> AsyncIterator[tuple[str, Attr]]:
+        folder = joined(path)
         for name, (attr, info) in sorted((await self._listing(path)).items()):
-            yield name, self._kept(f"{path}/{name}", attr, info)
+            yield name, self._kept(f"{folder}/{name}" if folder else name, attr, info)
 
     async def open_read(self, path: str) -> S3Reader:
         attr, _ = await self._stat(path)
@@ -244,7 +246,7 @@ class S3Mount(S3Renames, S3Listings, S3Times, Mount):
         else:  # empty as far as we know: a range GET of it is an InvalidRange error
             info, first = await self.backend.head(bucket, key), b""
         if gen == self._gen:
-            self._heads["/".join(split(path))] = info
+            self._heads[joined(path)] = info
         return S3Reader(self.backend, bucket, info, first)
 
     async def getxattr(self, path: str, name: str) -> bytes:
@@ -353,7 +355,7 @@ class S3Mount(S3Renames, S3Listings, S3Times, Mount):
         writer.extra["version"] = info.etag
         attr = Attr(FILE, size, mtime_ns=self._uploaded(writer, info, mtime_ns))
         self._wrote(writer.path, attr, dataclasses.replace(info, mtime_ns=attr.mtime_ns))
-        return self._kept(writer.path, attr, info)
+        return self._kept(joined(writer.path), attr, info)
 
     async def _copy_if_unchanged(self, copy_from: tuple[str, str, str], bucket: str,
                                  key: str, size: int, meta: dict[str, str],
@@ -399,7 +401,7 @@ class S3Mount(S3Renames, S3Listings, S3Times, Mount):
             self._invalidate(path)
             raise
         self._wrote(path, None)
-        self.attrs.removed("/".join(split(path)))
+        self.attrs.removed(joined(path))
 
     async def mkdir(self, path: str) -> Attr:
         """A ``key/`` marker (a bucket at /s3); EEXIST if the name exists."""

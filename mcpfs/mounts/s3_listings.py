@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from ..backends.s3 import ObjectInfo
 from ..errors import McpfsError
-from .base import DIR, FILE, Attr, split
+from .base import DIR, FILE, Attr, joined, split
 
 CHANGES_KEPT: Final = 4096  # our recent listing changes kept for replay (_replay)
 SMALL_LISTING: Final = 1000  # keys of one ListObjectsV2 page: a lookup lists a directory this small
@@ -80,7 +80,7 @@ class S3Listings:
 
     async def _listing(self, path: str) -> Listing:
         """name -> (Attr, ObjectInfo or None) of the directory ``path`` (cached)."""
-        path = "/".join(split(path))
+        path = joined(path)
         return await self._through_cache(self._listings, path,
                                          lambda: self._fetch_listing(path), self._keep)
 

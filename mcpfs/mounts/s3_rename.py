@@ -24,7 +24,7 @@ import trio
 
 from ..backends.s3 import ObjectInfo, first_error
 from ..errors import McpfsError
-from .base import Attr, split
+from .base import Attr, joined, split
 from .s3_times import MTIME_META, etag_of, mtime_text
 
 log = logging.getLogger("mcpfs.mounts.s3")
@@ -81,14 +81,14 @@ class S3Renames:
         an ``x-amz-meta-mtime`` (ours, rclone's) other than the one kept for it gets the
         kept one on the copy (its metadata replaced: one HEAD more); others are copied as
         they are (s3_times.py). ``info`` from a listing has no metadata: never replaced."""
+        src, dst = joined(src), joined(dst)
         mtime = self._kept_mtime(src, info)
         text = None if mtime is None else mtime_text(mtime)
         carried = info.metadata.get(MTIME_META)
         new = await self.backend.copy(
             split(src)[0], info.key, db, dk, info.size, storage_class=info.storage_class,
             metadata={MTIME_META: text} if carried and text and carried != text else None)
-        self.attrs.moved("/".join(split(src)), "/".join(split(dst)), False, etag_of(new),
-                         was=etag_of(info))
+        self.attrs.moved(src, dst, False, etag_of(new), was=etag_of(info))
 
     async def _rename_dir(self, sb: str, sp: str, db: str, dp: str) -> None:
         """Copy every key under ``sp`` to ``dp`` (bounded parallel), then delete them."""

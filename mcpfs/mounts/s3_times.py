@@ -30,7 +30,7 @@ import time
 from typing import Any, Final
 
 from ..backends.s3 import ObjectInfo
-from .base import FILE, Attr, Writer, split
+from .base import FILE, Attr, Writer, joined
 
 MTIME_META: Final = "mtime"  # x-amz-meta-mtime, rclone's key
 
@@ -48,12 +48,13 @@ def etag_of(info: ObjectInfo | None) -> str | None:
 class S3Times:
     attrs: Any  # KeptAttrs, set by S3Mount
 
-    def _kept(self, path: str, attr: Attr, info: ObjectInfo | None) -> Attr:
-        """``attr`` with the mode and mtime kept for ``path`` at ``info``'s ETag."""
-        return self.attrs.overlay(_key(path), attr, etag_of(info))
+    def _kept(self, key: str, attr: Attr, info: ObjectInfo | None) -> Attr:
+        """``attr`` with the mode and mtime kept for ``key`` (a path as ``joined`` spells
+        it) at ``info``'s ETag."""
+        return self.attrs.overlay(key, attr, etag_of(info))
 
-    def _kept_mtime(self, path: str, info: ObjectInfo) -> int | None:
-        return self.attrs.mtime(_key(path), etag_of(info))
+    def _kept_mtime(self, key: str, info: ObjectInfo) -> int | None:
+        return self.attrs.mtime(key, etag_of(info))
 
     def _upload_mtime(self, writer: Writer, meta: dict[str, str]) -> int:
         """The mtime an upload of ``writer`` carries (added to ``meta``)."""
@@ -69,7 +70,7 @@ class S3Times:
             mtime_ns = writer.mtime_ns
         etag = etag_of(info)
         if etag is not None:
-            self.attrs.set(_key(writer.path), etag, mtime_ns, writer.perm)
+            self.attrs.set(joined(writer.path), etag, mtime_ns, writer.perm)
         return mtime_ns
 
     async def set_attrs(self, path: str, mtime_ns: int | None, perm: int | None) -> None:
@@ -82,11 +83,7 @@ class S3Times:
             info = await self._head(path)  # type: ignore[attr-defined]
         etag = etag_of(info)
         if etag is not None:
-            self.attrs.set(_key(path), etag, mtime_ns, perm)
-
-
-def _key(path: str) -> str:
-    return "/".join(split(path))
+            self.attrs.set(joined(path), etag, mtime_ns, perm)
 
 
 __all__ = ["S3Times", "MTIME_META", "mtime_text", "etag_of"]
