@@ -83,9 +83,9 @@ async def files_rm(ctx: Ctx = Depends(ctx_of), arg: list[str] = Query([]),
                    recursive: bool = Query(False), force: bool = Query(False),
                    flush: bool = Query(True)):
     one_arg(arg, "path")
+    mount = _mfs_mount(ctx)
     for path in arg:
         await ctx.repo.mfs.rm(path, recursive=recursive, force=force, flush=flush)
-        mount = _mfs_mount(ctx)
         if mount is not None:
             mount.removed_outside(path)
     return _empty()
@@ -95,17 +95,11 @@ async def files_rm(ctx: Ctx = Depends(ctx_of), arg: list[str] = Query([]),
 async def files_mv(ctx: Ctx = Depends(ctx_of), arg: list[str] = Query([]),
                    flush: bool = Query(True)):
     src, dst = _two(arg)
+    target = await ctx.repo.mfs.mv(src, dst, flush=flush)  # (into dst if a directory)
     mount = _mfs_mount(ctx)
-    if mount is None:
-        await ctx.repo.mfs.mv(src, dst, flush=flush)
-        return _empty()
-    is_dir = (await ctx.repo.mfs.stat(src)).get("Type") == "directory"
-    target = dst
-    if await ctx.repo.mfs.exists(dst) and \
-            (await ctx.repo.mfs.stat(dst)).get("Type") == "directory":
-        target = f"{dst.rstrip('/')}/{src.rstrip('/').rpartition('/')[2]}"  # into it (kubo)
-    await ctx.repo.mfs.mv(src, dst, flush=flush)
-    mount.moved_outside(src, target, is_dir)  # its files' kept modes and mtimes go along
+    if mount is not None:  # its files' kept modes and mtimes go along
+        is_dir = (await ctx.repo.mfs.stat(target)).get("Type") == "directory"
+        mount.moved_outside(src, target, is_dir)
     return _empty()
 
 

@@ -281,14 +281,14 @@ async def test_mv(fs):
     await fs.write("/a", b"A", create=True)
     await fs.write("/b", b"B", create=True)
     await fs.mkdir("/dir")
-    await fs.mv("/a", "/dir")  # into an existing directory
+    assert await fs.mv("/a", "/dir") == "/dir/a"  # into an existing directory
     assert await fs.read("/dir/a") == b"A"
-    await fs.mv("/dir/a", "/dir/renamed")
+    assert await fs.mv("/dir/a", "/dir/renamed") == "/dir/renamed"
     assert [e["Name"] for e in await fs.ls("/dir")] == ["renamed"]
     await fs.mv("/b", "/dir/renamed")  # replaces an existing file
     assert await fs.read("/dir/renamed") == b"B"
     assert [e["Name"] for e in await fs.ls("/")] == ["dir"]
-    await fs.mv("/dir", "/dir")  # no-op
+    assert await fs.mv("/dir", "/dir") == "/dir"  # no-op
     with pytest.raises(InvalidInput):
         await fs.mv("/dir", "/dir/sub")
     with pytest.raises(NotFound):

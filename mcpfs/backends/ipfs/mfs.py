@@ -305,9 +305,17 @@ class MFS:
         """Remove an empty directory; ENOTEMPTY / ENOTDIR as POSIX rmdir."""
         await self._mutate(lambda r: self.tree.rmdir(r, path), flush)
 
-    async def mv(self, src: str, dst: str, flush: bool = True) -> None:
-        """Move; into ``dst`` when it is an existing directory (kubo)."""
-        await self._mutate(lambda r: self.tree.mv(r, src, dst), flush)
+    async def mv(self, src: str, dst: str, flush: bool = True) -> str:
+        """Move; into ``dst`` when it is an existing directory (kubo). The path ``src`` is
+        at now."""
+        moved_to: list[str] = []
+
+        def op(root: CID) -> CID:
+            new_root, target = self.tree.mv(root, src, dst)
+            moved_to.append(target)
+            return new_root
+        await self._mutate(op, flush)
+        return moved_to[-1]
 
     async def cp(self, src: str, dst: str, parents: bool = False, flush: bool = True) -> None:
         """Link ``src`` (``/ipfs/<cid>/...`` or an MFS path) at ``dst``; no bytes copied."""

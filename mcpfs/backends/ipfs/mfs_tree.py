@@ -443,9 +443,10 @@ class Tree:
             return True
         return self.update(root, segs[:-1], mutate)
 
-    def mv(self, root: CID, src: str, dst: str) -> CID:
+    def mv(self, root: CID, src: str, dst: str) -> tuple[CID, str]:
         """Move ``src`` to ``dst``; into ``dst`` when it is a directory (kubo); an existing
-        file at the target is replaced; a directory there raises AlreadyExists."""
+        file at the target is replaced; a directory there raises AlreadyExists. The new
+        root, and the path ``src`` is at now."""
         s, d = split_path(src), split_path(dst)
         if not s:
             raise InvalidInput("cannot move root")
@@ -456,11 +457,11 @@ class Tree:
             raise NotFound(f"{src}: file does not exist")
         cid, tsize = entry
         if d == s:
-            return root
+            return root, join(s)
         existing = self.lookup(root, d, missing_ok=True)
         target = d + [s[-1]] if existing is not None and self.kind(existing) == "directory" else d
         if target == s:
-            return root
+            return root, join(s)
         if target[:len(s)] == s:
             raise InvalidInput(f"cannot move {src} into itself ({dst})")
         at_target = self.lookup(root, target, missing_ok=True) if target != d else existing
@@ -468,7 +469,7 @@ class Tree:
             raise AlreadyExists(f"{join(target)}: directory already has entry by that name")
         self.lookup(root, target[:-1])  # the target's parent must exist: NotFound otherwise
         root = self.rm(root, src, force=True)
-        return self._add(root, target, cid, tsize, replace=True)
+        return self._add(root, target, cid, tsize, replace=True), join(target)
 
     def source_cid(self, root: CID, src: str) -> CID:
         """``/ipfs/<cid>/...`` (resolved through the store) or an MFS path -> CID."""
