@@ -303,7 +303,7 @@ class MultipartUploads:
             return None
         if (state.get("bucket"), state.get("key"), state.get("size"),
                 state.get("part_size")) != (bucket, key, size, part):
-            if state.get("bucket") and state.get("key") and upload_id:
+            if state.get("bucket") and state.get("key"):
                 await self._abort(state["bucket"], state["key"], upload_id, what)
             await trio.to_thread.run_sync(_remove, marker)
             return None

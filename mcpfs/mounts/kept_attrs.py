@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Final
 
@@ -67,8 +66,7 @@ class KeptAttrs:
                         "kept in memory only until it is fixed or removed", db_path, exc)
             self._db, self._rows = _open(":memory:")
         self._pending: dict[str, Row | None] = {}  # changed since the last save (None: gone)
-        self._save_lock = trio.Lock()
-        self._db_lock = threading.Lock()  # the connection: one thread at a time
+        self._save_lock = trio.Lock()  # one save (one thread on the connection) at a time
 
     # ---------------------------------------------------------------- reading
     def overlay(self, path: str, attr: Attr, identity: str | None = None) -> Attr:
@@ -112,8 +110,7 @@ class KeptAttrs:
                 elif row[0] == was:
                     self._put(dst, (identity, *row[1:]))
             return
-        prefix = src + "/"
-        for path in [p for p in self._rows if p.startswith(prefix)]:
+        for path in self._below(src):
             row = self._rows[path]
             self._put(path, None)
             self._put(dst + path[len(src):], row)
@@ -123,9 +120,13 @@ class KeptAttrs:
         if path in self._rows:
             self._put(path, None)
         if is_dir:
-            prefix = path + "/"
-            for gone in [p for p in self._rows if p.startswith(prefix)]:
+            for gone in self._below(path):
                 self._put(gone, None)
+
+    def _below(self, folder: str) -> list[str]:
+        """The paths with rows under ``folder`` (a scan of every row: directories only)."""
+        prefix = folder + "/"
+        return [p for p in self._rows if p.startswith(prefix)]
 
     def _put(self, path: str, row: Row | None) -> None:
         if row is None:
@@ -153,7 +154,7 @@ class KeptAttrs:
                             self._what, exc)
 
     def _write(self, changes: dict[str, Row | None]) -> None:
-        with self._db_lock, self._db:
+        with self._db:
             self._db.executemany("DELETE FROM attrs WHERE path = ?",
                                  [(p,) for p, row in changes.items() if row is None])
             self._db.executemany(
@@ -170,7 +171,7 @@ class KeptAttrs:
         """Save what is pending and close the database."""
         with trio.CancelScope(shield=True):
             await self.save()
-            with self._db_lock:
+            async with self._save_lock:  # (no save is running on the connection)
                 self._db.close()
 
 

@@ -173,15 +173,15 @@ class VFS(OpenFiles, Copies):
                     of.handles -= 1
                     await self._close_open_file(of)
         if mtime_ns is not None or perm is not None:
-            await self._set_attrs(ino, mount, sub, mtime_ns, perm)
+            await self._set_attrs(node, mount, sub, mtime_ns, perm)
         return await self.getattr(ino)
 
-    async def _set_attrs(self, ino: int, mount: Mount, sub: str, mtime_ns: int | None,
+    async def _set_attrs(self, node: Node, mount: Mount, sub: str, mtime_ns: int | None,
                          perm: int | None) -> None:
         """chmod/utimes: a file being written keeps them for its commit (the commit reads
         them when it ends, so one set during an upload is kept too); any other goes to the
         Mount. A deleted file's (an fd still open) are accepted and dropped."""
-        of = self.open_files.get(ino)
+        of = self.open_files.get(node.ino)
         if of is not None:  # shown at once (OpenFile.attr)
             if mtime_ns is not None:
                 of.writer.mtime_ns = mtime_ns
@@ -189,7 +189,7 @@ class VFS(OpenFiles, Copies):
                 of.writer.perm = perm
             if of.dirty and not of.unlinked:
                 return
-        if self.inodes.get(ino).attached:
+        if node.attached:
             await mount.set_attrs(sub, mtime_ns, perm)
 
     async def readlink(self, ino: int) -> str:
