@@ -63,7 +63,7 @@ class ServerSideCopies:
         """``Metadata`` and ``ContentType`` of a copy of ``key``: the source's (one HEAD)
         plus ``metadata``; EEXIST when the source no longer has the ETag ``if_match``."""
         src = await self.head(bucket, key)
-        if if_match and (src.etag or "").strip('"') != if_match.strip('"'):
+        if if_match and src.bare_etag != if_match.strip('"'):
             raise McpfsError(f"s3://{bucket}/{key} changed", errno=errno.EEXIST)
         return {"Metadata": {**src.metadata, **(metadata or {})},
                 "ContentType": content_type or src.content_type or "application/octet-stream"}

@@ -64,6 +64,11 @@ class ObjectInfo:
     content_type: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def bare_etag(self) -> str | None:
+        """The ETag without the quotes listings, HEADs and copies put around it."""
+        return self.etag.strip('"') if self.etag else None
+
 
 def first_error(group: BaseExceptionGroup) -> BaseException:
     """The first McpfsError leaf of an exception group (else its first leaf)."""
@@ -159,7 +164,7 @@ class MultipartUploads:
             want = await trio.to_thread.run_sync(etag, limiter=self.limiter)
         except (ValueError, OSError):
             raise conflict from None
-        if there.size != size or (there.etag or "").strip('"') != want:
+        if there.size != size or there.bare_etag != want:
             raise conflict
         log.info("%s: a conditional write answered 412, but the object there is the one "
                  "sent (a retried request met its first attempt's write)", what)

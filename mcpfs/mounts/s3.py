@@ -265,7 +265,7 @@ class S3Mount(S3Renames, S3Listings, S3Times, Mount):
             return out
         info = await self._head(path)
         out[XATTR_PREFIX + "size"] = str(info.size)
-        for field, value in (("etag", (info.etag or "").strip('"')),
+        for field, value in (("etag", info.bare_etag),
                              ("version_id", info.version_id),
                              ("storage_class", info.storage_class),
                              ("content_type", info.content_type)):

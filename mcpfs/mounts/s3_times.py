@@ -41,8 +41,8 @@ def mtime_text(mtime_ns: int) -> str:
 
 
 def etag_of(info: ObjectInfo | None) -> str | None:
-    """An object's ETag without its quotes (listings, HEADs and copies quote it)."""
-    return None if info is None or not info.etag else info.etag.strip('"')
+    """An object's ETag without its quotes (None: no object, or no ETag)."""
+    return None if info is None else info.bare_etag
 
 
 class S3Times:
