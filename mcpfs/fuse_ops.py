@@ -208,8 +208,9 @@ class FuseOps(pyfuse3.Operations):
 
     # ---------------------------------------------------------------- files
     def _info(self, fh: int, handle) -> pyfuse3.FileInfo:
-        # keep_cache: VFS.open decided (immutable subtree, or unchanged content identity)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=handle.keep_cache, direct_io=False)
+        # keep_cache and direct_io: VFS.open decided (see write_only_direct there)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=handle.keep_cache,
+                                direct_io=handle.direct_io)
 
     @_errors
     async def open(self, inode: int, flags: int, ctx):

@@ -394,6 +394,7 @@ class FileHandle:
     writable: bool = False
     fh: int = 0
     keep_cache: bool = False  # the kernel may keep the inode's page cache (see VFS.open)
+    direct_io: bool = False  # the kernel passes writes through, not via its page cache
     identity: str | None = None  # content identity this handle reads (reader handles)
     tracker: Any = None  # the bridge's ReadTracker of a reader handle
 

@@ -35,7 +35,7 @@ from ..mounts.base import DIR, FILE, Attr, Mount, StatFS
 from ..mounts.root import RootMount
 from .copies import Copies
 from .open_files import OpenFiles
-from .page_cache import PageCache
+from .page_cache import PageCache, write_only_direct
 from .handles import DirHandle, FileHandle, HandleTable, OpenFile
 from .inodes import InodeTable, Node, child_path, parent_of
 from .journal import Journal
@@ -313,7 +313,8 @@ class VFS(OpenFiles, Copies):
             self._writable(mount, node.path)
             of = await self._open_file(node, mount, sub, truncate=bool(flags & os.O_TRUNC))
             self._copy_source(of, pid)
-            handle = FileHandle(node, mount, open_file=of, writable=True)
+            handle = FileHandle(node, mount, open_file=of, writable=True,
+                                direct_io=write_only_direct(flags))
             of.writers += 1
             of.handles += 1
         elif (of := self.open_files.get(ino)) is not None:
@@ -342,7 +343,8 @@ class VFS(OpenFiles, Copies):
         self._copy_source(of, pid)
         of.writers += 1
         of.handles += 1
-        fh = self.handles.add(FileHandle(node, mount, open_file=of, writable=True))
+        fh = self.handles.add(FileHandle(node, mount, open_file=of, writable=True,
+                                         direct_io=write_only_direct(flags)))
         attr = of.attr()
         return fh, self._entry(self.inodes.remember(path, attr), mount, attr)
 

@@ -3,6 +3,7 @@ random writes, symlinks, touch, xattrs, mmap; the listing equals `mcpfs files ls
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap
 import os
@@ -16,6 +17,7 @@ import pytest
 from mcpfs.backends.ipfs.node import Repo
 from mcpfs.backends.ipfs.pins import walk_dag
 from mcpfs.config import paths
+from mcpfs.vfs import page_cache
 from tests.conftest import pattern_bytes
 
 from .conftest import mcpfs, mount_ops, run
@@ -279,6 +281,62 @@ def test_a_read_only_close_sends_no_flush_and_a_writing_one_does(mnt):
         fh.write(b" world")
     assert mount_ops()[("mfs", "flush")] - after.get(("mfs", "flush"), 0) == 2
     assert path.read_bytes() == b"hello world"
+
+
+def _cached_pages(fd: int, size: int) -> int:
+    """How many of the first ``size`` bytes' pages of ``fd``'s file are in the page cache
+    (mincore of a shared read-only map; nothing is read)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+    try:
+        pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+        vec = (ctypes.c_ubyte * pages)()
+        assert libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(size), vec) == 0
+        return sum(v & 1 for v in vec)
+    finally:
+        libc.munmap(ctypes.c_void_p(addr), ctypes.c_size_t(size))
+
+
+@pytest.mark.skipif(page_cache.KERNEL < page_cache.DIRECT_WRITES_SINCE,
+                    reason="direct_io for write-only opens needs Linux 6.6")
+def test_write_only_descriptors_bypass_the_page_cache(mnt):
+    """A write-only open is direct_io (vfs/page_cache.py): its writes reach the daemon
+    without a copy in the page cache, and a reader of the pending bytes reads them anew; a
+    reader opened before the writer keeps reading the content it opened. A read-write
+    descriptor's writes stay cached (mmap needs it)."""
+    path = mnt / "mfs" / "direct.bin"
+    old, new = pattern_bytes(1 << 20, 21), pattern_bytes(256 << 10, 22)
+    path.write_bytes(old)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        with open(path, "rb", buffering=0) as reader:  # reads the pending bytes
+            assert reader.read(len(new)) == old[:len(new)]
+            assert os.pwrite(fd, new, 0) == len(new)
+            assert _cached_pages(reader.fileno(), len(new)) == 0
+            assert os.pread(reader.fileno(), len(new), 0) == new
+    finally:
+        os.close(fd)
+    with open(path, "rb", buffering=0) as reader:  # opened before the writer
+        assert reader.read() == new + old[len(new):]
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            assert os.pwrite(fd, old[:len(new)], 0) == len(new)
+            assert os.pread(reader.fileno(), len(new), 0) == new
+        finally:
+            os.close(fd)
+        assert os.pread(reader.fileno(), len(new), 0) == new
+    assert path.read_bytes() == old
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert os.pwrite(fd, new[:4 << 12], 0) == 4 << 12
+        assert _cached_pages(fd, 4 << 12) == 4
+    finally:
+        os.close(fd)
+    assert path.read_bytes()[:4 << 12] == new[:4 << 12]
 
 
 @pytest.mark.skipif(shutil.which("rsync") is None,

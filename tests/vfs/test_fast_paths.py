@@ -13,6 +13,7 @@ import pytest
 from mcpfs.fuse_ops import FuseOps
 from mcpfs.mounts import ipfs as ipfs_mount
 from mcpfs.stats import Stats
+from mcpfs.vfs import page_cache
 from mcpfs.vfs.inodes import InodeTable
 from tests.conftest import pattern_bytes
 
@@ -80,6 +81,41 @@ async def test_writable_and_pending_opens_never_keep_cache(drv):
     await drv.vfs.release(rfh)
     await drv.vfs.release(wfh)
     assert not await open_close(drv, "mfs/f")  # opened for writing: dropped once
+
+
+@pytest.mark.skipif(page_cache.KERNEL < page_cache.DIRECT_WRITES_SINCE,
+                    reason="direct_io for write-only opens needs Linux 6.6")
+async def test_write_only_opens_bypass_the_page_cache(drv):
+    """direct_io for write-only opens and creates (cp's target), through FuseOps to the
+    kernel's answer; read-write and read-only opens keep the page cache."""
+    await drv.write_file("mfs/f", b"one")
+    ops = FuseOps(drv.vfs)
+    ino = await drv.ino("mfs/f")
+    got = {}
+    for name, flags in (("w", os.O_WRONLY), ("wt", os.O_WRONLY | os.O_TRUNC),
+                        ("rw", os.O_RDWR), ("r", os.O_RDONLY)):
+        info = await ops.open(ino, flags, None)
+        got[name] = info.direct_io
+        await ops.release(info.fh)
+    root = await drv.ino("mfs")
+    for name, flags in (("create w", os.O_WRONLY), ("create rw", os.O_RDWR)):
+        info, _ = await ops.create(root, name.encode(), 0o644, flags | os.O_CREAT, None)
+        got[name] = info.direct_io
+        await ops.release(info.fh)
+    assert got == {"w": True, "wt": True, "rw": False, "r": False,
+                   "create w": True, "create rw": False}
+
+
+def test_direct_writes_wait_for_a_kernel_that_invalidates_their_range():
+    w = os.O_WRONLY | os.O_CREAT
+    assert page_cache.write_only_direct(w, kernel=(6, 6))
+    assert page_cache.write_only_direct(w, kernel=(7, 0))
+    assert not page_cache.write_only_direct(w, kernel=(6, 5))
+    assert not page_cache.write_only_direct(w, kernel=(0, 0))  # unknown: write-through
+    assert not page_cache.write_only_direct(os.O_RDWR, kernel=(6, 18))
+    assert page_cache.kernel_version("6.18.44-fc-v1272") == (6, 18)
+    assert page_cache.kernel_version("4.19-rc1") == (4, 19)
+    assert page_cache.kernel_version("weird") == (0, 0)
 
 
 async def test_ipfs_files_always_keep_cache(drv):
