@@ -54,6 +54,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import boto3
@@ -63,7 +64,7 @@ import botocore.utils
 import trio
 
 from ..errors import McpfsError
-from .s3_copy import MAX_COPY_SIZE, ServerSideCopies  # noqa: F401  (re-exported)
+from .s3_copy import MAX_COPY_SIZE, ServerSideCopies, left_markers  # noqa: F401
 from .s3_errors import _Denied, map_error
 from .s3_putter import ClientSpec, PutPool, RequestDefaults
 from .s3_upload import (  # noqa: F401  (re-exported: the mount and tests use them)
@@ -173,9 +174,14 @@ class S3Backend(MultipartUploads, ServerSideCopies):
     bool store, atomic under the GIL)."""
 
     def __init__(self, config: S3Config | None = None, *, session: Any = None,
-                 limiter: trio.CapacityLimiter | None = None) -> None:
-        """Build the client (blocking only as far as boto3 reads its config files).
-        ``session``: a ``boto3.session.Session`` (tests pass explicit credentials)."""
+                 limiter: trio.CapacityLimiter | None = None,
+                 copy_markers: Path | str | None = None) -> None:
+        """Build the client (blocking only as far as boto3 reads its config files and
+        ``copy_markers`` is listed). ``session``: a ``boto3.session.Session`` (tests pass
+        explicit credentials). ``copy_markers``: the folder where multipart copies in
+        flight are recorded (s3_copy.py; None: they are not)."""
+        self.copy_markers = Path(copy_markers) if copy_markers is not None else None
+        self.left_copies = left_markers(self.copy_markers)
         self.config = config or S3Config()
         cfg = self.config
         session = session or boto3.session.Session(profile_name=cfg.profile)

@@ -12,6 +12,17 @@ HEAD), ranged UploadPartCopy requests, ``part_concurrency`` at a time, each guar
 ``CopySourceIfMatch`` when given, then CompleteMultipartUpload. Any failure or cancellation
 aborts the upload (shielded), so no partial object ever appears.
 
+A process killed during such a copy (hours for a large object on a slow server) could not
+abort it: the upload would stay open, its parts billed until a lifecycle rule removed them.
+So while one runs, a small JSON file in ``copy_markers`` (the daemon's
+``<state>/s3-copies``) names it: written before CreateMultipartUpload (bucket, key, time)
+and again with the upload id, removed once the copy is completed or aborted. At the next
+start :meth:`ServerSideCopies.abort_interrupted_copies` aborts what the files left by the
+previous process name (the upload by its id; without one, the key's uploads begun since
+the file was written, as s3_upload.py does). The copy itself is not redone: a rename copies
+before it deletes, so its source is still whole and the destination absent, and a bridge
+transfer is retried by whoever asked for it.
+
 Errors: ENOENT (the source is gone), EEXIST (``if_match`` no longer holds), others as
 ``map_error`` gives them.
 """
@@ -20,18 +31,38 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
+import time
+import uuid
+from pathlib import Path
 from typing import Any, Final
 
 import trio
 
 from ..errors import McpfsError
-from .s3_upload import MiB, ObjectInfo
+from .s3_upload import MiB, ObjectInfo, _read_marker, _remove, _write_marker
+
+log = logging.getLogger("mcpfs.backends.s3")
 
 MAX_COPY_SIZE: Final = 5 * 1024 * MiB  # CopyObject's single-request limit (and a part's)
 COPY_PART_MIN: Final = 512 * MiB  # bytes per UploadPartCopy (grown to fit 10,000 parts)
+COPIES_DIR: Final = "s3-copies"  # in the state folder: multipart copies in flight (JSON)
+
+
+def left_markers(folder: Path | None) -> list[Path]:
+    """The copy markers in ``folder`` (blocking; none when it is None, absent or cannot be
+    read: the daemon starts anyway, and a copy's marker write will say what is wrong)."""
+    if folder is None:
+        return []
+    try:
+        return sorted(p for p in folder.iterdir() if p.suffix == ".json")
+    except OSError:
+        return []
 
 
 class ServerSideCopies:
+    copy_markers: Path | None  # folder of the markers (None: not kept), set by S3Backend
+    left_copies: list[Path]  # markers found at construction: a previous process's
     async def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str,
                    size: int, *, if_match: str | None = None,
                    metadata: dict[str, str] | None = None, content_type: str | None = None,
@@ -76,8 +107,17 @@ class ServerSideCopies:
         meta = await self._copy_metadata(src_bucket, src_key, if_match, metadata, content_type)
         create: dict[str, Any] = {"Bucket": dst_bucket, "Key": dst_key, **meta,
                                   **_class_of(storage_class)}
-        upload_id = (await self.call(lambda: self.client.create_multipart_upload(**create),
-                                     what, "create_upload"))["UploadId"]
+        marker = await self._mark(None, {"bucket": dst_bucket, "key": dst_key,
+                                         "started": time.time()})
+        try:
+            upload_id = (await self.call(
+                lambda: self.client.create_multipart_upload(**create), what,
+                "create_upload"))["UploadId"]
+        except BaseException:
+            await self._unmark(marker)  # (an upload made despite the error: the next start)
+            raise
+        await self._mark(marker, {"bucket": dst_bucket, "key": dst_key,
+                                  "upload_id": upload_id})
         part = self.part_size_for(size, COPY_PART_MIN)
         etags: dict[int, str] = {}
         parts = trio.CapacityLimiter(self.config.part_concurrency)
@@ -103,8 +143,54 @@ class ServerSideCopies:
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._abort(dst_bucket, dst_key, upload_id, what)
+                await self._unmark(marker)
             raise
+        await self._unmark(marker)
         return ObjectInfo(dst_key, size, 0, resp.get("ETag"), resp.get("VersionId"))
+
+    async def _mark(self, marker: Path | None, state: dict[str, Any]) -> Path | None:
+        """Write ``state`` to ``marker`` (a new one in ``copy_markers`` when None; nothing
+        without that folder). A marker that cannot be written is logged, not raised: the
+        copy goes on, only without its protection against a crash."""
+        if self.copy_markers is None:
+            return None
+        path = marker or self.copy_markers / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.json"
+
+        def write() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_marker(str(path), state)
+        try:
+            await trio.to_thread.run_sync(write)
+        except OSError as exc:
+            log.warning("copy to s3://%s/%s: cannot record it in %s (%s); a crash during it "
+                        "would leave its upload open", state.get("bucket"), state.get("key"),
+                        path, exc.strerror)
+        return path
+
+    async def _unmark(self, marker: Path | None) -> None:
+        if marker is not None:
+            await trio.to_thread.run_sync(_remove, str(marker))
+
+    async def abort_interrupted_copies(self) -> int:
+        """Abort the multipart copies a previous process left open (``left_copies``, the
+        markers found when this backend was made: never one of its own), and remove their
+        markers; returns how many there were. A failed abort is logged (that upload then
+        waits for a lifecycle rule), never raised."""
+        left, self.left_copies = self.left_copies, []
+        for path in left:
+            state = await trio.to_thread.run_sync(_read_marker, str(path))
+            if state is None or not state.get("bucket") or not state.get("key"):
+                await self._unmark(path)
+                continue
+            what = f"copy to s3://{state['bucket']}/{state['key']}"
+            if state.get("upload_id"):
+                log.info("%s: aborting upload %s, left by a process that stopped during it",
+                         what, state["upload_id"])
+                await self._abort(state["bucket"], state["key"], state["upload_id"], what)
+            else:
+                await self._abort_unrecorded(state)
+            await self._unmark(path)
+        return len(left)
 
 
 def _class_of(storage_class: str | None) -> dict[str, str]:
@@ -113,4 +199,4 @@ def _class_of(storage_class: str | None) -> dict[str, str]:
     return {"StorageClass": storage_class} if storage_class not in (None, "STANDARD") else {}
 
 
-__all__ = ["ServerSideCopies", "MAX_COPY_SIZE"]
+__all__ = ["ServerSideCopies", "MAX_COPY_SIZE", "COPIES_DIR", "left_markers"]

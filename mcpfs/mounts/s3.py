@@ -463,7 +463,9 @@ class S3Mount(S3Renames, S3Listings, S3Times, Mount):
         the bucket and the names in it are then found without a request of their own. The
         bucket list is not kept: the first ``ls /s3`` asks the server, so a bucket made
         since the start shows. A failure is logged at info level (a denial also gives the
-        backend's one warning about credentials, earlier)."""
+        backend's one warning about credentials, earlier). First of all, the multipart
+        copies a previous daemon left open when it was killed are aborted (s3_copy.py)."""
+        await self.backend.abort_interrupted_copies()
         try:
             buckets = [name for name, _ in await self.backend.list_buckets()]
             if buckets:
@@ -489,9 +491,11 @@ class S3Mount(S3Renames, S3Listings, S3Times, Mount):
 def build_s3_mount(section: dict[str, Any] | None, **backend_kwargs: Any) -> S3Mount:
     """The /s3 subtree from an ``[s3]`` config section (blocking: boto3 reads its config)."""
     from ..backends.s3 import S3Config
+    from ..backends.s3_copy import COPIES_DIR
     from ..config import paths
-    return S3Mount(S3Backend(S3Config.from_section(section), **backend_kwargs),
-                   paths().state_dir / ATTRS_DB)
+    state = paths().state_dir
+    return S3Mount(S3Backend(S3Config.from_section(section), copy_markers=state / COPIES_DIR,
+                             **backend_kwargs), state / ATTRS_DB)
 
 
 __all__ = ["S3Mount", "S3Reader", "build_s3_mount"]

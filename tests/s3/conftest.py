@@ -10,13 +10,14 @@ from mcpfs.backends.s3 import S3Backend, S3Config
 from tests.s3_server import ACCESS_KEY, MANY, SECRET_KEY, raw_client  # noqa: F401 - re-exported
 
 
-def make_backend(server: dict, secret: str | None = None, **config) -> S3Backend:
+def make_backend(server: dict, secret: str | None = None, copy_markers=None,
+                 **config) -> S3Backend:
     session = boto3.session.Session(aws_access_key_id=server["access_key"],
                                     aws_secret_access_key=secret or server["secret_key"],
                                     region_name="us-east-1")
     cfg = S3Config.from_section({"endpoint_url": server["endpoint"],
                                  "addressing_style": "path", **config})
-    return S3Backend(cfg, session=session)
+    return S3Backend(cfg, session=session, copy_markers=copy_markers)
 
 
 @pytest.fixture

@@ -5,11 +5,17 @@ tests/fuse/test_s3_mount.py."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 
+import botocore.exceptions
+import pytest
+import trio
+
 from mcpfs.backends.s3 import UPLOAD_SUFFIX
+from mcpfs.errors import McpfsError
 from mcpfs.mounts.s3 import S3Mount
 from mcpfs.vfs.journal import COMMITTING, Journal
 from mcpfs.vfs.recovery import recover
@@ -124,3 +130,106 @@ async def test_an_upload_whose_id_was_never_recorded_is_aborted(s3_server, bucke
     assert raw.get_object(Bucket=bucket, Key="k.bin")["Body"].read() == data
     left = raw.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert [u["UploadId"] for u in left] == [other]
+
+
+async def _copy_killed(s3_server, bucket, raw, markers, monkeypatch, recorded: bool):
+    """A multipart copy of a 9 MiB object whose process "dies" (KeyboardInterrupt: nothing
+    after it runs, no abort) when it records the upload id: after writing it, or before."""
+    from mcpfs.backends import s3_copy
+    monkeypatch.setattr(s3_copy, "MAX_COPY_SIZE", 8 * MiB)
+    monkeypatch.setattr(s3_copy, "COPY_PART_MIN", 5 * MiB)
+    data = os.urandom(9 * MiB)
+    raw.put_object(Bucket=bucket, Key="big.bin", Body=data)
+    backend = make_backend(s3_server, copy_markers=markers)
+    real = s3_copy._write_marker
+
+    def killed(marker, state):
+        if "upload_id" in state:
+            if recorded:
+                real(marker, state)
+            raise KeyboardInterrupt
+        real(marker, state)
+    monkeypatch.setattr(s3_copy, "_write_marker", killed)
+    try:
+        await backend.copy(bucket, "big.bin", bucket, "moved.bin", len(data))
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    return data
+
+
+async def test_a_copy_killed_midway_is_aborted_at_the_next_start(s3_server, bucket, raw,
+                                                                 tmp_path, monkeypatch):
+    """A rename of an object above CopyObject's limit is a multipart copy; the daemon
+    killed during it leaves a marker naming its upload, which the next start aborts (the
+    source whole, no destination, another upload untouched)."""
+    markers = tmp_path / "state" / "s3-copies"
+    other = raw.create_multipart_upload(Bucket=bucket, Key="other.bin")["UploadId"]
+    data = await _copy_killed(s3_server, bucket, raw, markers, monkeypatch, recorded=True)
+    open_now = raw.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert sorted(u["Key"] for u in open_now) == ["moved.bin", "other.bin"]  # the orphan
+    assert len(list(markers.iterdir())) == 1
+    restarted = S3Mount(make_backend(s3_server, copy_markers=markers))
+    async with trio.open_nursery() as nursery:  # the daemon's start: the mount's warm-up
+        nursery.start_soon(restarted.warm)
+        with trio.fail_after(10):
+            while list(markers.iterdir()):
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    left = raw.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u["UploadId"] for u in left] == [other]
+    assert list(markers.iterdir()) == []
+    assert raw.get_object(Bucket=bucket, Key="big.bin")["Body"].read() == data
+    assert "moved.bin" not in [o["Key"] for o in raw.list_objects_v2(
+        Bucket=bucket).get("Contents", [])]
+    assert await restarted.backend.abort_interrupted_copies() == 0  # done once
+
+
+async def test_a_copy_killed_before_recording_its_id_is_aborted(s3_server, bucket, raw,
+                                                                tmp_path, monkeypatch):
+    """Killed between CreateMultipartUpload and recording its id: the marker written
+    before the request makes the next start abort the key's uploads begun since."""
+    markers = tmp_path / "state" / "s3-copies"
+    await _copy_killed(s3_server, bucket, raw, markers, monkeypatch, recorded=False)
+    assert [u["Key"] for u in raw.list_multipart_uploads(Bucket=bucket).get(
+        "Uploads", [])] == ["moved.bin"]
+    restarted = make_backend(s3_server, copy_markers=markers)
+    assert await restarted.abort_interrupted_copies() == 1
+    assert raw.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert list(markers.iterdir()) == []
+
+
+async def test_copies_that_end_leave_no_marker(s3_server, bucket, raw, tmp_path,
+                                               monkeypatch):
+    """A multipart copy that completes, and one that fails (its source changed), remove
+    their markers; a backend made while one is in flight does not abort it."""
+    from mcpfs.backends import s3_copy
+    monkeypatch.setattr(s3_copy, "MAX_COPY_SIZE", 8 * MiB)
+    monkeypatch.setattr(s3_copy, "COPY_PART_MIN", 5 * MiB)
+    markers = tmp_path / "state" / "s3-copies"
+    data = os.urandom(9 * MiB)
+    raw.put_object(Bucket=bucket, Key="big.bin", Body=data)
+    backend = make_backend(s3_server, copy_markers=markers)
+    seen = []
+    real = s3_copy._write_marker
+
+    def record(marker, state):
+        real(marker, state)
+        if "upload_id" in state:  # a daemon starting now finds this one in flight
+            seen.append(make_backend(s3_server, copy_markers=markers).left_copies)
+    monkeypatch.setattr(s3_copy, "_write_marker", record)
+    await backend.copy(bucket, "big.bin", bucket, "copy.bin", len(data))
+    assert raw.get_object(Bucket=bucket, Key="copy.bin")["Body"].read() == data
+    assert list(markers.iterdir()) == []
+    assert len(seen) == 1 and len(seen[0]) == 1
+
+    def gone(**kwargs):  # the source deleted while its parts are copied
+        raise botocore.exceptions.ClientError(
+            {"Error": {"Code": "NoSuchKey", "Message": "gone"}}, "UploadPartCopy")
+    monkeypatch.setattr(backend.client, "upload_part_copy", gone)
+    with pytest.raises(McpfsError) as info:
+        await backend.copy(bucket, "big.bin", bucket, "copy2.bin", len(data))
+    assert info.value.errno == errno.ENOENT
+    assert len(seen) == 2  # it had started
+    assert list(markers.iterdir()) == []
+    assert raw.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
