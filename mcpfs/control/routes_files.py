@@ -12,6 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from ..errors import McpfsError
 from .common import ApiError, Ctx, ctx_of, json_response, one_arg
 from .multipart import MultipartStream, body_chunks, boundary_of
 
@@ -59,9 +60,28 @@ async def files_write(request: Request, ctx: Ctx = Depends(ctx_of),
     stream = MultipartStream(body_chunks(request.stream()),
                              boundary_of(request.headers.get("content-type")))
     part = await ctx.run(stream.first_file)
+    mount = _mfs_mount(ctx)
+    before = await _file_cid(ctx, path) if mount is not None else None
     await ctx.repo.mfs.write(path, part, offset=offset, create=create, truncate=truncate,
                              parents=parents, count=count, flush=flush)
+    await _written(ctx, mount, path, before)
     return _empty()
+
+
+async def _file_cid(ctx: Ctx, path: str) -> str | None:
+    """The CID of the file at the MFS ``path``; None for none, or not a file."""
+    try:
+        st = await ctx.repo.mfs.stat(path)
+    except McpfsError:  # none there (ENOENT, ENOTDIR): the write says why, if it fails
+        return None
+    return st.get("Hash") if st.get("Type") == "file" else None
+
+
+async def _written(ctx: Ctx, mount, path: str, before: str | None) -> None:
+    """The /mfs mount learns of a file written outside it (its mtime: now; its mode
+    kept), so ``ls -l`` there does not show the daemon's start time."""
+    if mount is not None and (after := await _file_cid(ctx, path)) is not None:
+        mount.written_outside(path, before, after)
 
 
 @router.post("/read")
@@ -108,6 +128,7 @@ async def files_cp(ctx: Ctx = Depends(ctx_of), arg: list[str] = Query([]),
                    parents: bool = Query(False), flush: bool = Query(True)):
     src, dst = _two(arg)
     await ctx.repo.mfs.cp(src, dst, parents=parents, flush=flush)
+    await _written(ctx, _mfs_mount(ctx), dst, None)
     return _empty()
 
 

@@ -81,8 +81,17 @@ class KeptAttrs:
 
     def mtime(self, path: str, identity: str | None) -> int | None:
         """The mtime kept for ``path`` while it has ``identity``."""
+        row = self._matching(path, identity)
+        return None if row is None else row[1]
+
+    def perm(self, path: str, identity: str | None) -> int | None:
+        """The mode kept for ``path`` while it has ``identity``."""
+        row = self._matching(path, identity)
+        return None if row is None else row[2]
+
+    def _matching(self, path: str, identity: str | None) -> Row | None:
         row = self._rows.get(path)
-        return row[1] if row is not None and row[0] == identity else None
+        return row if row is not None and row[0] == identity else None
 
     # ---------------------------------------------------------------- changes
     def set(self, path: str, identity: str, mtime_ns: int | None = None,

@@ -328,6 +328,14 @@ class MfsMount(Mount):
         """MFS removed ``path`` (and anything beneath) outside the mount."""
         self.attrs.removed(joined(path), is_dir=True)
 
+    def written_outside(self, path: str, before: str | None, after: str) -> None:
+        """MFS wrote the file at ``path`` outside the mount (``mcpfs files write`` or
+        ``cp``): it was the CID ``before`` (None: new) and is ``after``. It shows the time
+        of that write, as a write through the mount does (not the daemon's start), and
+        keeps the mode it showed."""
+        key = joined(path)
+        self.attrs.set(key, after, time.time_ns(), self.attrs.perm(key, before))
+
     async def _commit_content(self, writer: Writer) -> Attr:
         """Make the written bytes the file's content (see the module docstring for the
         routes) and commit the MFS root. ``writer.extra`` may carry, from the bridge,

@@ -398,3 +398,25 @@ def test_mcpfs_files_mv_and_rm_carry_the_kept_modes_and_mtimes(mnt):
     mcpfs("files", "cp", f"/ipfs/{cid}", "/d/y.sh")  # the same bytes (CID) at that path
     time.sleep(1.2)  # the kernel's 1 s entry and attribute cache of d/y.sh runs out
     assert stat.S_IMODE(os.stat(m / "d" / "y.sh").st_mode) == 0o644  # not the kept 0750
+
+
+def test_mcpfs_files_write_and_cp_show_the_time_of_the_write(mnt, tmp_path):
+    """A file written or copied with `mcpfs files` through the daemon shows the time of
+    that write in the mount, as a write through the mount does (not the daemon's start
+    time), and a rewritten file keeps the mode it showed (chmod +x stays runnable)."""
+    m = mnt / "mfs"
+    (m / "run.sh").write_text("#!/bin/sh\necho one\n")
+    os.chmod(m / "run.sh", 0o755)
+    src = tmp_path / "two.sh"
+    src.write_text("#!/bin/sh\necho two\n")
+    start = time.time_ns()
+    mcpfs("files", "write", "--truncate", "/run.sh", str(src))
+    mcpfs("files", "cp", "/run.sh", "/copy.sh")
+    mcpfs("files", "write", "--create", "/new.txt", str(src))
+    end = time.time_ns()
+    time.sleep(1.2)  # the kernel's 1 s attribute cache of run.sh runs out
+    for name, mode in (("run.sh", 0o755), ("copy.sh", 0o644), ("new.txt", 0o644)):
+        got = os.stat(m / name)
+        assert (name, stat.S_IMODE(got.st_mode)) == (name, mode)
+        assert start <= got.st_mtime_ns <= end, name
+    assert run(str(m / "run.sh")).stdout == "two\n"
