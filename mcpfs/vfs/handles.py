@@ -356,6 +356,7 @@ class OpenFile(Streaming):
                     self.journal_id = journal.add_sync(self.mount.name, sub_path,
                                                        self.spool.path)
                 journal.set_sync(self.journal_id, COMMITTING, sub_path)
+                self.spool.stamp_sync(self.writer.mtime_ns)  # a crash: the commit's mtime
             await trio.to_thread.run_sync(work, limiter=spool_limiter())
             self.row_state = COMMITTING
             return True
@@ -382,7 +383,8 @@ class OpenFile(Streaming):
         if self.stream is not None:
             self.stream.abandon()
             self.stream = None
-        await trio.to_thread.run_sync(self.spool.close_sync, False, limiter=spool_limiter())
+        await trio.to_thread.run_sync(self.spool.close_sync, False, self.writer.mtime_ns,
+                                      limiter=spool_limiter())
 
 
 @dataclass(eq=False)

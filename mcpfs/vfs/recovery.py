@@ -9,7 +9,9 @@ The retry is a commit with ``existed=True``: the first attempt may have complete
 backend before the process died (the row is removed only afterwards), so a conditional
 create (S3's ``If-None-Match: *`` for new files) would fail against our own object. The
 retry writes the same bytes again; a Mount may resume the interrupted transfer instead
-(S3 resumes its multipart upload from the sidecar, backends/s3.py). A row
+(S3 resumes its multipart upload from the sidecar, backends/s3.py). The file's mtime is the
+spool's: the time of its last write, or the one utimes set on it before close (the spool is
+stamped when it is kept: handles.py), not the time of this retry. A row
 that failed ``MAX_ATTEMPTS`` times is given up: its spool is left in place (named in the
 log) and the row removed, so one bad write cannot fail every start.
 
@@ -69,8 +71,9 @@ async def recover(mounts: dict[str, Mount], journal: Journal | None
             done.append((row.mount, row.path, "abandoned"))
             continue
         spool = await trio.to_thread.run_sync(Spool.open_sync, row.spool)
-        try:
-            await mount.commit(Writer(row.path, spool, existed=True))
+        mtime_ns = await trio.to_thread.run_sync(lambda: os.fstat(spool.fd).st_mtime_ns)
+        try:  # the spool's mtime: the file's last write, or what utimes set (Spool.stamp)
+            await mount.commit(Writer(row.path, spool, existed=True, mtime_ns=mtime_ns))
         except McpfsError as exc:
             await spool.close(delete=False)
             await journal.set(row.id, FAILED)

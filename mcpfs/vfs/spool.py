@@ -209,12 +209,25 @@ class Spool:
             offset += await self.write(offset, chunk)
         return offset
 
-    def close_sync(self, delete: bool = True) -> None:
-        """Close; ``delete`` removes the file (a memory spool kept is written out first)."""
+    def stamp_sync(self, mtime_ns: int | None) -> None:
+        """Give the spool file the written file's mtime (blocking; nothing for a memory
+        spool or None): a spool kept for the next start carries it to that commit
+        (vfs/recovery.py). Best effort: an error leaves the time of the last write."""
+        if mtime_ns is None or self.fd is None:
+            return
+        try:
+            os.utime(self.fd, ns=(mtime_ns, mtime_ns))
+        except OSError:
+            pass
+
+    def close_sync(self, delete: bool = True, mtime_ns: int | None = None) -> None:
+        """Close; ``delete`` removes the file (a memory spool kept is written out first,
+        and a kept one gets ``mtime_ns``: :meth:`stamp_sync`)."""
         if self.closed:
             return
         if not delete:
             self.materialize_sync()
+            self.stamp_sync(mtime_ns)
         self.closed = True
         if self.fd is None:
             return

@@ -13,6 +13,7 @@ import trio
 from mcpfs.errors import McpfsError
 from mcpfs.mounts.base import FILE, Attr
 from mcpfs.mounts.s3 import S3Mount
+from mcpfs.mounts.s3_times import mtime_text
 from mcpfs.vfs import VFS
 from mcpfs.vfs.inodes import ROOT_INODE
 from mcpfs.vfs.journal import COMMITTING, FAILED, Journal
@@ -342,3 +343,28 @@ async def test_times_set_after_close_during_the_upload_are_kept(wb, raw):
     got = (await vfs.getattr(await ino(vfs, f"s3/{bucket}/t"))).attr
     assert (got.mtime_ns, got.perm) == (old, 0o600)
     assert raw.get_object(Bucket=bucket, Key="t")["Body"].read() == b"temp file"
+
+
+async def test_a_kept_upload_keeps_the_files_mtime_for_the_next_start(wb, raw):
+    """A file whose upload waits for the next start (given up here; a crash is the same
+    row) is uploaded then with the mtime it had, the one `cp -p` set, not the retry's."""
+    vfs, mount, journal, bucket = wb
+    old = 1_600_000_000_123_456_789
+
+    async def broken(writer):
+        raise McpfsError("backend down", errno=errno.EIO)
+    real = mount.commit
+    mount.commit = broken
+    fh, _ = await vfs.create(await ino(vfs, f"s3/{bucket}"), "p", os.O_WRONLY | os.O_CREAT)
+    await vfs.write(fh, 0, b"preserved")
+    await vfs.setattr(await ino(vfs, f"s3/{bucket}/p"), mtime_ns=old)  # cp -p
+    await vfs.flush(fh)
+    await vfs.release(fh)
+    await vfs.write_back.drain()
+    [row] = journal.pending()
+    assert os.stat(row.spool).st_mtime_ns == old
+    mount.commit = real
+    assert await vfs.recover() == [("s3", f"{bucket}/p", "committed")]
+    head = raw.head_object(Bucket=bucket, Key="p")
+    assert head["Metadata"]["mtime"] == mtime_text(old)
+    assert (await vfs.getattr(await ino(vfs, f"s3/{bucket}/p"))).attr.mtime_ns == old
