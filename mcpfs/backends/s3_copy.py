@@ -16,12 +16,15 @@ A process killed during such a copy (hours for a large object on a slow server) 
 abort it: the upload would stay open, its parts billed until a lifecycle rule removed them.
 So while one runs, a small JSON file in ``copy_markers`` (the daemon's
 ``<state>/s3-copies``) names it: written before CreateMultipartUpload (bucket, key, time)
-and again with the upload id, removed once the copy is completed or aborted. At the next
-start :meth:`ServerSideCopies.abort_interrupted_copies` aborts what the files left by the
-previous process name (the upload by its id; without one, the key's uploads begun since
-the file was written, as s3_upload.py does). The copy itself is not redone: a rename copies
-before it deletes, so its source is still whole and the destination absent, and a bridge
-transfer is retried by whoever asked for it.
+and again with the upload id, removed once the copy is completed or aborted (kept when
+CreateMultipartUpload failed in a way that may have left an upload: a timeout, a 5xx). At
+the next start, before the mount goes live (vfs/recovery.py, so no copy of the new process
+can be mistaken for one of them), :meth:`ServerSideCopies.abort_interrupted_copies` aborts
+what the files left by the previous process name: the upload by its id, or without one the
+key's uploads begun within 5 minutes of the file's time, as s3_upload.py does. A file whose
+abort failed (offline, denied) stays for the start after. The copy itself is not redone: a
+rename copies before it deletes, so its source is still whole and the destination absent,
+and a bridge transfer is retried by whoever asked for it.
 
 Errors: ENOENT (the source is gone), EEXIST (``if_match`` no longer holds), others as
 ``map_error`` gives them.
@@ -47,15 +50,20 @@ log = logging.getLogger("mcpfs.backends.s3")
 MAX_COPY_SIZE: Final = 5 * 1024 * MiB  # CopyObject's single-request limit (and a part's)
 COPY_PART_MIN: Final = 512 * MiB  # bytes per UploadPartCopy (grown to fit 10,000 parts)
 COPIES_DIR: Final = "s3-copies"  # in the state folder: multipart copies in flight (JSON)
+# errnos of a CreateMultipartUpload refused outright (no upload was made)
+REFUSED: Final = frozenset({errno.EACCES, errno.EPERM, errno.ENOENT, errno.EINVAL,
+                            errno.EEXIST})
 
 
 def left_markers(folder: Path | None) -> list[Path]:
-    """The copy markers in ``folder`` (blocking; none when it is None, absent or cannot be
-    read: the daemon starts anyway, and a copy's marker write will say what is wrong)."""
+    """The copy markers in ``folder``, and the temporary files of marker writes a crash cut
+    short (blocking; none when it is None, absent or cannot be read: the daemon starts
+    anyway, and a copy's marker write will say what is wrong)."""
     if folder is None:
         return []
     try:
-        return sorted(p for p in folder.iterdir() if p.suffix == ".json")
+        return sorted(p for p in folder.iterdir()
+                      if p.name.endswith((".json", ".json.tmp")) and p.is_file())
     except OSError:
         return []
 
@@ -113,11 +121,13 @@ class ServerSideCopies:
             upload_id = (await self.call(
                 lambda: self.client.create_multipart_upload(**create), what,
                 "create_upload"))["UploadId"]
-        except BaseException:
-            await self._unmark(marker)  # (an upload made despite the error: the next start)
+        except BaseException as exc:
+            # a cancel came before the request (a running one is waited for), and a clear
+            # refusal made nothing; other errors may hide an upload: the next start's
+            if isinstance(exc, trio.Cancelled) or getattr(exc, "errno", None) in REFUSED:
+                with trio.CancelScope(shield=True):
+                    await self._unmark(marker)
             raise
-        await self._mark(marker, {"bucket": dst_bucket, "key": dst_key,
-                                  "upload_id": upload_id})
         part = self.part_size_for(size, COPY_PART_MIN)
         etags: dict[int, str] = {}
         parts = trio.CapacityLimiter(self.config.part_concurrency)
@@ -134,6 +144,8 @@ class ServerSideCopies:
                                        f"{what} part {number}", "upload_part_copy")
             etags[number] = resp["CopyPartResult"]["ETag"]
         try:
+            await self._mark(marker, {"bucket": dst_bucket, "key": dst_key,
+                                      "upload_id": upload_id})
             await self._all_parts([functools.partial(one, i + 1, offset)
                                    for i, offset in enumerate(range(0, size, part))])
             resp = await self.call(lambda: self.client.complete_multipart_upload(
@@ -168,28 +180,38 @@ class ServerSideCopies:
         return path
 
     async def _unmark(self, marker: Path | None) -> None:
-        if marker is not None:
+        """Remove ``marker`` (a failure is logged: it is then handled at the next start)."""
+        if marker is None:
+            return
+        try:
             await trio.to_thread.run_sync(_remove, str(marker))
+        except OSError as exc:
+            log.warning("cannot remove %s (%s)", marker, exc.strerror)
 
     async def abort_interrupted_copies(self) -> int:
         """Abort the multipart copies a previous process left open (``left_copies``, the
-        markers found when this backend was made: never one of its own), and remove their
-        markers; returns how many there were. A failed abort is logged (that upload then
-        waits for a lifecycle rule), never raised."""
+        markers found when this backend was made) and remove their markers; returns how
+        many markers were handled. Called before the mount goes live. A marker whose abort
+        failed is kept for the next start; nothing is raised but a cancellation."""
         left, self.left_copies = self.left_copies, []
         for path in left:
-            state = await trio.to_thread.run_sync(_read_marker, str(path))
+            try:
+                state = await trio.to_thread.run_sync(_read_marker, str(path))
+            except OSError:
+                state = None
             if state is None or not state.get("bucket") or not state.get("key"):
-                await self._unmark(path)
+                await self._unmark(path)  # a torn or foreign file: the copy never began
                 continue
             what = f"copy to s3://{state['bucket']}/{state['key']}"
             if state.get("upload_id"):
                 log.info("%s: aborting upload %s, left by a process that stopped during it",
                          what, state["upload_id"])
-                await self._abort(state["bucket"], state["key"], state["upload_id"], what)
+                done = await self._abort(state["bucket"], state["key"], state["upload_id"],
+                                         what)
             else:
-                await self._abort_unrecorded(state)
-            await self._unmark(path)
+                done = await self._abort_unrecorded(state)
+            if done:
+                await self._unmark(path)
         return len(left)
 
 

@@ -11,8 +11,8 @@ mid-upload leaves that file, and the retried commit resumes the same upload: par
 on the server whose size and MD5 match are kept, the rest are sent. The file is written
 once before CreateMultipartUpload too (without an id, with the time): a process killed
 between that request and recording its answer leaves an upload nobody knows the id of, and
-the retried commit aborts the open uploads of that key begun since that time (found with
-ListMultipartUploads; "list_uploads") instead of leaving it to be billed until a lifecycle
+the retried commit aborts the open uploads of that key begun within 5 minutes of that time
+(found with ListMultipartUploads; "list_uploads") instead of leaving it to be billed until a lifecycle
 rule removes it.
 
 A conditional write (``If-None-Match: *``) answered 412 is EEXIST, unless botocore had sent
@@ -48,7 +48,7 @@ log = logging.getLogger("mcpfs.backends.s3")
 MiB: Final = 1 << 20
 MAX_PARTS: Final = 10_000  # S3's limit on parts per multipart upload
 UPLOAD_SUFFIX: Final = ".s3upload"  # beside a spool: its multipart upload in flight (JSON)
-CLOCK_SLACK: Final = 300.0  # seconds: a server's clock may be this far behind ours
+CLOCK_SLACK: Final = 300.0  # seconds: a server's clock may be this far from ours
 
 
 @dataclass
@@ -258,7 +258,9 @@ class MultipartUploads:
                  f" ({kept} resumed)" if kept else "")
         return ObjectInfo(key, size, 0, resp.get("ETag"), resp.get("VersionId"))
 
-    async def _abort(self, bucket: str, key: str, upload_id: str, what: str) -> None:
+    async def _abort(self, bucket: str, key: str, upload_id: str, what: str) -> bool:
+        """Abort one upload; True when it is gone (aborted now, or before: ENOENT). A
+        failure is logged, not raised."""
         try:
             await self.call(lambda: self.client.abort_multipart_upload(
                 Bucket=bucket, Key=key, UploadId=upload_id), f"abort {what}", "abort")
@@ -266,14 +268,17 @@ class MultipartUploads:
             if exc.errno != errno.ENOENT:
                 log.error("%s: abort failed (%s); the upload %s stays until a lifecycle "
                           "rule removes it", what, exc, upload_id)
+                return False
+        return True
 
-    async def _abort_unrecorded(self, state: dict[str, Any]) -> None:
-        """Abort the open uploads of the marker's key begun since it was written (minus
-        ``CLOCK_SLACK``): the one whose id a killed process did not record. Failures are
-        logged (the upload then waits for a lifecycle rule), never raised."""
+    async def _abort_unrecorded(self, state: dict[str, Any]) -> bool:
+        """Abort the open uploads of the marker's key begun within ``CLOCK_SLACK`` of the
+        time it was written: the one whose id a killed process did not record (the request
+        follows the marker at once; an upload begun much later is someone else's). False
+        when the listing or an abort failed (logged, never raised)."""
         bucket, key, started = state.get("bucket"), state.get("key"), state.get("started")
         if not bucket or not key or not isinstance(started, (int, float)):
-            return
+            return True
         what = f"upload s3://{bucket}/{key}"
 
         def listed() -> list[dict[str, Any]]:
@@ -281,16 +286,18 @@ class MultipartUploads:
                 Bucket=bucket, Prefix=key)
             return [u for page in pages for u in page.get("Uploads", [])
                     if u.get("Key") == key and u.get("Initiated") is not None
-                    and u["Initiated"].timestamp() >= started - CLOCK_SLACK]
+                    and abs(u["Initiated"].timestamp() - started) <= CLOCK_SLACK]
         try:
             found = await self.call(listed, f"list uploads of {what}", "list_uploads")
         except McpfsError as exc:
             log.warning("%s: an upload begun before the crash may stay open (%s)", what, exc)
-            return
+            return False
+        done = True
         for upload in found:
             log.info("%s: aborting upload %s begun before the crash", what,
                      upload.get("UploadId"))
-            await self._abort(bucket, key, upload.get("UploadId", ""), what)
+            done = await self._abort(bucket, key, upload.get("UploadId", ""), what) and done
+        return done
 
     async def _resume(self, marker: str, bucket: str, key: str, size: int, part: int,
                       etags: dict[int, str]) -> str | None:

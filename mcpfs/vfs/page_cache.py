@@ -42,12 +42,13 @@ def write_only_direct(flags: int, kernel: tuple[int, int] | None = None) -> bool
     guest pages fault in slowly most of its system time (bench: cp of 1 GiB into /mfs went
     from 0.65x to 1.14x kubo's add). A write-only descriptor can neither read nor be
     mmapped, so nothing changes for its writer. Other descriptors see what they saw with
-    write-through: one opened after the writer reads the pending bytes, since 6.6 anew
-    from the daemon after each direct write (the kernel drops the written range from the
-    page cache; before 6.6 it could keep stale pages, so older kernels keep write-through);
-    one opened before keeps reading the content it opened (with write-through too, the
-    write's new mtime made the kernel drop the pages it had filled). Read-write opens keep
-    the page cache: their mmaps need it.
+    write-through: one opened after the writer reads the pending bytes (since 6.6 the
+    kernel drops a direct write's range from the page cache before sending it, and a read
+    that refilled it meanwhile is dropped at the next read by the write's new mtime, as
+    after any write; before 6.6 nothing dropped the range, so older kernels keep
+    write-through); one opened before keeps reading the content it opened (with
+    write-through too: the new mtime made the kernel drop the pages the write had filled).
+    Read-write opens keep the page cache: their mmaps need it.
     """
     if flags & os.O_ACCMODE != os.O_WRONLY:
         return False

@@ -16,6 +16,7 @@ that failed ``MAX_ATTEMPTS`` times is given up: its spool is left in place (name
 log) and the row removed, so one bad write cannot fail every start.
 
 Runs before the mount is live, on the trio thread; file and journal work in worker threads.
+Each mount's ``recover_backend`` runs first (/s3: multipart copies cut short are aborted).
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ def remove_spool(spool: str) -> None:
 async def recover(mounts: dict[str, Mount], journal: Journal | None
                   ) -> list[tuple[str, str, str]]:
     """(mount, path, outcome) per row; outcome "committed", "discarded", "failed" or
-    "abandoned"."""
+    "abandoned". First each mount undoes what the previous run left half done on its
+    backend (``Mount.recover_backend``)."""
+    for mount in mounts.values():
+        await mount.recover_backend()
     if journal is None:
         return []
     done = []

@@ -9,6 +9,7 @@ import errno
 import hashlib
 import json
 import os
+import time
 
 import botocore.exceptions
 import pytest
@@ -133,8 +134,9 @@ async def test_an_upload_whose_id_was_never_recorded_is_aborted(s3_server, bucke
 
 
 async def _copy_killed(s3_server, bucket, raw, markers, monkeypatch, recorded: bool):
-    """A multipart copy of a 9 MiB object whose process "dies" (KeyboardInterrupt: nothing
-    after it runs, no abort) when it records the upload id: after writing it, or before."""
+    """A multipart copy of a 9 MiB object whose process "dies" when it records the upload
+    id, after writing it or before (KeyboardInterrupt there; the abort and marker removal
+    the copy would then run are made to do nothing, as after kill -9)."""
     from mcpfs.backends import s3_copy
     monkeypatch.setattr(s3_copy, "MAX_COPY_SIZE", 8 * MiB)
     monkeypatch.setattr(s3_copy, "COPY_PART_MIN", 5 * MiB)
@@ -149,7 +151,12 @@ async def _copy_killed(s3_server, bucket, raw, markers, monkeypatch, recorded: b
                 real(marker, state)
             raise KeyboardInterrupt
         real(marker, state)
+
+    async def dead(*args, **kwargs):  # the process is gone: no abort, no clean-up
+        return True
     monkeypatch.setattr(s3_copy, "_write_marker", killed)
+    monkeypatch.setattr(backend, "_abort", dead)
+    monkeypatch.setattr(backend, "_unmark", dead)
     try:
         await backend.copy(bucket, "big.bin", bucket, "moved.bin", len(data))
     except KeyboardInterrupt:
@@ -161,8 +168,9 @@ async def _copy_killed(s3_server, bucket, raw, markers, monkeypatch, recorded: b
 async def test_a_copy_killed_midway_is_aborted_at_the_next_start(s3_server, bucket, raw,
                                                                  tmp_path, monkeypatch):
     """A rename of an object above CopyObject's limit is a multipart copy; the daemon
-    killed during it leaves a marker naming its upload, which the next start aborts (the
-    source whole, no destination, another upload untouched)."""
+    killed during it leaves a marker naming its upload, which the next start aborts
+    before the mount goes live (the source whole, no destination, another upload
+    untouched)."""
     markers = tmp_path / "state" / "s3-copies"
     other = raw.create_multipart_upload(Bucket=bucket, Key="other.bin")["UploadId"]
     data = await _copy_killed(s3_server, bucket, raw, markers, monkeypatch, recorded=True)
@@ -170,12 +178,7 @@ async def test_a_copy_killed_midway_is_aborted_at_the_next_start(s3_server, buck
     assert sorted(u["Key"] for u in open_now) == ["moved.bin", "other.bin"]  # the orphan
     assert len(list(markers.iterdir())) == 1
     restarted = S3Mount(make_backend(s3_server, copy_markers=markers))
-    async with trio.open_nursery() as nursery:  # the daemon's start: the mount's warm-up
-        nursery.start_soon(restarted.warm)
-        with trio.fail_after(10):
-            while list(markers.iterdir()):
-                await trio.sleep(0.05)
-        nursery.cancel_scope.cancel()
+    assert await recover({"s3": restarted}, None) == []  # the daemon's start
     left = raw.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert [u["UploadId"] for u in left] == [other]
     assert list(markers.iterdir()) == []
@@ -188,7 +191,7 @@ async def test_a_copy_killed_midway_is_aborted_at_the_next_start(s3_server, buck
 async def test_a_copy_killed_before_recording_its_id_is_aborted(s3_server, bucket, raw,
                                                                 tmp_path, monkeypatch):
     """Killed between CreateMultipartUpload and recording its id: the marker written
-    before the request makes the next start abort the key's uploads begun since."""
+    before the request makes the next start abort the key's uploads begun then."""
     markers = tmp_path / "state" / "s3-copies"
     await _copy_killed(s3_server, bucket, raw, markers, monkeypatch, recorded=False)
     assert [u["Key"] for u in raw.list_multipart_uploads(Bucket=bucket).get(
@@ -199,29 +202,64 @@ async def test_a_copy_killed_before_recording_its_id_is_aborted(s3_server, bucke
     assert list(markers.iterdir()) == []
 
 
-async def test_copies_that_end_leave_no_marker(s3_server, bucket, raw, tmp_path,
-                                               monkeypatch):
-    """A multipart copy that completes, and one that fails (its source changed), remove
-    their markers; a backend made while one is in flight does not abort it."""
+async def test_an_id_less_marker_spares_uploads_begun_long_after_it(s3_server, bucket, raw,
+                                                                    tmp_path):
+    """The key's uploads are aborted only near the marker's time: one begun an hour later
+    (another client, a later copy) is not the one the killed process made."""
+    markers = tmp_path / "state" / "s3-copies"
+    markers.mkdir(parents=True)
+    later = raw.create_multipart_upload(Bucket=bucket, Key="k.bin")["UploadId"]
+    (markers / "1-a.json").write_text(json.dumps(
+        {"bucket": bucket, "key": "k.bin", "started": time.time() - 3600}))
+    (markers / "2-b.json.tmp").write_text('{"bucket": "torn')  # a write cut short
+    backend = make_backend(s3_server, copy_markers=markers)
+    assert await backend.abort_interrupted_copies() == 2
+    assert [u["UploadId"] for u in raw.list_multipart_uploads(Bucket=bucket).get(
+        "Uploads", [])] == [later]
+    assert list(markers.iterdir()) == []
+
+
+async def test_a_marker_whose_abort_fails_waits_for_the_next_start(s3_server, bucket, raw,
+                                                                  tmp_path, monkeypatch):
+    """Offline or denied at start: the marker stays, and the next start aborts."""
+    markers = tmp_path / "state" / "s3-copies"
+    await _copy_killed(s3_server, bucket, raw, markers, monkeypatch, recorded=True)
+    first = make_backend(s3_server, copy_markers=markers)
+
+    def down(**kwargs):
+        raise botocore.exceptions.ClientError(
+            {"Error": {"Code": "AccessDenied", "Message": "no"}}, "AbortMultipartUpload")
+    monkeypatch.setattr(first.client, "abort_multipart_upload", down)
+    assert await first.abort_interrupted_copies() == 1
+    assert len(list(markers.iterdir())) == 1
+    assert len(raw.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1
+    second = make_backend(s3_server, copy_markers=markers)
+    assert await second.abort_interrupted_copies() == 1
+    assert raw.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert list(markers.iterdir()) == []
+
+
+def _big_source(raw, bucket, monkeypatch) -> bytes:
     from mcpfs.backends import s3_copy
     monkeypatch.setattr(s3_copy, "MAX_COPY_SIZE", 8 * MiB)
     monkeypatch.setattr(s3_copy, "COPY_PART_MIN", 5 * MiB)
-    markers = tmp_path / "state" / "s3-copies"
     data = os.urandom(9 * MiB)
     raw.put_object(Bucket=bucket, Key="big.bin", Body=data)
-    backend = make_backend(s3_server, copy_markers=markers)
-    seen = []
-    real = s3_copy._write_marker
+    return data
 
-    def record(marker, state):
-        real(marker, state)
-        if "upload_id" in state:  # a daemon starting now finds this one in flight
-            seen.append(make_backend(s3_server, copy_markers=markers).left_copies)
-    monkeypatch.setattr(s3_copy, "_write_marker", record)
+
+async def test_copies_that_end_leave_no_marker(s3_server, bucket, raw, tmp_path,
+                                               monkeypatch):
+    """A multipart copy that completes, one that fails midway (its source deleted), one
+    cancelled just as its upload was created, and one refused at creation leave neither a
+    marker nor an open upload; one whose creation failed in a way that may have left an
+    upload (a 500) keeps its marker for the next start."""
+    markers = tmp_path / "state" / "s3-copies"
+    data = _big_source(raw, bucket, monkeypatch)
+    backend = make_backend(s3_server, copy_markers=markers)
     await backend.copy(bucket, "big.bin", bucket, "copy.bin", len(data))
     assert raw.get_object(Bucket=bucket, Key="copy.bin")["Body"].read() == data
     assert list(markers.iterdir()) == []
-    assert len(seen) == 1 and len(seen[0]) == 1
 
     def gone(**kwargs):  # the source deleted while its parts are copied
         raise botocore.exceptions.ClientError(
@@ -230,6 +268,28 @@ async def test_copies_that_end_leave_no_marker(s3_server, bucket, raw, tmp_path,
     with pytest.raises(McpfsError) as info:
         await backend.copy(bucket, "big.bin", bucket, "copy2.bin", len(data))
     assert info.value.errno == errno.ENOENT
-    assert len(seen) == 2  # it had started
     assert list(markers.iterdir()) == []
     assert raw.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+    real_create = backend.client.create_multipart_upload
+    with trio.CancelScope() as scope:
+        def create_then_cancel(**kwargs):  # SIGTERM while the request runs
+            out = real_create(**kwargs)
+            trio.from_thread.run_sync(scope.cancel)
+            return out
+        monkeypatch.setattr(backend.client, "create_multipart_upload", create_then_cancel)
+        await backend.copy(bucket, "big.bin", bucket, "copy3.bin", len(data))
+    assert scope.cancelled_caught
+    assert raw.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert list(markers.iterdir()) == []
+
+    for code, kept in (("AccessDenied", 0), ("InternalError", 1)):
+        def refused(code=code, **kwargs):
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": code, "Message": "no"},
+                 "ResponseMetadata": {"HTTPStatusCode": 403 if kept == 0 else 500}},
+                "CreateMultipartUpload")
+        monkeypatch.setattr(backend.client, "create_multipart_upload", refused)
+        with pytest.raises(McpfsError):
+            await backend.copy(bucket, "big.bin", bucket, "copy4.bin", len(data))
+        assert (code, len(list(markers.iterdir()))) == (code, kept)
