@@ -18,10 +18,12 @@ So while one runs, a small JSON file in ``copy_markers`` (the daemon's
 ``<state>/s3-copies``) names it: written before CreateMultipartUpload (bucket, key, time)
 and again with the upload id, removed once the copy is completed or aborted (kept when
 CreateMultipartUpload failed in a way that may have left an upload: a timeout, a 5xx). At
-the next start, before the mount goes live (vfs/recovery.py, so no copy of the new process
-can be mistaken for one of them), :meth:`ServerSideCopies.abort_interrupted_copies` aborts
-what the files left by the previous process name: the upload by its id, or without one the
-key's uploads begun within 5 minutes of the file's time, as s3_upload.py does. A file whose
+the next start :meth:`ServerSideCopies.abort_interrupted_copies` (the mount's warm-up, in
+the background: a server out of reach must not keep the mount from starting) aborts what
+the files left by the previous process name: the upload by its id, or without one the
+key's uploads begun within 5 minutes of the file's time, as s3_upload.py does. Until that
+pass has ended, a multipart copy of this process waits for it, so none of its uploads can
+be taken for a left one (a bridge transfer resumed right after a restart). A file whose
 abort failed (offline, denied) stays for the start after. The copy itself is not redone: a
 rename copies before it deletes, so its source is still whole and the destination absent,
 and a bridge transfer is retried by whoever asked for it.
@@ -69,8 +71,11 @@ def left_markers(folder: Path | None) -> list[Path]:
 
 
 class ServerSideCopies:
-    copy_markers: Path | None  # folder of the markers (None: not kept), set by S3Backend
+    # set by S3Backend; concurrency: trio thread only, left_lock serialises the pass
+    copy_markers: Path | None  # folder of the markers (None: not kept)
     left_copies: list[Path]  # markers found at construction: a previous process's
+    left_pending: bool  # the pass over them has not ended yet
+    left_lock: trio.Lock
     async def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str,
                    size: int, *, if_match: str | None = None,
                    metadata: dict[str, str] | None = None, content_type: str | None = None,
@@ -112,6 +117,8 @@ class ServerSideCopies:
                               metadata: dict[str, str] | None, content_type: str | None,
                               storage_class: str | None) -> ObjectInfo:
         what = f"copy s3://{src_bucket}/{src_key} to s3://{dst_bucket}/{dst_key}"
+        if self.left_pending:  # a previous process's copies are not handled yet: first
+            await self.abort_interrupted_copies()
         meta = await self._copy_metadata(src_bucket, src_key, if_match, metadata, content_type)
         create: dict[str, Any] = {"Bucket": dst_bucket, "Key": dst_key, **meta,
                                   **_class_of(storage_class)}
@@ -191,28 +198,37 @@ class ServerSideCopies:
     async def abort_interrupted_copies(self) -> int:
         """Abort the multipart copies a previous process left open (``left_copies``, the
         markers found when this backend was made) and remove their markers; returns how
-        many markers were handled. Called before the mount goes live. A marker whose abort
-        failed is kept for the next start; nothing is raised but a cancellation."""
-        left, self.left_copies = self.left_copies, []
-        for path in left:
-            try:
-                state = await trio.to_thread.run_sync(_read_marker, str(path))
-            except OSError:
-                state = None
-            if state is None or not state.get("bucket") or not state.get("key"):
-                await self._unmark(path)  # a torn or foreign file: the copy never began
-                continue
-            what = f"copy to s3://{state['bucket']}/{state['key']}"
-            if state.get("upload_id"):
-                log.info("%s: aborting upload %s, left by a process that stopped during it",
-                         what, state["upload_id"])
-                done = await self._abort(state["bucket"], state["key"], state["upload_id"],
-                                         what)
-            else:
-                done = await self._abort_unrecorded(state)
-            if done:
-                await self._unmark(path)
-        return len(left)
+        many markers this call handled (0 once a pass has run: a second caller waits for
+        the first). A marker whose abort failed is kept for the next start; nothing is
+        raised but a cancellation (the markers not reached are then left to a next call)."""
+        async with self.left_lock:
+            left, self.left_copies = self.left_copies, []
+            for i, path in enumerate(left):
+                try:
+                    await self._abort_left(path)
+                except BaseException:
+                    self.left_copies = left[i:] + self.left_copies
+                    raise
+            self.left_pending = False
+            return len(left)
+
+    async def _abort_left(self, path: Path) -> None:
+        try:
+            state = await trio.to_thread.run_sync(_read_marker, str(path))
+        except OSError:
+            state = None
+        if state is None or not state.get("bucket") or not state.get("key"):
+            await self._unmark(path)  # a torn or foreign file: the copy never began
+            return
+        what = f"copy to s3://{state['bucket']}/{state['key']}"
+        if state.get("upload_id"):
+            log.info("%s: aborting upload %s, left by a process that stopped during it",
+                     what, state["upload_id"])
+            done = await self._abort(state["bucket"], state["key"], state["upload_id"], what)
+        else:
+            done = await self._abort_unrecorded(state)
+        if done:
+            await self._unmark(path)
 
 
 def _class_of(storage_class: str | None) -> dict[str, str]:

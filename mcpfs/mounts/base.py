@@ -219,11 +219,6 @@ class Mount:
         """chmod / utimes of a file no one is writing (vfs checked it is writable):
         accepted and not stored by default (docs/SEMANTICS.md)."""
 
-    async def recover_backend(self) -> None:
-        """At start, before the mount goes live: undo what the previous run left half done
-        on the backend (default: nothing; /s3: multipart copies cut short). Must not raise
-        but a cancellation."""
-
     async def warm(self) -> None:
         """Run in the background from the daemon's start, beside the first requests,
         until it returns or the daemon stops (default: nothing). Must not raise."""

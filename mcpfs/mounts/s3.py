@@ -463,7 +463,9 @@ class S3Mount(S3Renames, S3Listings, S3Times, Mount):
         the bucket and the names in it are then found without a request of their own. The
         bucket list is not kept: the first ``ls /s3`` asks the server, so a bucket made
         since the start shows. A failure is logged at info level (a denial also gives the
-        backend's one warning about credentials, earlier)."""
+        backend's one warning about credentials, earlier). First, the multipart copies a
+        previous daemon left open when it was killed are aborted (s3_copy.py)."""
+        await self.backend.abort_interrupted_copies()
         try:
             buckets = [name for name, _ in await self.backend.list_buckets()]
             if buckets:
@@ -471,11 +473,6 @@ class S3Mount(S3Renames, S3Listings, S3Times, Mount):
         except Exception as exc:  # noqa: BLE001 - only a warm-up: never ends the daemon
             log.info("/s3: the request made at start failed: %s", exc)
         await self.attrs.run()  # then save kept modes and mtimes every few seconds
-
-    async def recover_backend(self) -> None:
-        """Abort the multipart copies a previous daemon left open when it was killed
-        (s3_copy.py)."""
-        await self.backend.abort_interrupted_copies()
 
     async def aclose(self) -> None:
         """Unmount: stop the backend's upload helper processes; save kept modes and

@@ -16,7 +16,6 @@ that failed ``MAX_ATTEMPTS`` times is given up: its spool is left in place (name
 log) and the row removed, so one bad write cannot fail every start.
 
 Runs before the mount is live, on the trio thread; file and journal work in worker threads.
-Each mount's ``recover_backend`` runs first (/s3: multipart copies cut short are aborted).
 """
 
 from __future__ import annotations
@@ -50,10 +49,7 @@ def remove_spool(spool: str) -> None:
 async def recover(mounts: dict[str, Mount], journal: Journal | None
                   ) -> list[tuple[str, str, str]]:
     """(mount, path, outcome) per row; outcome "committed", "discarded", "failed" or
-    "abandoned". First each mount undoes what the previous run left half done on its
-    backend (``Mount.recover_backend``)."""
-    for mount in mounts.values():
-        await mount.recover_backend()
+    "abandoned"."""
     if journal is None:
         return []
     done = []

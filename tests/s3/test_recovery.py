@@ -14,6 +14,7 @@ import time
 import botocore.exceptions
 import pytest
 import trio
+import trio.testing
 
 from mcpfs.backends.s3 import UPLOAD_SUFFIX
 from mcpfs.errors import McpfsError
@@ -168,9 +169,8 @@ async def _copy_killed(s3_server, bucket, raw, markers, monkeypatch, recorded: b
 async def test_a_copy_killed_midway_is_aborted_at_the_next_start(s3_server, bucket, raw,
                                                                  tmp_path, monkeypatch):
     """A rename of an object above CopyObject's limit is a multipart copy; the daemon
-    killed during it leaves a marker naming its upload, which the next start aborts
-    before the mount goes live (the source whole, no destination, another upload
-    untouched)."""
+    killed during it leaves a marker naming its upload, which the next start's warm-up
+    aborts (the source whole, no destination, another upload untouched)."""
     markers = tmp_path / "state" / "s3-copies"
     other = raw.create_multipart_upload(Bucket=bucket, Key="other.bin")["UploadId"]
     data = await _copy_killed(s3_server, bucket, raw, markers, monkeypatch, recorded=True)
@@ -178,7 +178,12 @@ async def test_a_copy_killed_midway_is_aborted_at_the_next_start(s3_server, buck
     assert sorted(u["Key"] for u in open_now) == ["moved.bin", "other.bin"]  # the orphan
     assert len(list(markers.iterdir())) == 1
     restarted = S3Mount(make_backend(s3_server, copy_markers=markers))
-    assert await recover({"s3": restarted}, None) == []  # the daemon's start
+    async with trio.open_nursery() as nursery:  # the daemon's start: the mount's warm-up
+        nursery.start_soon(restarted.warm)
+        with trio.fail_after(10):
+            while list(markers.iterdir()):
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
     left = raw.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert [u["UploadId"] for u in left] == [other]
     assert list(markers.iterdir()) == []
@@ -293,3 +298,32 @@ async def test_copies_that_end_leave_no_marker(s3_server, bucket, raw, tmp_path,
         with pytest.raises(McpfsError):
             await backend.copy(bucket, "big.bin", bucket, "copy4.bin", len(data))
         assert (code, len(list(markers.iterdir()))) == (code, kept)
+
+
+async def test_a_copy_waits_for_the_pass_over_left_markers(s3_server, bucket, raw, tmp_path,
+                                                           monkeypatch):
+    """Right after a restart a copy to the key a left marker names (a bridge transfer
+    resumed) must not begin its upload before that marker is handled, or the pass would
+    take the new upload for the one the killed process made and abort it."""
+    markers = tmp_path / "state" / "s3-copies"
+    markers.mkdir(parents=True)
+    (markers / "1-a.json").write_text(json.dumps(
+        {"bucket": bucket, "key": "moved.bin", "started": time.time()}))
+    data = _big_source(raw, bucket, monkeypatch)
+    backend = make_backend(s3_server, copy_markers=markers)
+    gate = trio.Event()
+    real = backend._abort_unrecorded
+
+    async def slow(state):  # the server is slow to list at start
+        await gate.wait()
+        return await real(state)
+    monkeypatch.setattr(backend, "_abort_unrecorded", slow)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(backend.abort_interrupted_copies)  # the warm-up's pass
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(backend.copy, bucket, "big.bin", bucket, "moved.bin", len(data))
+        await trio.testing.wait_all_tasks_blocked()
+        assert raw.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+        gate.set()
+    assert raw.get_object(Bucket=bucket, Key="moved.bin")["Body"].read() == data
+    assert list(markers.iterdir()) == []
