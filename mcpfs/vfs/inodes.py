@@ -69,6 +69,10 @@ class InodeTable:
     def find(self, path: str) -> Node | None:
         return self.by_path.get(path)
 
+    def knows_below(self, path: str) -> bool:
+        """Whether any known path lies below ``path`` (O(1): the descendant counts)."""
+        return bool(self._below.get(path))
+
     def ensure(self, path: str) -> Node:
         """The node of ``path``, created (with lookup count 0) if unknown."""
         node = self.by_path.get(path)

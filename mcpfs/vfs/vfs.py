@@ -116,7 +116,11 @@ class VFS(OpenFiles, Copies):
     def _pending_below(self, path: str) -> bool:
         """Whether a file under ``path`` is open for writing or waiting for its upload:
         then ``path`` is a directory (not empty), whatever the backend (maybe unreachable)
-        says."""
+        says. An open file's node stays in the inode table while attached, so a path with
+        no known paths below it has none (O(1): the lookup of each new name in a burst of
+        creates, which otherwise scanned every pending file)."""
+        if not self.inodes.knows_below(path):
+            return False
         prefix = path + "/"
         return any(of.node.attached and not of.unlinked and of.node.path.startswith(prefix)
                    for of in self.open_files.values())
