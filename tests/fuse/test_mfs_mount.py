@@ -310,7 +310,13 @@ def test_write_only_descriptors_bypass_the_page_cache(mnt):
     descriptor's writes stay cached (mmap needs it)."""
     path = mnt / "mfs" / "direct.bin"
     old, new = pattern_bytes(1 << 20, 21), pattern_bytes(256 << 10, 22)
-    path.write_bytes(old)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)  # a create: direct_io too
+    try:
+        with open(path, "rb", buffering=0) as reader:
+            assert os.pwrite(fd, old, 0) == len(old)
+            assert _cached_pages(reader.fileno(), len(old)) == 0
+    finally:
+        os.close(fd)
     fd = os.open(path, os.O_WRONLY)
     try:
         with open(path, "rb", buffering=0) as reader:  # reads the pending bytes
