@@ -42,6 +42,7 @@ import trio
 from ..backends.ipfs.cid import CID
 from ..backends.ipfs.stream_import import StreamImport
 from ..errors import McpfsError
+from ..mounts.base import child_path
 from .core import Bridge, ipfs_location, location_of, plain_version
 from .db import DONE, FAILED, RUNNING, Location, Transfer
 from .identity import ReadTracker
@@ -179,7 +180,7 @@ class Transfers:
                     raise
         entries = [(name, attr) async for name, attr in sm.listdir(ss)]
         for name, attr in entries:
-            sub = f"{ss}/{name}" if ss else name
+            sub = child_path(ss, name)
             if attr.is_dir:
                 await self._walk(sm, sub, f"{src}/{name}", f"{dst}/{name}", out)
             elif attr.kind == "file":

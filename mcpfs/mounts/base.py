@@ -239,6 +239,11 @@ def split(path: str) -> list[str]:
     return [p for p in path.split("/") if p]
 
 
+def child_path(parent: str, name: str) -> str:
+    """``name`` inside ``parent`` (a path as :func:`joined` spells it; "" is the top)."""
+    return name if not parent else f"{parent}/{name}"
+
+
 def joined(path: str) -> str:
     """``path`` with its empty segments dropped and no leading slash: the one spelling of
     a path the mounts key their caches (and kept_attrs.py its rows) by."""
@@ -246,4 +251,4 @@ def joined(path: str) -> str:
 
 
 __all__ = ["Attr", "Capabilities", "Mount", "Reader", "Writer", "StatFS", "FILE", "DIR",
-           "SYMLINK", "XATTR_PREFIX", "statfs_of", "split", "joined"]
+           "SYMLINK", "XATTR_PREFIX", "statfs_of", "split", "joined", "child_path"]

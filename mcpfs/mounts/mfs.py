@@ -52,8 +52,8 @@ from ..backends.ipfs.cid import CID
 from ..backends.ipfs.importer import Imported
 from ..backends.ipfs.stream_import import StreamImport
 from ..errors import McpfsError
-from .base import (DIR, FILE, Attr, Capabilities, Mount, StatFS, Writer, joined, split,
-                   statfs_of)
+from .base import (DIR, FILE, Attr, Capabilities, Mount, StatFS, Writer, child_path, joined,
+                   split, statfs_of)
 from .ipfs import CidReader, Listings, attr_of, block_errors, ipfs_call
 from .kept_attrs import KeptAttrs
 
@@ -221,7 +221,7 @@ class MfsMount(Mount):
             return sorted((name, attr) for name, (_, attr) in self.listings.get(cid).items())
         folder = joined(path)
         for name, attr in await ipfs_call(self.limiter, work, f"list /mfs/{path}"):
-            yield name, self.attrs.overlay(f"{folder}/{name}" if folder else name, attr)
+            yield name, self.attrs.overlay(child_path(folder, name), attr)
 
     async def open_read(self, path: str) -> CidReader:
         cid, attr = await self.resolve(path)

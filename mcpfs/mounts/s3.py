@@ -53,8 +53,8 @@ from cachetools import TTLCache
 
 from ..backends.s3 import ObjectInfo, S3Backend
 from ..errors import McpfsError
-from .base import (DIR, FILE, XATTR_PREFIX, Attr, Capabilities, Mount, StatFS, Writer, joined,
-                   split)
+from .base import (DIR, FILE, XATTR_PREFIX, Attr, Capabilities, Mount, StatFS, Writer,
+                   child_path, joined, split)
 from .prefetch import Prefetcher
 from .s3_listings import CHANGES_KEPT, SMALL_LISTING, Listing, S3Listings, _file_attr
 from .kept_attrs import KeptAttrs
@@ -231,7 +231,7 @@ class S3Mount(S3Renames, S3Listings, S3Times, Mount):
     async def listdir(self, path: str) -> AsyncIterator[tuple[str, Attr]]:
         folder = joined(path)
         for name, (attr, info) in sorted((await self._listing(path)).items()):
-            yield name, self._kept(f"{folder}/{name}" if folder else name, attr, info)
+            yield name, self._kept(child_path(folder, name), attr, info)
 
     async def open_read(self, path: str) -> S3Reader:
         attr, _ = await self._stat(path)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import McpfsError
+from ..mounts.base import child_path  # (re-exported: vfs spells paths as mounts do)
 
 ROOT_INODE = 1  # FUSE_ROOT_ID
 
@@ -39,10 +40,6 @@ class Node:
     attr: Any = None  # last Attr seen (served for detached nodes)
     open_file: Any = None  # the OpenFile while one is open (keeps the node while pending)
     cache_id: str | None = None  # content identity the kernel's page cache may hold
-
-
-def child_path(parent: str, name: str) -> str:
-    return name if not parent else f"{parent}/{name}"
 
 
 def parent_of(path: str) -> str:
