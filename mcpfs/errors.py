@@ -10,6 +10,13 @@ from __future__ import annotations
 import errno as _errno
 
 
+# errnos of a definite answer from a backend (denied, already there, gone, invalid): a
+# retry cannot change it, and the request made nothing (write_back.py gives such a commit up
+# at once; s3_copy.py knows no upload was created)
+REFUSALS = frozenset({_errno.EACCES, _errno.EPERM, _errno.EEXIST, _errno.ENOENT,
+                      _errno.EINVAL})
+
+
 class McpfsError(Exception):
     """Base of every error mcpfs raises on purpose; ``errno`` is what the mount reports."""
 

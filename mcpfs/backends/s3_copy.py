@@ -44,7 +44,7 @@ from typing import Any, Final
 
 import trio
 
-from ..errors import McpfsError
+from ..errors import REFUSALS, McpfsError
 from .s3_upload import MiB, ObjectInfo, _read_marker, _remove, _write_marker
 
 log = logging.getLogger("mcpfs.backends.s3")
@@ -52,9 +52,6 @@ log = logging.getLogger("mcpfs.backends.s3")
 MAX_COPY_SIZE: Final = 5 * 1024 * MiB  # CopyObject's single-request limit (and a part's)
 COPY_PART_MIN: Final = 512 * MiB  # bytes per UploadPartCopy (grown to fit 10,000 parts)
 COPIES_DIR: Final = "s3-copies"  # in the state folder: multipart copies in flight (JSON)
-# errnos of a CreateMultipartUpload refused outright (no upload was made)
-REFUSED: Final = frozenset({errno.EACCES, errno.EPERM, errno.ENOENT, errno.EINVAL,
-                            errno.EEXIST})
 
 
 def left_markers(folder: Path | None) -> list[Path]:
@@ -131,7 +128,7 @@ class ServerSideCopies:
         except BaseException as exc:
             # a cancel came before the request (a running one is waited for), and a clear
             # refusal made nothing; other errors may hide an upload: the next start's
-            if isinstance(exc, trio.Cancelled) or getattr(exc, "errno", None) in REFUSED:
+            if isinstance(exc, trio.Cancelled) or getattr(exc, "errno", None) in REFUSALS:
                 with trio.CancelScope(shield=True):
                     await self._unmark(marker)
             raise

@@ -29,13 +29,12 @@ at most ``QUEUED`` files wait (``room``, a Semaphore: close() waits beyond it).
 
 from __future__ import annotations
 
-import errno
 import logging
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..errors import McpfsError
+from ..errors import REFUSALS, McpfsError
 from .handles import OpenFile
 from .recovery import remove_spool
 
@@ -53,7 +52,7 @@ ATTEMPTS = 4  # tries of one background commit before it waits for the next star
 RETRY_DELAY = 1.0  # seconds before the first retry, doubled for each next one
 # errnos a retry cannot change: given up at once (denied, lost an If-None-Match race, the
 # bucket is gone, refused as invalid)
-PERMANENT = frozenset({errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENOENT, errno.EINVAL})
+PERMANENT = REFUSALS
 
 
 class WriteBack:
