@@ -182,7 +182,6 @@ class S3Backend(MultipartUploads, ServerSideCopies):
         flight are recorded (s3_copy.py; None: they are not)."""
         self.copy_markers = Path(copy_markers) if copy_markers is not None else None
         self.left_copies = left_markers(self.copy_markers)
-        self.left_pending = bool(self.left_copies)  # until abort_interrupted_copies ends
         self.left_lock = trio.Lock()  # one pass over them; multipart copies wait for it
         self.config = config or S3Config()
         cfg = self.config

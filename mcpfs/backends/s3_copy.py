@@ -70,8 +70,8 @@ def left_markers(folder: Path | None) -> list[Path]:
 class ServerSideCopies:
     # set by S3Backend; concurrency: trio thread only, left_lock serialises the pass
     copy_markers: Path | None  # folder of the markers (None: not kept)
-    left_copies: list[Path]  # markers found at construction: a previous process's
-    left_pending: bool  # the pass over them has not ended yet
+    left_copies: list[Path]  # a previous process's markers (found at construction) not
+    # handled yet: each leaves once handled, so the list is empty only after the pass
     left_lock: trio.Lock
     async def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str,
                    size: int, *, if_match: str | None = None,
@@ -114,7 +114,7 @@ class ServerSideCopies:
                               metadata: dict[str, str] | None, content_type: str | None,
                               storage_class: str | None) -> ObjectInfo:
         what = f"copy s3://{src_bucket}/{src_key} to s3://{dst_bucket}/{dst_key}"
-        if self.left_pending:  # a previous process's copies are not handled yet: first
+        if self.left_copies:  # a previous process's copies are not handled yet: first
             await self.abort_interrupted_copies()
         meta = await self._copy_metadata(src_bucket, src_key, if_match, metadata, content_type)
         create: dict[str, Any] = {"Bucket": dst_bucket, "Key": dst_key, **meta,
@@ -198,16 +198,13 @@ class ServerSideCopies:
         many markers this call handled (0 once a pass has run: a second caller waits for
         the first). A marker whose abort failed is kept for the next start; nothing is
         raised but a cancellation (the markers not reached are then left to a next call)."""
+        handled = 0
         async with self.left_lock:
-            left, self.left_copies = self.left_copies, []
-            for i, path in enumerate(left):
-                try:
-                    await self._abort_left(path)
-                except BaseException:
-                    self.left_copies = left[i:] + self.left_copies
-                    raise
-            self.left_pending = False
-            return len(left)
+            while self.left_copies:
+                await self._abort_left(self.left_copies[0])
+                del self.left_copies[0]
+                handled += 1
+        return handled
 
     async def _abort_left(self, path: Path) -> None:
         try:
