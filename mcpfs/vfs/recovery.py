@@ -46,6 +46,13 @@ def remove_spool(spool: str) -> None:
             pass
 
 
+def _reopen(path: str) -> tuple[Spool, int]:
+    """The kept spool, and its mtime: the file's last write, or what utimes set on it
+    (``Spool.stamp_sync``). Blocking: one worker-thread hop for both."""
+    spool = Spool.open_sync(path)
+    return spool, os.fstat(spool.fd).st_mtime_ns
+
+
 async def recover(mounts: dict[str, Mount], journal: Journal | None
                   ) -> list[tuple[str, str, str]]:
     """(mount, path, outcome) per row; outcome "committed", "discarded", "failed" or
@@ -70,9 +77,8 @@ async def recover(mounts: dict[str, Mount], journal: Journal | None
                       row.mount, row.path, row.attempts, row.spool)
             done.append((row.mount, row.path, "abandoned"))
             continue
-        spool = await trio.to_thread.run_sync(Spool.open_sync, row.spool)
-        mtime_ns = await trio.to_thread.run_sync(lambda: os.fstat(spool.fd).st_mtime_ns)
-        try:  # the spool's mtime: the file's last write, or what utimes set (Spool.stamp)
+        spool, mtime_ns = await trio.to_thread.run_sync(_reopen, row.spool)
+        try:
             await mount.commit(Writer(row.path, spool, existed=True, mtime_ns=mtime_ns))
         except McpfsError as exc:
             await spool.close(delete=False)
