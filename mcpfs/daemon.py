@@ -1,7 +1,9 @@
 """The daemon: one trio nursery running the FUSE loop and the background tasks.
 
 ``serve(mountpoint)`` opens the repo (one :class:`Repo` for the daemon's lifetime), builds the
-subtrees and the VFS, replays the write-back journal, mounts, and then runs in one nursery:
+subtrees and the VFS, replays the write-back journal (/mfs rows are committed then; rows of
+subtrees behind a server are queued, uploaded once the mount is live: vfs/recovery.py),
+mounts, and then runs in one nursery:
 
 - the FUSE loop (``fuse_ops.serve``); if the file system is unmounted from outside
   (``mcpfs unmount``, ``fusermount3 -u``) it returns and the daemon shuts down;

@@ -80,10 +80,10 @@ DELETE_BATCH: Final = 1000  # keys per DeleteObjects request (S3's limit)
 STATS_NAME: Final = "s3"  # the backend's name in Stats.backend / backend_cache
 
 _ALLOWED_KEYS = {"endpoint_url", "region", "addressing_style", "buckets", "profile",
-                 "max_attempts", "retry_mode", "threads", "part_size", "multipart_threshold",
-                 "part_concurrency", "if_none_match", "listing_ttl", "attr_ttl", "write_back",
-                 "negative_ttl", "put_processes", "no_sign_request", "requester_pays", "sse",
-                 "sse_kms_key_id"}
+                 "max_attempts", "connect_timeout", "read_timeout", "retry_mode", "threads",
+                 "part_size", "multipart_threshold", "part_concurrency", "if_none_match",
+                 "listing_ttl", "attr_ttl", "write_back", "negative_ttl", "put_processes",
+                 "no_sign_request", "requester_pays", "sse", "sse_kms_key_id"}
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,8 @@ class S3Config:
     buckets: tuple[str, ...] | None = None  # shown at /s3 instead of ListBuckets
     profile: str | None = None
     max_attempts: int = 5  # tries in all, first included (throttling, 5xx, connection)
+    connect_timeout: float = 10.0  # seconds to connect (rclone's --contimeout)
+    read_timeout: float = 60.0  # seconds a request may wait for the server (--timeout)
     retry_mode: str = "standard"  # or "adaptive" (client-side rate limiting)
     threads: int = 32  # concurrent S3 requests (limiter and connection pool)
     part_size: int = 8 * MiB
@@ -199,7 +201,7 @@ class S3Backend(MultipartUploads, ServerSideCopies):
                     retries={"mode": cfg.retry_mode, "total_max_attempts": cfg.max_attempts},
                     s3={"addressing_style": style},
                     max_pool_connections=max(cfg.threads, 10),
-                    connect_timeout=10, read_timeout=60,
+                    connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout,
                     **({"signature_version": botocore.UNSIGNED}
                        if cfg.no_sign_request else {})))
         self.client = make(cfg.addressing_style)
@@ -216,7 +218,8 @@ class S3Backend(MultipartUploads, ServerSideCopies):
         self._credentials = None if cfg.no_sign_request else session.get_credentials()
         self._put_pool = PutPool(ClientSpec(
             None if _is_aws(endpoint) else endpoint, self.client.meta.region_name, style,
-            cfg.retry_mode, cfg.max_attempts, 10, defaults=defaults),
+            cfg.retry_mode, cfg.max_attempts, 10, cfg.connect_timeout, cfg.read_timeout,
+            defaults=defaults),
             cfg.put_processes) \
             if cfg.put_processes > 0 and self._credentials is not None else None
         self.limiter = limiter or trio.CapacityLimiter(cfg.threads)

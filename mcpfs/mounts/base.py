@@ -123,6 +123,9 @@ class Mount:
 
     name: str = ""
     capabilities = Capabilities()
+    # commit() needs no server (the local MFS): the journal's rows are replayed before the
+    # mount goes live; others' (a server may hang) wait for their upload behind it
+    local_commit = False
 
     def capabilities_for(self, path: str) -> Capabilities:
         """The capabilities at ``path`` (a subtree may hold immutable parts, e.g. /hf's

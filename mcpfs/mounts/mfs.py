@@ -102,6 +102,7 @@ class MfsMount(Mount):
     capabilities = Capabilities(writable=True, rename=True, random_write=True, symlinks=True,
                                 attr_timeout=MFS_TIMEOUT, entry_timeout=MFS_TIMEOUT)
     memory_commit = True  # vfs may hand commit() a spool still in memory
+    local_commit = True  # the repo is on this machine (vfs/recovery.py)
 
     def __init__(self, repo: Any, limiter: trio.CapacityLimiter | None = None) -> None:
         """``repo``: a backends.ipfs.node.Repo; its ``mfs`` is opened here (reads the root

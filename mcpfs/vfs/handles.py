@@ -293,7 +293,7 @@ class OpenFile(Streaming):
                     return attr
             streamed = await self._finish_unspooled() if self.unspooled else None
             await self._fill_locked()
-            self.writer.path = sub_path
+            moved, self.writer.path = self.writer.path != sub_path, sub_path
             memory = self.spool.in_memory and getattr(self.mount, "memory_commit", False)
             if not memory and streamed is None:
                 await self.spool.materialize()
@@ -301,7 +301,9 @@ class OpenFile(Streaming):
                 self.writer.extra["stream"], self.stream = self.stream, None
                 self.sequential = False  # consumed: later appends go through the spool
             if not memory and streamed is None and self.journal is not None \
-                    and self.journal_id is not None and self.row_state != COMMITTING:
+                    and self.journal_id is not None \
+                    and (moved or self.row_state not in (COMMITTING, FAILED)):  # a retry:
+                # the row stays as it is (its attempts count runs: recovery.py)
                 await self.journal.set(self.journal_id, COMMITTING, sub_path)
                 self.row_state = COMMITTING
             if self.bridge is not None:  # identity, and maybe a native route
@@ -317,7 +319,8 @@ class OpenFile(Streaming):
                         except McpfsError:
                             raise exc from None  # dropped (logged): nothing to retry
                 await self.spool.materialize()  # kept for the journal's retry
-                if self.journal is not None and self.journal_id is not None:
+                if self.journal is not None and self.journal_id is not None \
+                        and self.row_state != FAILED:  # one failed attempt per run counts
                     with trio.CancelScope(shield=True):
                         await self.journal.set(self.journal_id, FAILED)
                     self.row_state = FAILED
@@ -368,7 +371,7 @@ class OpenFile(Streaming):
         if self.stream is not None:
             self.stream.abandon()
             self.stream = None
-        if self.spool.fd is None and (journal is None or row is None):
+        if self.spool.fd is None and not self.spool.parked and (journal is None or row is None):
             self.spool.close_sync(delete=True)
             return
 

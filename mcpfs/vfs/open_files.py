@@ -23,6 +23,7 @@ import trio
 from ..mounts.base import Attr, Mount, Writer
 from .handles import PENDING_ROW_DELAY, OpenFile
 from .inodes import Node
+from .journal import COMMITTING
 from .spool import Spool
 from .spool import limiter as spool_limiter
 
@@ -119,6 +120,26 @@ class OpenFiles:
                             of.opened = float("inf")  # do not retry every tick
         finally:
             self._sweeping = False
+
+    async def _adopt(self, row: Any, mount: Mount, size: int, mtime_ns: int) -> None:
+        """Make a journal row of a previous run a pending write of ``mount`` (recovery.py,
+        before the mount is live): an OpenFile with no handle over the kept spool (opened
+        by its first read or by the upload), queued for a background commit when the
+        write-back's nursery starts. A later row for the same path (rows come in order)
+        replaces an earlier one, whose row and spool go: it was superseded."""
+        node = self.inodes.ensure(f"{mount.name}/{row.path}" if row.path else mount.name)
+        earlier = self.open_files.pop(node.ino, None)
+        if earlier is not None:
+            self.write_back.forget(earlier)
+            await earlier.discard()
+        spool = Spool.kept(row.spool)
+        of = OpenFile(mount, node, spool, Writer(row.path, spool, True, mtime_ns=mtime_ns),
+                      size, filled=True, journal=self.journal, journal_id=row.id)
+        of.dirty = True
+        of.row_state = COMMITTING  # (a failed row too: its first failure now counts a run)
+        self.open_files[node.ino] = of
+        node.open_file = of
+        self.write_back.adopt(of)
 
     async def _close_open_file(self, of: OpenFile) -> None:
         """Last handle gone: drop the write state; keep the spool only if a commit failed."""

@@ -5,15 +5,23 @@ complete: a commit only starts after the writer's last close); an ``open`` row, 
 spool is gone or whose subtree is no longer configured is discarded with its spool (and the
 spool's sidecars, ``<spool>.*``).
 
+Where the retry runs depends on the Mount. A ``local_commit`` one (/mfs: the repo is on this
+machine) is committed here, before the mount is live. Any other (/s3, /hf: a server that may
+be slow, down or hanging) is handed to ``adopt`` (the VFS's ``_adopt``): the file becomes a
+pending write of the mount, shown with its local size and served from its spool, and its
+upload runs in the background once the mount is live (vfs/write_back.py), so a hung server
+can no longer stop the mount from starting. Without ``adopt`` it is committed here too.
+
 The retry is a commit with ``existed=True``: the first attempt may have completed on the
 backend before the process died (the row is removed only afterwards), so a conditional
 create (S3's ``If-None-Match: *`` for new files) would fail against our own object. The
 retry writes the same bytes again; a Mount may resume the interrupted transfer instead
 (S3 resumes its multipart upload from the sidecar, backends/s3.py). The file's mtime is the
 spool's: the time of its last write, or the one utimes set on it before close (the spool is
-stamped when it is kept: handles.py), not the time of this retry. A row
-that failed ``MAX_ATTEMPTS`` times is given up: its spool is left in place (named in the
-log) and the row removed, so one bad write cannot fail every start.
+stamped when it is kept: handles.py), not the time of this retry. A row that failed in
+``MAX_ATTEMPTS`` runs (one count per run that tried it, however often: handles.py) is given
+up: its spool is left in place (named in the log) and the row removed, so one bad write is
+not retried forever.
 
 Runs before the mount is live, on the trio thread; file and journal work in worker threads.
 """
@@ -23,12 +31,13 @@ from __future__ import annotations
 import glob
 import logging
 import os
+from collections.abc import Awaitable, Callable
 
 import trio
 
 from ..errors import McpfsError
 from ..mounts.base import Mount, Writer
-from .journal import COMMITTING, FAILED, OPEN, Journal
+from .journal import COMMITTING, FAILED, OPEN, Journal, Row
 from .spool import Spool
 
 log = logging.getLogger("mcpfs.vfs")
@@ -53,10 +62,14 @@ def _reopen(path: str) -> tuple[Spool, int]:
     return spool, os.fstat(spool.fd).st_mtime_ns
 
 
-async def recover(mounts: dict[str, Mount], journal: Journal | None
-                  ) -> list[tuple[str, str, str]]:
-    """(mount, path, outcome) per row; outcome "committed", "discarded", "failed" or
-    "abandoned"."""
+# (row, mount, spool size, spool mtime in ns): the VFS makes the row a pending write
+Adopt = Callable[[Row, Mount, int, int], Awaitable[None]]
+
+
+async def recover(mounts: dict[str, Mount], journal: Journal | None,
+                  adopt: Adopt | None = None) -> list[tuple[str, str, str]]:
+    """(mount, path, outcome) per row; outcome "committed", "queued" (adopted: uploaded
+    in the background), "discarded", "failed" or "abandoned"."""
     if journal is None:
         return []
     done = []
@@ -77,6 +90,11 @@ async def recover(mounts: dict[str, Mount], journal: Journal | None
                       row.mount, row.path, row.attempts, row.spool)
             done.append((row.mount, row.path, "abandoned"))
             continue
+        if adopt is not None and not mount.local_commit:
+            info = await trio.to_thread.run_sync(os.stat, row.spool)
+            await adopt(row, mount, info.st_size, info.st_mtime_ns)
+            done.append((row.mount, row.path, "queued"))
+            continue
         spool, mtime_ns = await trio.to_thread.run_sync(_reopen, row.spool)
         try:
             await mount.commit(Writer(row.path, spool, existed=True, mtime_ns=mtime_ns))
@@ -93,4 +111,4 @@ async def recover(mounts: dict[str, Mount], journal: Journal | None
     return done
 
 
-__all__ = ["recover", "remove_spool", "MAX_ATTEMPTS"]
+__all__ = ["recover", "remove_spool", "Adopt", "MAX_ATTEMPTS"]

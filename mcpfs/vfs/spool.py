@@ -56,6 +56,7 @@ class Spool:
         self.fd = fd
         self.mem = memory  # the content while no file exists (memory spool)
         self.closed = False
+        self.parked = False  # an existing file not opened yet (:meth:`kept`)
         self.on_disk: Callable[[], None] | None = None  # run (blocking) before the file exists
 
     @property
@@ -87,6 +88,26 @@ class Spool:
     def open_sync(cls, path: str | os.PathLike[str]) -> Spool:
         """Reopen an existing spool (journal recovery)."""
         return cls(path, os.open(path, os.O_RDWR | os.O_CLOEXEC))
+
+    @classmethod
+    def kept(cls, path: str | os.PathLike[str]) -> Spool:
+        """An existing spool whose descriptor is opened by its first I/O (in that call's
+        worker thread): journal recovery may hold thousands of kept files waiting for
+        their upload, which cost no descriptor until each one is read or committed."""
+        spool = cls(path, None)
+        spool.parked = True
+        return spool
+
+    def _fd(self) -> int:
+        """The descriptor; a kept spool's is opened here (blocking: worker threads)."""
+        if self.fd is None and self.parked:
+            try:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            except OSError as exc:
+                raise _oserror(exc, f"spool {self.path}") from None
+            self.parked = False
+        assert self.fd is not None
+        return self.fd
 
     def materialize_sync(self) -> None:
         """Create the file of a memory spool and write the buffer to it (blocking)."""
@@ -123,10 +144,10 @@ class Spool:
     def _pwrite(self, offset: int, data: bytes) -> int:
         view = memoryview(data)
         done = 0
-        assert self.fd is not None
+        fd = self._fd()
         try:
             while done < len(view):
-                done += os.pwrite(self.fd, view[done:], offset + done)
+                done += os.pwrite(fd, view[done:], offset + done)
         except OSError as exc:
             raise _oserror(exc, f"spool {self.path}") from None
         return done
@@ -160,7 +181,7 @@ class Spool:
 
         def work() -> bytes:
             try:
-                return os.pread(self.fd, size, offset)
+                return os.pread(self._fd(), size, offset)
             except OSError as exc:
                 raise _oserror(exc, f"spool {self.path}") from None
         return await trio.to_thread.run_sync(work, limiter=limiter())
@@ -176,7 +197,7 @@ class Spool:
         def work() -> None:
             self.materialize_sync()
             try:
-                os.ftruncate(self.fd, size)
+                os.ftruncate(self._fd(), size)
             except OSError as exc:
                 raise _oserror(exc, f"spool {self.path}") from None
         await trio.to_thread.run_sync(work, limiter=limiter())
@@ -184,7 +205,7 @@ class Spool:
     async def size(self) -> int:
         if self.mem is not None:
             return len(self.mem)
-        return await trio.to_thread.run_sync(lambda: os.fstat(self.fd).st_size,
+        return await trio.to_thread.run_sync(lambda: os.fstat(self._fd()).st_size,
                                              limiter=limiter())
 
     def replace_sync(self, chunks: Iterable[bytes]) -> int:
@@ -194,7 +215,7 @@ class Spool:
             self.mem = bytearray()
             self.materialize_sync()
         try:
-            os.ftruncate(self.fd, 0)
+            os.ftruncate(self._fd(), 0)
         except OSError as exc:
             raise _oserror(exc, f"spool {self.path}") from None
         offset = 0
@@ -213,10 +234,10 @@ class Spool:
         """Give the spool file the written file's mtime (blocking; nothing for a memory
         spool or None): a spool kept for the next start carries it to that commit
         (vfs/recovery.py). Best effort: an error leaves the time of the last write."""
-        if mtime_ns is None or self.fd is None:
+        if mtime_ns is None or self.mem is not None:
             return
         try:
-            os.utime(self.fd, ns=(mtime_ns, mtime_ns))
+            os.utime(self.fd if self.fd is not None else self.path, ns=(mtime_ns, mtime_ns))
         except OSError:
             pass
 
@@ -229,9 +250,10 @@ class Spool:
             self.materialize_sync()
             self.stamp_sync(mtime_ns)
         self.closed = True
-        if self.fd is None:
-            return
-        os.close(self.fd)
+        if self.fd is None and not self.parked:
+            return  # a memory spool: no file
+        if self.fd is not None:
+            os.close(self.fd)
         if delete:
             try:
                 os.unlink(self.path)
@@ -239,7 +261,7 @@ class Spool:
                 pass
 
     async def close(self, delete: bool = True) -> None:
-        if self.fd is None and delete:
+        if self.fd is None and not self.parked and delete:
             self.closed = True
             return
         await trio.to_thread.run_sync(self.close_sync, delete, limiter=limiter())

@@ -131,7 +131,7 @@ class VFS(OpenFiles, Copies):
         mount, sub = self.route(path)
         if of is not None:
             attr = of.attr()
-        elif sub and getattr(mount, "write_back", False) and self.open_files \
+        elif sub and not mount.local_commit and self.open_files \
                 and self._pending_below(path):  # uploads may wait long for the server:
             attr = Attr(DIR)  # the folders of their files need no request meanwhile
         else:
@@ -465,7 +465,7 @@ class VFS(OpenFiles, Copies):
     async def recover(self) -> list[tuple[str, str, str]]:
         """Replay the journal of a previous run: see recovery.py."""
         from .recovery import recover
-        return await recover(self.mounts, self.journal)
+        return await recover(self.mounts, self.journal, self._adopt)
 
 
 __all__ = ["VFS", "Entry", "RENAME_NOREPLACE", "RENAME_EXCHANGE", "FILE"]

@@ -18,6 +18,11 @@ recovery.py), and starts the commit in this module's nursery. Until the commit i
   first (:meth:`superseded`). The writer never sees the error: that is the price of
   write-back, and why it is opt-in. Nothing a commit raises escapes this module.
 
+Kept files of a previous run whose Mount is not ``local_commit`` (vfs/recovery.py) come
+here too: :meth:`adopt` makes each one pending before the mount is live, and :meth:`serve`
+starts their commits in journal order, with the same retries, so a hung server delays
+their upload, never the start.
+
 Files that are not plain spools (a checked copy, whose bytes were compared rather than
 written: the bridge's native routes) are committed before close() returns, as without
 write-back. At shutdown :meth:`drain` waits for every queued commit (``VFS.commit_all``).
@@ -30,6 +35,7 @@ at most ``QUEUED`` files wait (``room``, a Semaphore: close() waits beyond it).
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -63,6 +69,8 @@ class WriteBack:
         # (mount, path) -> (journal row, spool) of write-backs given up in this run
         self.given_up: dict[tuple[str, str], tuple[int, str]] = {}
         self._pending: dict[OpenFile, trio.Event] = {}
+        self._adopted: deque[OpenFile] = deque()  # kept files of a previous run, in order
+        self._resuming = False  # a _resume task runs
         self._nursery: trio.Nursery | None = None
         self.retry_delay = RETRY_DELAY
 
@@ -72,11 +80,53 @@ class WriteBack:
         dirty and is committed by ``VFS.commit_all``)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self._start_resume()
             task_status.started()
             try:
                 await trio.sleep_forever()
             finally:
                 self._nursery = None
+
+    def adopt(self, of: OpenFile) -> None:
+        """A kept file of a previous run (``VFS._adopt``, before :meth:`serve`): pending
+        from now on (settle() and a new writer wait for it); committed once serve runs."""
+        self._pending[of] = trio.Event()
+        self._adopted.append(of)
+        self._start_resume()  # (after serve started: a recovery run on a live VFS)
+
+    def _start_resume(self) -> None:
+        if self._adopted and self._nursery is not None and not self._resuming:
+            self._resuming = True
+            self._nursery.start_soon(self._resume, name="write-back of recovered files")
+
+    def forget(self, of: OpenFile) -> None:
+        """An adopted file replaced by a later row of its path before serve."""
+        if of in self._adopted:
+            self._adopted.remove(of)
+            self._pending.pop(of).set()
+
+    async def _resume(self) -> None:
+        """Start the commits of the adopted files, in journal order, at most ``QUEUED``
+        at once (``room``). Those not started when a shutdown cancels this are no longer
+        pending: ``VFS.commit_all`` commits them, as it does a file queued without a
+        nursery."""
+        try:
+            while self._adopted:
+                await self.room.acquire()
+                if not self._adopted or self._nursery is None:
+                    self.room.release()
+                    break
+                of = self._adopted.popleft()
+                self._nursery.start_soon(self._commit, of, self._pending[of], True,
+                                         name=f"write-back /{of.node.path}")
+        finally:
+            self._resuming = False
+            self._release_adopted()  # (cancelled: a shutdown)
+
+    def _release_adopted(self) -> None:
+        """Adopted files whose commit has not started are no longer pending."""
+        while self._adopted:
+            self._pending.pop(self._adopted.popleft()).set()
 
     def applies(self, of: OpenFile) -> bool:
         return (self._nursery is not None and getattr(of.mount, "write_back", False)
@@ -112,7 +162,7 @@ class WriteBack:
                 del self._pending[of]
                 done.set()
 
-    async def _commit(self, of: OpenFile, done: trio.Event) -> None:
+    async def _commit(self, of: OpenFile, done: trio.Event, recovered: bool = False) -> None:
         ended = False  # committed, or given up: the write state can go
         try:
             for attempt in range(ATTEMPTS):
@@ -120,6 +170,9 @@ class WriteBack:
                     async with self.limiter:
                         await self.vfs._commit(of)
                     ended = True
+                    if recovered and not of.dirty:
+                        log.info("journal: completed the interrupted write of /%s",
+                                 of.node.path)
                     break
                 except Exception as exc:  # noqa: BLE001 - a background task: never escapes
                     if not isinstance(exc, McpfsError):
@@ -168,7 +221,10 @@ class WriteBack:
             await waits[0].wait()
 
     async def drain(self) -> None:
-        """Wait for every queued commit (shutdown)."""
+        """Wait for every queued commit (shutdown; adopted files not started, e.g. when
+        serve never ran, are left to ``VFS.commit_all``)."""
+        if self._nursery is None:
+            self._release_adopted()
         while self._pending:
             await next(iter(self._pending.values())).wait()
 

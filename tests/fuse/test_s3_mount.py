@@ -49,6 +49,14 @@ def uploads(raw, bucket: str) -> list:
     return raw.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
+def wait_uploaded(timeout: float = 60) -> None:
+    """Until the journal has no pending row: the uploads a start resumed have ended."""
+    deadline = time.monotonic() + timeout
+    while pending_writes(paths().state_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pending_writes(paths().state_dir) == []
+
+
 def exists(raw, bucket: str, key: str) -> bool:
     try:
         raw.head_object(Bucket=bucket, Key=key)
@@ -400,7 +408,8 @@ def test_kill9_during_upload_resumes_from_journal(daemon, s3_server, s3_env, raw
     status = mcpfs("status").stdout
     assert f"/s3/{bucket}/big.bin  committing" in status and "pending writes: 1" in status
 
-    daemon.start(env)  # recovery runs before the mount is live
+    daemon.start(env)  # the upload resumes behind the live mount
+    wait_uploaded()
     assert sha256(get(raw, bucket, "big.bin")) == sha256(data)
     assert uploads(raw, bucket) == []
     assert pending_writes(paths().state_dir) == []
@@ -487,61 +496,3 @@ def test_outside_changes_show_after_the_listing_ttl(daemon, s3_server, s3_env, r
     if "p" in os.listdir(b):  # SeaweedFS keeps an emptied directory (AWS would not)
         os.rmdir(b / "p")
     assert sorted(os.listdir(b)) == ["late.txt", "later.txt"]
-
-
-# ---------------------------------------------------------------- [s3] write_back
-@pytest.fixture
-def own_s3(tmp_path_factory, no_aws_env):
-    """A SeaweedFS of the test's own (same launcher as the session's): the test stops it
-    with SIGSTOP, after which weed answers HTTP 500 for a while; the shared one must not."""
-    from tests.s3_server import raw_client, s3_server as shared
-    for server in shared.__wrapped__(tmp_path_factory):
-        raw = raw_client(server["endpoint"])
-        raw.create_bucket(Bucket="write-back")
-        env = {"AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": server["access_key"],
-               "AWS_SECRET_ACCESS_KEY": server["secret_key"]}
-        yield server, raw, env
-
-
-def test_write_back_cp_returns_first_and_kill_9_loses_nothing(daemon, own_s3, tmp_path):
-    """With write_back, cp (and 50 small files) return before the upload; the files read
-    back at once through the mount; a kill -9 before the upload ends (the server is
-    stopped right after cp returns, so it cannot end) is completed by the next start: the
-    journal says committing, and nothing partial is ever visible."""
-    import signal
-    s3_server, raw, env = own_s3
-    bucket = "write-back"
-    _write_config(s3_server, write_back="true", part_size=5 * MiB, part_concurrency=1)
-    mnt = daemon.start(env)
-    data = os.urandom(120 * MiB)
-    src = tmp_path / "big.bin"
-    src.write_bytes(data)
-    folder = mnt / "s3" / bucket / "wb"
-    folder.mkdir()
-    for i in range(50):
-        (folder / f"s{i:02}").write_bytes(b"small %d" % i)
-    run("cp", str(src), str(folder / "big.bin"))  # returns once journaled
-    os.kill(s3_server["pid"], signal.SIGSTOP)
-    try:
-        assert run("cmp", str(src), str(folder / "big.bin")).returncode == 0  # the spool
-        status = mcpfs("status").stdout
-        assert f"/s3/{bucket}/wb/big.bin  committing" in status, status
-        daemon.kill9()
-    finally:
-        os.kill(s3_server["pid"], signal.SIGCONT)
-    assert not exists(raw, bucket, "wb/big.bin")
-    daemon.start(env)  # recovery runs before the mount is live
-    assert sha256(get(raw, bucket, "wb/big.bin")) == sha256(data)
-    assert sorted(keys(raw, bucket, "wb/")) == ["wb/", "wb/big.bin"] + [  # mkdir's marker
-        f"wb/s{i:02}" for i in range(50)]
-    assert get(raw, bucket, "wb/s07") == b"small 7"
-    assert pending_writes(paths().state_dir) == []
-    # a multipart upload the server began as the daemon died, before the daemon could
-    # record its id, stays incomplete (invisible; SEMANTICS.md): at most that one
-    assert len(uploads(raw, bucket)) <= 1
-    # once running again, a write-back upload ends by itself
-    (folder / "later").write_bytes(b"later")
-    deadline = time.monotonic() + 30
-    while not exists(raw, bucket, "wb/later") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert get(raw, bucket, "wb/later") == b"later"

@@ -1,6 +1,6 @@
 """``[s3] write_back``: close() returns once the file is journaled, the upload follows in
 the background (vfs/write_back.py over mounts/s3.py on SeaweedFS), without FUSE. The
-kill -9 between close() and the upload is in tests/fuse/test_s3_mount.py."""
+kill -9 between close() and the upload is in tests/fuse/test_s3_recovery.py."""
 
 from __future__ import annotations
 
@@ -209,10 +209,13 @@ async def test_a_failing_upload_is_retried_then_kept_for_the_next_start(wb, raw)
     assert len(tries) == 4  # ATTEMPTS
     rows = journal.pending()
     assert [(r.path, r.state) for r in rows] == [(f"{bucket}/kept", FAILED)]
+    assert rows[0].attempts == 1  # one run that failed, however many tries (recovery.py)
     with open(rows[0].spool, "rb") as fh:
         assert fh.read() == b"keep me"
     mount.commit = real
-    assert await vfs.recover() == [("s3", f"{bucket}/kept", "committed")]
+    assert await vfs.recover() == [("s3", f"{bucket}/kept", "queued")]
+    await vfs.write_back.drain()  # (the next start: uploaded behind the live mount)
+    assert journal.pending() == []
     assert raw.get_object(Bucket=bucket, Key="kept")["Body"].read() == b"keep me"
 
 
@@ -364,7 +367,40 @@ async def test_a_kept_upload_keeps_the_files_mtime_for_the_next_start(wb, raw):
     [row] = journal.pending()
     assert os.stat(row.spool).st_mtime_ns == old
     mount.commit = real
-    assert await vfs.recover() == [("s3", f"{bucket}/p", "committed")]
+    assert await vfs.recover() == [("s3", f"{bucket}/p", "queued")]
+    await vfs.write_back.drain()
     head = raw.head_object(Bucket=bucket, Key="p")
     assert head["Metadata"]["mtime"] == mtime_text(old)
     assert (await vfs.getattr(await ino(vfs, f"s3/{bucket}/p"))).attr.mtime_ns == old
+
+
+async def test_kept_files_of_a_previous_run_are_pending_then_uploaded(s3_server, bucket, raw,
+                                                                     tmp_path, nursery):
+    """The next start (recovery before the mount is live): each kept row of /s3 becomes a
+    pending file at once, with its size and its bytes from the spool, holding no
+    descriptor until its upload; the uploads run once write-back serves; a later row of
+    the same path supersedes an earlier one (journal order), whose spool goes."""
+    mount = S3Mount(make_backend(s3_server))
+    journal = Journal(tmp_path / "state")
+    spools = tmp_path / "spool"
+    spools.mkdir()
+    rows = [(f"k{i:02}", b"kept %d" % i) for i in range(40)] + [("k07", b"newer")]
+    for n, (name, data) in enumerate(rows):
+        (spools / f"{n}.spool").write_bytes(data)
+        row = journal.add_sync("s3", f"{bucket}/{name}", str(spools / f"{n}.spool"))
+        journal.set_sync(row, COMMITTING)
+    vfs = VFS({"s3": mount}, spools, journal)
+    descriptors = len(os.listdir("/proc/self/fd"))
+    outcome = await vfs.recover()
+    assert outcome == [("s3", f"{bucket}/{name}", "queued") for name, _ in rows]
+    assert len(os.listdir("/proc/self/fd")) < descriptors + 5  # not one per kept file
+    assert not (spools / "7.spool").exists()  # superseded by the row of k07 after it
+    assert (await vfs.getattr(await ino(vfs, f"s3/{bucket}/k07"))).attr.size == 5
+    assert await read(vfs, f"s3/{bucket}/k03") == b"kept 3"  # from its spool
+    assert not raw.list_objects_v2(Bucket=bucket).get("Contents")  # nothing uploaded yet
+    await nursery.start(vfs.write_back.serve)
+    await vfs.write_back.drain()
+    for name, data in rows[:7] + rows[8:]:
+        assert raw.get_object(Bucket=bucket, Key=name)["Body"].read() == data
+    assert journal.pending() == [] and os.listdir(spools) == []
+    journal.close()

@@ -1,0 +1,108 @@
+"""/s3 after a crash, on a SeaweedFS of the test's own (stopped with SIGSTOP: a server that
+accepts connections and never answers): write-back's kill -9, and a start whose server
+hangs. The journal's kept uploads run behind the live mount (vfs/recovery.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from mcpfs.cli.status import pending_writes
+from mcpfs.config import paths
+
+from .conftest import mcpfs, run
+from .test_s3_mount import MiB, _write_config, exists, get, keys, sha256, uploads, \
+    wait_uploaded
+
+
+@pytest.fixture
+def own_s3(tmp_path_factory, no_aws_env):
+    """A SeaweedFS of the test's own (same launcher as the session's): the test stops it
+    with SIGSTOP, after which weed answers HTTP 500 for a while; the shared one must not."""
+    from tests.s3_server import raw_client, s3_server as shared
+    for server in shared.__wrapped__(tmp_path_factory):
+        raw = raw_client(server["endpoint"])
+        raw.create_bucket(Bucket="write-back")
+        env = {"AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": server["access_key"],
+               "AWS_SECRET_ACCESS_KEY": server["secret_key"]}
+        yield server, raw, env
+
+
+def test_write_back_cp_returns_first_and_kill_9_loses_nothing(daemon, own_s3, tmp_path):
+    """With write_back, cp (and 50 small files) return before the upload; the files read
+    back at once through the mount; a kill -9 before the upload ends (the server is
+    stopped right after cp returns, so it cannot end) is completed by the next start: the
+    journal says committing, and nothing partial is ever visible."""
+    s3_server, raw, env = own_s3
+    bucket = "write-back"
+    _write_config(s3_server, write_back="true", part_size=5 * MiB, part_concurrency=1)
+    mnt = daemon.start(env)
+    data = os.urandom(120 * MiB)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    folder = mnt / "s3" / bucket / "wb"
+    folder.mkdir()
+    for i in range(50):
+        (folder / f"s{i:02}").write_bytes(b"small %d" % i)
+    run("cp", str(src), str(folder / "big.bin"))  # returns once journaled
+    os.kill(s3_server["pid"], signal.SIGSTOP)
+    try:
+        assert run("cmp", str(src), str(folder / "big.bin")).returncode == 0  # the spool
+        status = mcpfs("status").stdout
+        assert f"/s3/{bucket}/wb/big.bin  committing" in status, status
+        daemon.kill9()
+    finally:
+        os.kill(s3_server["pid"], signal.SIGCONT)
+    assert not exists(raw, bucket, "wb/big.bin")
+    daemon.start(env)  # the uploads resume behind the live mount
+    wait_uploaded()
+    assert sha256(get(raw, bucket, "wb/big.bin")) == sha256(data)
+    assert sorted(keys(raw, bucket, "wb/")) == ["wb/", "wb/big.bin"] + [  # mkdir's marker
+        f"wb/s{i:02}" for i in range(50)]
+    assert get(raw, bucket, "wb/s07") == b"small 7"
+    assert pending_writes(paths().state_dir) == []
+    # a multipart upload the server began as the daemon died, before the daemon could
+    # record its id, stays incomplete (invisible; SEMANTICS.md): at most that one
+    assert len(uploads(raw, bucket)) <= 1
+    # once running again, a write-back upload ends by itself
+    (folder / "later").write_bytes(b"later")
+    deadline = time.monotonic() + 30
+    while not exists(raw, bucket, "wb/later") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert get(raw, bucket, "wb/later") == b"later"
+
+
+def test_a_hung_server_does_not_hold_up_the_start(daemon, own_s3, tmp_path):
+    """kill -9 with an upload pending, and the server hangs (SIGSTOP: it accepts
+    connections, never answers) at the next start: the mount goes live anyway, shows the
+    file with its size and reads it from the spool, all without the server (a listing
+    needs the server: EIO after the timeouts); once the
+    server answers again the upload completes by itself. (Before, the start waited for the
+    upload: with the default timeouts `mcpfs mount` gave up after 30 s, at every start.)"""
+    s3_server, raw, env = own_s3
+    bucket = "write-back"
+    _write_config(s3_server, write_back="true", part_size=5 * MiB, part_concurrency=1,
+                  read_timeout=2, max_attempts=3)
+    mnt = daemon.start(env)
+    data = os.urandom(120 * MiB)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    folder = mnt / "s3" / bucket / "wb"
+    folder.mkdir()
+    run("cp", str(src), str(folder / "big.bin"))  # returns once journaled
+    os.kill(s3_server["pid"], signal.SIGSTOP)
+    try:
+        daemon.kill9()
+        daemon.start(env)
+        assert (folder / "big.bin").stat().st_size == len(data)
+        assert run("cmp", str(src), str(folder / "big.bin")).returncode == 0  # the spool
+        status = mcpfs("status").stdout
+        assert f"/s3/{bucket}/wb/big.bin  committing" in status, status
+    finally:
+        os.kill(s3_server["pid"], signal.SIGCONT)
+    wait_uploaded(timeout=90)
+    assert sha256(get(raw, bucket, "wb/big.bin")) == sha256(data)
+    assert "completed the interrupted write of /s3/write-back/wb/big.bin" in daemon.log_text()
