@@ -350,3 +350,27 @@ def test_config_ignores_credentials_in_section(caplog):
                                  "buckets": ["a"]})
     assert cfg.region == "eu-west-1" and cfg.buckets == ("a",)
     assert "s3cr3t" not in caplog.text and "aws_secret_access_key" in caplog.text
+
+
+async def test_a_server_that_never_answers_is_eio_after_read_timeout():
+    """[s3] read_timeout (and connect_timeout) reach the client: a server that accepts
+    connections and never answers is EIO after it, not after botocore's default 60 s."""
+    import socket
+
+    import boto3
+    import trio
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)
+    try:
+        cfg = S3Config.from_section({"endpoint_url": f"http://127.0.0.1:{hung.getsockname()[1]}",
+                                     "read_timeout": 0.5, "connect_timeout": 0.5,
+                                     "max_attempts": 1})
+        b = S3Backend(cfg, session=boto3.session.Session(
+            aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1"))
+        with trio.fail_after(20):  # a guard, not a measure: the default would take 60 s
+            with pytest.raises(McpfsError) as exc:
+                await b.list_dir("any", "")
+        assert exc.value.errno == errno.EIO and "timeout" in str(exc.value).lower()
+    finally:
+        hung.close()
