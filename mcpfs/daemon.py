@@ -39,11 +39,13 @@ import trio
 
 from .config import Config, load_config, paths
 from .errors import McpfsError
+from .process_lock import ProcessLock
 from .stats import Stats
 
 log = logging.getLogger("mcpfs.daemon")
 
 LIVE_TIMEOUT = 10.0  # seconds to wait for the kernel to route requests to us after mounting
+DAEMON_LOCK_WAIT = 10.0  # seconds a start waits for a previous daemon to exit (DaemonLock)
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 ControlHook = Callable[..., Awaitable[Any]]  # async (repo, *, stats, task_status) -> None
 
@@ -137,8 +139,32 @@ async def serve(mountpoint: str, config: Config | None = None,
         await _serve(mountpoint, config, control, debug_fuse, signals)
 
 
+class DaemonLock(ProcessLock):
+    """One daemon per state dir (its journal, spools and repo), from its start until its
+    last commit at shutdown has ended: a daemon still uploading after an unmount must not
+    see a second one replay its journal rows (and discard the spools of its open ones)."""
+
+    default_wait = DAEMON_LOCK_WAIT
+
+    def busy(self, holder: str) -> str:
+        return (f"another mcpfs daemon (pid {holder}) uses {self.path.parent}: mounted "
+                "elsewhere, or still finishing its uploads after an unmount (its log says "
+                "which); retry once it has exited")
+
+
 async def _serve(mountpoint: str, config: Config | None, control: ControlHook | None,
                  debug_fuse: bool, signals: Any) -> None:
+    mountpoint = check_mountpoint(mountpoint)
+    lock = DaemonLock(paths().ensure().state_dir / "daemon.lock")
+    await trio.to_thread.run_sync(lock.acquire)
+    try:
+        await _serve_locked(mountpoint, config, control, debug_fuse, signals)
+    finally:
+        lock.release()
+
+
+async def _serve_locked(mountpoint: str, config: Config | None, control: ControlHook | None,
+                        debug_fuse: bool, signals: Any) -> None:
     from . import fuse_ops
     from .backends.ipfs.node import Repo
     from .mounts import build_mounts
@@ -146,7 +172,6 @@ async def _serve(mountpoint: str, config: Config | None, control: ControlHook | 
     from .bridge.transfers import Transfers
     from .vfs.journal import Journal
 
-    mountpoint = check_mountpoint(mountpoint)
     where = paths().ensure()
     repo = await trio.to_thread.run_sync(Repo, where.repo_dir)
     mounts = await trio.to_thread.run_sync(build_mounts, repo, config)

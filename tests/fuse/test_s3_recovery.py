@@ -13,7 +13,7 @@ import pytest
 from mcpfs.cli.status import pending_writes
 from mcpfs.config import paths
 
-from .conftest import mcpfs, run
+from .conftest import is_mounted, mcpfs, run
 from .test_s3_mount import MiB, _write_config, exists, get, keys, sha256, uploads, \
     wait_uploaded
 
@@ -106,3 +106,38 @@ def test_a_hung_server_does_not_hold_up_the_start(daemon, own_s3, tmp_path):
     wait_uploaded(timeout=90)
     assert sha256(get(raw, bucket, "wb/big.bin")) == sha256(data)
     assert "completed the interrupted write of /s3/write-back/wb/big.bin" in daemon.log_text()
+
+
+def test_no_second_daemon_while_one_still_uploads_after_unmount(daemon, own_s3, tmp_path):
+    """After an unmount the daemon stays until its pending uploads end (here: the server
+    hangs). A second start with the same MCPFS_HOME, at another mount point, is refused
+    with a one-line reason until then: it would replay the journal rows the first one is
+    still committing (and discard the spools of open ones). Once the server answers, the
+    first daemon finishes the upload and exits, and a start works again."""
+    s3_server, raw, env = own_s3
+    bucket = "write-back"
+    _write_config(s3_server, write_back="true", part_size=5 * MiB, part_concurrency=1)
+    mnt = daemon.start(env)
+    data = os.urandom(60 * MiB)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    run("cp", str(src), str(mnt / "s3" / bucket / "big.bin"))  # returns once journaled
+    os.kill(s3_server["pid"], signal.SIGSTOP)
+    other = tmp_path / "other"
+    other.mkdir()
+    try:
+        run("fusermount3", "-u", str(mnt))  # the daemon now waits for the upload
+        refused = mcpfs("mount", str(other), check=False)
+        assert refused.returncode == 1 and not is_mounted(other)
+        assert "another mcpfs daemon" in refused.stderr and "Traceback" not in refused.stderr
+        assert daemon.proc.poll() is None  # still uploading
+        assert [r["State"] for r in pending_writes(paths().state_dir)] == ["committing"]
+    finally:
+        os.kill(s3_server["pid"], signal.SIGCONT)
+        if is_mounted(other):  # (a failed run: the second daemon was not refused)
+            run("fusermount3", "-uz", str(other))
+    daemon.proc.wait(120)
+    assert sha256(get(raw, bucket, "big.bin")) == sha256(data)
+    assert pending_writes(paths().state_dir) == []
+    daemon.start(env)
+    assert (mnt / "s3" / bucket / "big.bin").stat().st_size == len(data)
