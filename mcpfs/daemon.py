@@ -19,7 +19,10 @@ mounts, and then runs in one nursery:
 ``READY=1`` goes to ``$NOTIFY_SOCKET`` (systemd's ``Type=notify`` protocol, also used by
 ``mcpfs mount`` to learn when the mount is live) only after a stat of the mount point was
 answered by our own loop. At shutdown: ``STOPPING=1``, pending writes are committed (failures
-stay in the journal), the file system is unmounted (lazily if busy) and the journal closed.
+stay in the journal), the file system is unmounted (lazily if busy) and the journal closed,
+all within ``[daemon] unmount_grace`` seconds (:class:`ShutdownLimit`: past them the process
+exits and the journal keeps what had not ended). :class:`DaemonLock` keeps a second daemon
+off the same state dir until then.
 Errors before the mount is live raise McpfsError with a one-line reason.
 """
 
@@ -31,7 +34,9 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -45,6 +50,7 @@ from .stats import Stats
 log = logging.getLogger("mcpfs.daemon")
 
 LIVE_TIMEOUT = 10.0  # seconds to wait for the kernel to route requests to us after mounting
+UNMOUNT_GRACE = 30.0  # seconds a shutdown waits for pending commits ([daemon] unmount_grace)
 DAEMON_LOCK_WAIT = 10.0  # seconds a start waits for a previous daemon to exit (DaemonLock)
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 ControlHook = Callable[..., Awaitable[Any]]  # async (repo, *, stats, task_status) -> None
@@ -92,19 +98,71 @@ async def _wait_live(mountpoint: str) -> None:
             await trio.sleep(0.02)
 
 
-async def _signals(signals: Any, cancel: trio.CancelScope) -> None:
+async def _signals(signals: Any, cancel: trio.CancelScope, limit: ShutdownLimit) -> None:
     async for signum in signals:
         log.info("received %s: unmounting", signal.Signals(signum).name)
-        cancel.cancel()
+        limit.begin(cancel)
         return
 
 
-async def _fuse_loop(cancel: trio.CancelScope, state: dict) -> None:
+def unmount_grace(config: Config | None) -> float:
+    """``[daemon] unmount_grace``: seconds the shutdown waits for pending commits."""
+    section = config.section("daemon") if config is not None else {}
+    try:
+        return float(section.get("unmount_grace", UNMOUNT_GRACE))
+    except (TypeError, ValueError):
+        raise McpfsError("[daemon] unmount_grace must be a number of seconds") from None
+
+
+class ShutdownLimit:
+    """The time limit of a shutdown: :meth:`begin` (the FUSE loop ended, or a signal came)
+    starts a timer thread; if the shutdown has not ended ``grace`` seconds later (commits
+    of pending writes waiting for a server that hangs, or an upload too long to wait for),
+    that thread unmounts lazily and ends the process at once (status 0): as a ``kill -9`` would, but
+    with the file system unmounted and the log flushed. What had not ended stays in the
+    journal (``committing``) and the next start uploads it, resuming a multipart upload;
+    rclone leaves uploads to the next run the same way, with no grace at all. A commit's
+    worker thread cannot be interrupted, and the nursery waits for it (the commits are
+    shielded), hence an exit rather than a cancel. :meth:`end` stops the timer."""
+
+    def __init__(self, grace: float, mountpoint: str, vfs: Any, state: dict) -> None:
+        self.grace, self.mountpoint, self.vfs, self.state = grace, mountpoint, vfs, state
+        self._timer: threading.Timer | None = None
+
+    def begin(self, cancel: trio.CancelScope | None = None) -> None:
+        if cancel is not None:
+            cancel.cancel()
+        if self._timer is None:
+            self._timer = threading.Timer(self.grace, self._exit)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def end(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _exit(self) -> None:  # (the timer thread)
+        try:
+            pending = sum(1 for of in list(self.vfs.open_files.values())
+                          if of.dirty and not of.unlinked)
+        except RuntimeError:  # changed meanwhile: only for the message
+            pending = -1
+        log.error("shutdown: %s pending writes did not end within %.0f s; they stay in the "
+                  "journal for the next start (mcpfs status lists them)",
+                  pending if pending >= 0 else "some", self.grace)
+        if not self.state["unmounted"]:
+            subprocess.run(["fusermount3", "-uz", self.mountpoint], check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        logging.shutdown()
+        os._exit(0)
+
+
+async def _fuse_loop(cancel: trio.CancelScope, state: dict, limit: ShutdownLimit) -> None:
     from . import fuse_ops
     await fuse_ops.serve()
     log.info("file system was unmounted")
     state["unmounted"] = True
-    cancel.cancel()
+    limit.begin(cancel)
 
 
 def build_bridge(state_dir: Any, repo: Any, config: Config | None, stats: Stats) -> Any:
@@ -173,6 +231,7 @@ async def _serve_locked(mountpoint: str, config: Config | None, control: Control
     from .vfs.journal import Journal
 
     where = paths().ensure()
+    grace = unmount_grace(config)
     repo = await trio.to_thread.run_sync(Repo, where.repo_dir)
     mounts = await trio.to_thread.run_sync(build_mounts, repo, config)
     journal = await trio.to_thread.run_sync(Journal, where.state_dir)
@@ -195,10 +254,11 @@ async def _serve_locked(mountpoint: str, config: Config | None, control: Control
             bridge.db.close()
         raise
     state = {"unmounted": False}
+    limit = ShutdownLimit(grace, mountpoint, vfs, state)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_fuse_loop, nursery.cancel_scope, state)
-            nursery.start_soon(_signals, signals, nursery.cancel_scope)
+            nursery.start_soon(_fuse_loop, nursery.cancel_scope, state, limit)
+            nursery.start_soon(_signals, signals, nursery.cancel_scope, limit)
             for mount in mounts.values():  # e.g. /s3's first request, off the user's path
                 nursery.start_soon(mount.warm)
             await nursery.start(repo.mfs.run_flusher)  # MFS syncs: every ~1 s, and at exit
@@ -214,6 +274,7 @@ async def _serve_locked(mountpoint: str, config: Config | None, control: Control
                 await nursery.start(bridge.transfers.serve)
             sd_notify(f"READY=1\nSTATUS=mounted {mountpoint}\nMAINPID={os.getpid()}")
     finally:
+        limit.begin()  # (already begun, unless a task failed)
         sd_notify("STOPPING=1")
         with trio.CancelScope(shield=True):
             await vfs.commit_all()
@@ -226,6 +287,7 @@ async def _serve_locked(mountpoint: str, config: Config | None, control: Control
         journal.close()
         if bridge is not None:
             bridge.db.close()
+        limit.end()
         log.info("unmounted %s", mountpoint)
 
 

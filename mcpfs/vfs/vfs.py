@@ -451,16 +451,21 @@ class VFS(OpenFiles, Copies):
     # ---------------------------------------------------------------- lifecycle
     async def commit_all(self) -> None:
         """Commit every pending file (unmount), background commits included; failures
-        are logged and kept for the next start."""
-        await self.write_back.drain()
-        for of in list(self.open_files.values()):
-            if of.dirty and not of.unlinked:
-                try:
-                    await self._commit(of)
-                except McpfsError:
-                    pass
-            if of.handles <= 0:  # a write-back cancelled before its commit
-                await self._close_open_file(of)
+        are logged and kept for the next start. Files of ``local_commit`` subtrees go
+        first: no server can hold them up (the daemon's shutdown has a time limit)."""
+        for local in (True, False):
+            if not local:
+                await self.write_back.drain()
+            for of in list(self.open_files.values()):
+                if of.mount.local_commit != local:
+                    continue
+                if of.dirty and not of.unlinked:
+                    try:
+                        await self._commit(of)
+                    except McpfsError:
+                        pass
+                if of.handles <= 0:  # a write-back cancelled before its commit
+                    await self._close_open_file(of)
 
     async def recover(self) -> list[tuple[str, str, str]]:
         """Replay the journal of a previous run: see recovery.py."""

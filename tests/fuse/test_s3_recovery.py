@@ -117,6 +117,8 @@ def test_no_second_daemon_while_one_still_uploads_after_unmount(daemon, own_s3, 
     s3_server, raw, env = own_s3
     bucket = "write-back"
     _write_config(s3_server, write_back="true", part_size=5 * MiB, part_concurrency=1)
+    with open(paths().config_file, "a") as cfg:
+        cfg.write("[daemon]\nunmount_grace = 90\n")  # the first one stays meanwhile
     mnt = daemon.start(env)
     data = os.urandom(60 * MiB)
     src = tmp_path / "big.bin"
@@ -141,3 +143,30 @@ def test_no_second_daemon_while_one_still_uploads_after_unmount(daemon, own_s3, 
     assert pending_writes(paths().state_dir) == []
     daemon.start(env)
     assert (mnt / "s3" / bucket / "big.bin").stat().st_size == len(data)
+
+
+def test_an_unmount_waits_for_uploads_only_the_grace(daemon, own_s3, tmp_path):
+    """The shutdown after an unmount waits for pending uploads at most `[daemon]
+    unmount_grace` seconds; past it (the server hangs) the daemon exits, the upload stays
+    in the journal, and the next start completes it."""
+    s3_server, raw, env = own_s3
+    bucket = "write-back"
+    _write_config(s3_server, write_back="true", part_size=5 * MiB, part_concurrency=1)
+    with open(paths().config_file, "a") as cfg:
+        cfg.write("[daemon]\nunmount_grace = 2\n")
+    mnt = daemon.start(env)
+    data = os.urandom(60 * MiB)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    run("cp", str(src), str(mnt / "s3" / bucket / "big.bin"))  # returns once journaled
+    os.kill(s3_server["pid"], signal.SIGSTOP)
+    try:
+        run("fusermount3", "-u", str(mnt))
+        assert daemon.proc.wait(30) == 0  # not the 60 s read timeout, times 5 attempts
+        assert [r["State"] for r in pending_writes(paths().state_dir)] == ["committing"]
+        assert "1 pending writes did not end within 2 s" in daemon.log_text()
+    finally:
+        os.kill(s3_server["pid"], signal.SIGCONT)
+    daemon.start(env)
+    wait_uploaded()
+    assert sha256(get(raw, bucket, "big.bin")) == sha256(data)
