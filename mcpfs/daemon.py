@@ -105,21 +105,32 @@ async def _signals(signals: Any, cancel: trio.CancelScope, limit: ShutdownLimit)
         return
 
 
+async def _close_mount(mount: Any) -> None:
+    try:
+        await mount.aclose()
+    except Exception as exc:  # noqa: BLE001 - unmounting: logged, go on
+        log.error("unmount of /%s: %s", mount.name, exc)
+
+
 def unmount_grace(config: Config | None) -> float:
     """``[daemon] unmount_grace``: seconds the shutdown waits for pending commits."""
     section = config.section("daemon") if config is not None else {}
     try:
-        return float(section.get("unmount_grace", UNMOUNT_GRACE))
+        grace = float(section.get("unmount_grace", UNMOUNT_GRACE))
     except (TypeError, ValueError):
-        raise McpfsError("[daemon] unmount_grace must be a number of seconds") from None
+        grace = -1.0
+    if not grace > 0:
+        raise McpfsError("[daemon] unmount_grace must be a number of seconds above 0")
+    return grace
 
 
 class ShutdownLimit:
     """The time limit of a shutdown: :meth:`begin` (the FUSE loop ended, or a signal came)
     starts a timer thread; if the shutdown has not ended ``grace`` seconds later (commits
     of pending writes waiting for a server that hangs, or an upload too long to wait for),
-    that thread unmounts lazily and ends the process at once (status 0): as a ``kill -9`` would, but
-    with the file system unmounted and the log flushed. What had not ended stays in the
+    that thread unmounts lazily and ends the process at once (status 0, or 1 if it never
+    was ready): as a ``kill -9`` would, but with the file system unmounted and the log
+    flushed. What had not ended stays in the
     journal (``committing``) and the next start uploads it, resuming a multipart upload;
     rclone leaves uploads to the next run the same way, with no grace at all. A commit's
     worker thread cannot be interrupted, and the nursery waits for it (the commits are
@@ -141,20 +152,26 @@ class ShutdownLimit:
         if self._timer is not None:
             self._timer.cancel()
 
-    def _exit(self) -> None:  # (the timer thread)
+    def _exit(self) -> None:  # (the timer thread: whatever fails here, the process ends)
         try:
-            pending = sum(1 for of in list(self.vfs.open_files.values())
-                          if of.dirty and not of.unlinked)
-        except RuntimeError:  # changed meanwhile: only for the message
-            pending = -1
-        log.error("shutdown: %s pending writes did not end within %.0f s; they stay in the "
-                  "journal for the next start (mcpfs status lists them)",
-                  pending if pending >= 0 else "some", self.grace)
-        if not self.state["unmounted"]:
-            subprocess.run(["fusermount3", "-uz", self.mountpoint], check=False,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        logging.shutdown()
-        os._exit(0)
+            try:
+                pending: Any = sum(1 for of in list(self.vfs.open_files.values())
+                                   if of.dirty and not of.unlinked)
+            except RuntimeError:  # changed meanwhile: only for the message
+                pending = "some"
+            log.error("shutdown: %s pending writes did not end within %.0f s; they stay "
+                      "in the journal for the next start (mcpfs status lists them)",
+                      pending, self.grace)
+            if not self.state["unmounted"]:
+                subprocess.run(["fusermount3", "-uz", self.mountpoint], check=False,
+                               timeout=5, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+        except BaseException:  # noqa: BLE001 - exiting regardless
+            pass
+        finally:
+            os._exit(0 if self.state["ready"] else 1)
 
 
 async def _fuse_loop(cancel: trio.CancelScope, state: dict, limit: ShutdownLimit) -> None:
@@ -253,7 +270,7 @@ async def _serve_locked(mountpoint: str, config: Config | None, control: Control
         if bridge is not None:
             bridge.db.close()
         raise
-    state = {"unmounted": False}
+    state = {"unmounted": False, "ready": False}
     limit = ShutdownLimit(grace, mountpoint, vfs, state)
     try:
         async with trio.open_nursery() as nursery:
@@ -273,16 +290,17 @@ async def _serve_locked(mountpoint: str, config: Config | None, control: Control
             if bridge is not None:  # mcpfs cp; resumes unfinished transfers
                 await nursery.start(bridge.transfers.serve)
             sd_notify(f"READY=1\nSTATUS=mounted {mountpoint}\nMAINPID={os.getpid()}")
+            state["ready"] = True
     finally:
         limit.begin()  # (already begun, unless a task failed)
         sd_notify("STOPPING=1")
         with trio.CancelScope(shield=True):
-            await vfs.commit_all()
-            for mount in mounts.values():  # each one's, whatever another's did
-                try:
-                    await mount.aclose()
-                except Exception as exc:  # noqa: BLE001 - unmounting: logged, go on
-                    log.error("unmount of /%s: %s", mount.name, exc)
+            for local in (True, False):  # /mfs first: done (and its attrs saved) before
+                # a hung server can run the shutdown out of time
+                await vfs.commit_all(local, recovered=state["ready"])
+                for mount in mounts.values():  # each one's, whatever another's did
+                    if mount.local_commit == local:
+                        await _close_mount(mount)
         fuse_ops.close(unmount=not state["unmounted"])
         journal.close()
         if bridge is not None:

@@ -98,6 +98,7 @@ class OpenFile(Streaming):
         self.copy_source: Any = None  # the bridge's ReadTracker of the file copied in
         self.writer_pid: int | None = None  # who opened it, until the first write
         self.copycheck: Any = None  # a bridge.copycheck.CopyCheck: writes only compared
+        self.recovered = False  # a kept file of a previous run (VFS._adopt)
 
     def _add_row_sync(self) -> None:
         """The journal row of a memory spool about to be written to disk (worker thread,
@@ -363,6 +364,15 @@ class OpenFile(Streaming):
             await trio.to_thread.run_sync(work, limiter=spool_limiter())
             self.row_state = COMMITTING
             return True
+
+    async def drop_row(self) -> None:
+        """The file is gone (unlinked, or replaced by a rename): its journal row goes now,
+        so no start commits it again (a row stays ``committing`` after a commit while
+        readers hold the file); the spool stays for the handles still open."""
+        journal, row = self.journal, self.journal_id
+        if journal is not None and row is not None:
+            self.journal_id = None
+            await journal.remove(row)
 
     async def discard(self) -> None:
         """Close and remove the spool and the journal row (nothing left to commit): one

@@ -24,6 +24,7 @@ from ..mounts.base import Attr, Mount, Writer
 from .handles import PENDING_ROW_DELAY, OpenFile
 from .inodes import Node
 from .journal import COMMITTING
+from .recovery import remove_spool
 from .spool import Spool
 from .spool import limiter as spool_limiter
 
@@ -129,13 +130,16 @@ class OpenFiles:
         replaces an earlier one, whose row and spool go: it was superseded."""
         node = self.inodes.ensure(f"{mount.name}/{row.path}" if row.path else mount.name)
         earlier = self.open_files.pop(node.ino, None)
-        if earlier is not None:
-            self.write_back.forget(earlier)
+        if earlier is not None:  # its resume state too (an S3 upload id: the upload
+            self.write_back.forget(earlier)  # stays open, invisible, for a lifecycle rule)
             await earlier.discard()
+            await trio.to_thread.run_sync(remove_spool, earlier.spool.path)
+            log.warning("journal: /%s/%s was written again before its kept write was "
+                        "uploaded: the older one is dropped", mount.name, row.path)
         spool = Spool.kept(row.spool)
         of = OpenFile(mount, node, spool, Writer(row.path, spool, True, mtime_ns=mtime_ns),
                       size, filled=True, journal=self.journal, journal_id=row.id)
-        of.dirty = True
+        of.dirty = of.recovered = True
         of.row_state = COMMITTING  # (a failed row too: its first failure now counts a run)
         self.open_files[node.ino] = of
         node.open_file = of

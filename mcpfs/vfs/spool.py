@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -33,6 +34,7 @@ from ..errors import McpfsError, NoSpace
 SPOOL_THREADS = 8  # concurrent spool I/O calls
 MEMORY_MAX = 256 * 1024  # bytes a memory spool holds before it becomes a file
 _limiter: trio.CapacityLimiter | None = None
+_opening = threading.Lock()  # the first open of a kept spool's descriptor (Spool._fd)
 
 
 def limiter() -> trio.CapacityLimiter:
@@ -99,13 +101,18 @@ class Spool:
         return spool
 
     def _fd(self) -> int:
-        """The descriptor; a kept spool's is opened here (blocking: worker threads)."""
+        """The descriptor; a kept spool's is opened here (blocking: worker threads, where
+        two reads may ask at once: ``_opening`` makes it one open)."""
         if self.fd is None and self.parked:
-            try:
-                self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-            except OSError as exc:
-                raise _oserror(exc, f"spool {self.path}") from None
-            self.parked = False
+            with _opening:
+                if self.closed:
+                    raise McpfsError(f"spool {self.path}: closed", errno=errno.EBADF)
+                if self.fd is None:
+                    try:
+                        self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+                    except OSError as exc:
+                        raise _oserror(exc, f"spool {self.path}") from None
+                    self.parked = False
         assert self.fd is not None
         return self.fd
 
@@ -249,7 +256,8 @@ class Spool:
         if not delete:
             self.materialize_sync()
             self.stamp_sync(mtime_ns)
-        self.closed = True
+        with _opening:  # (a first open of a kept spool is not under way: Spool._fd)
+            self.closed = True
         if self.fd is None and not self.parked:
             return  # a memory spool: no file
         if self.fd is not None:

@@ -243,6 +243,8 @@ class VFS(OpenFiles, Copies):
         if self._pending_below(path):
             raise McpfsError(f"/{path}: directory not empty", errno=errno.ENOTEMPTY)
         await mount.rmdir(sub)
+        if self.write_back.given_up:
+            await self.write_back.superseded(mount.name, sub, below=True)
         self.inodes.detach(path)
 
     async def symlink(self, parent: int, name: str, target: str) -> Entry:
@@ -267,6 +269,7 @@ class VFS(OpenFiles, Copies):
             await self.write_back.superseded(mount.name, sub)
         if of is not None:
             of.unlinked = True
+            await of.drop_row()
         self.inodes.detach(path)
         if self.bridge is not None:
             self.bridge.removed(mount.name, sub)
@@ -302,6 +305,9 @@ class VFS(OpenFiles, Copies):
         await m_old.rename(s_old, s_new)
         if dst is not None:
             dst.unlinked = True
+            await dst.drop_row()
+        if self.write_back.given_up:  # what was kept for the replaced name
+            await self.write_back.superseded(m_new.name, s_new, below=True)
         self.inodes.rename(old, new)
         if self.bridge is not None:
             self.bridge.renamed(m_old.name, s_old, s_new)
@@ -449,23 +455,27 @@ class VFS(OpenFiles, Copies):
         return StatFS()
 
     # ---------------------------------------------------------------- lifecycle
-    async def commit_all(self) -> None:
+    async def commit_all(self, local: bool | None = None, recovered: bool = True) -> None:
         """Commit every pending file (unmount), background commits included; failures
-        are logged and kept for the next start. Files of ``local_commit`` subtrees go
-        first: no server can hold them up (the daemon's shutdown has a time limit)."""
-        for local in (True, False):
-            if not local:
-                await self.write_back.drain()
-            for of in list(self.open_files.values()):
-                if of.mount.local_commit != local:
-                    continue
-                if of.dirty and not of.unlinked:
-                    try:
-                        await self._commit(of)
-                    except McpfsError:
-                        pass
-                if of.handles <= 0:  # a write-back cancelled before its commit
-                    await self._close_open_file(of)
+        are logged and kept for the next start. ``local``: only the files of
+        ``local_commit`` subtrees (True: the daemon commits those first, as no server can
+        hold them up and its shutdown has a time limit) or only the others (False).
+        ``recovered=False``: kept files of a previous run whose upload has not started
+        stay kept (their rows wait for the next start: a start that failed)."""
+        if local is not True:
+            await self.write_back.drain()
+        for of in list(self.open_files.values()):
+            if local is not None and of.mount.local_commit != local:
+                continue
+            if of.dirty and not of.unlinked and (recovered or not of.recovered):
+                try:
+                    await self._commit(of)
+                except McpfsError:
+                    pass  # (logged by the commit)
+                except Exception:  # noqa: BLE001 - unmounting: logged, on to the next
+                    log.exception("commit of /%s at unmount", of.node.path)
+            if of.handles <= 0:  # a write-back cancelled before its commit
+                await self._close_open_file(of)
 
     async def recover(self) -> list[tuple[str, str, str]]:
         """Replay the journal of a previous run: see recovery.py."""

@@ -199,17 +199,19 @@ class WriteBack:
         if of.journal_id is not None:
             self.given_up[(of.mount.name, of.writer.path)] = (of.journal_id, of.spool.path)
 
-    async def superseded(self, mount: str, sub: str) -> None:
-        """The path was written again or removed since its write-back was given up: the
-        kept spool must not be committed over that at the next start (its row and spool
-        are removed)."""
-        kept = self.given_up.pop((mount, sub), None)
-        if kept is None or self.vfs.journal is None:
-            return
-        row, spool = kept
-        await self.vfs.journal.remove(row)
-        await trio.to_thread.run_sync(remove_spool, spool)
-        log.info("write-back of /%s/%s: the kept spool is superseded and removed", mount, sub)
+    async def superseded(self, mount: str, sub: str, below: bool = False) -> None:
+        """The path (``below``: or a path under it) was written again, removed or replaced
+        since its write-back was given up: the kept spool must not be committed over that
+        at the next start (its row and spool are removed)."""
+        prefix = sub + "/"
+        gone = [key for key in self.given_up if key == (mount, sub) or (
+            below and key[0] == mount and key[1].startswith(prefix))]
+        for key in gone:
+            row, spool = self.given_up.pop(key)
+            if self.vfs.journal is not None:
+                await self.vfs.journal.remove(row)
+            await trio.to_thread.run_sync(remove_spool, spool)
+            log.info("write-back of /%s/%s: the kept spool is superseded and removed", *key)
 
     async def settle(self, path: str) -> None:
         """Wait until no commit is queued for ``path`` or anything below it."""

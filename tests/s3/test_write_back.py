@@ -404,3 +404,69 @@ async def test_kept_files_of_a_previous_run_are_pending_then_uploaded(s3_server,
         assert raw.get_object(Bucket=bucket, Key=name)["Body"].read() == data
     assert journal.pending() == [] and os.listdir(spools) == []
     journal.close()
+
+
+async def test_a_given_up_upload_is_superseded_by_a_rename_over_it_or_rmdir(wb, raw):
+    """`mv other d` replaces what was kept for `d`, and `rmdir` of a folder whose kept new
+    file never reached the server removes that file too: neither comes back at the next
+    start."""
+    vfs, mount, journal, bucket = wb
+    kept = await denied_write(vfs, mount, journal, f"s3/{bucket}/d")
+    await write(vfs, f"s3/{bucket}/other", b"renamed over it")
+    await vfs.write_back.drain()
+    parent = await ino(vfs, f"s3/{bucket}")
+    await vfs.rename(parent, "other", parent, "d")
+    assert journal.pending() == [] and not os.path.exists(kept.spool)
+    await vfs.mkdir(parent, "folder")
+    kept = await denied_write(vfs, mount, journal, f"s3/{bucket}/folder/new")
+    await vfs.rmdir(parent, "folder")
+    assert journal.pending() == [] and not os.path.exists(kept.spool)
+    assert await vfs.recover() == []
+    assert raw.get_object(Bucket=bucket, Key="d")["Body"].read() == b"renamed over it"
+
+
+async def test_unlink_of_a_committed_file_still_open_drops_its_row(wb, raw):
+    """A committed file keeps its `committing` row while handles remain (a crash then
+    re-commits the same bytes, harmless); once it is removed the row must go, or the next
+    start would bring the deleted file back."""
+    vfs, mount, journal, bucket = wb
+    parent = await ino(vfs, f"s3/{bucket}")
+    fh, _ = await vfs.create(parent, "held", os.O_RDWR | os.O_CREAT)
+    await vfs.write(fh, 0, b"x" * (300 << 10))  # past the memory spool: a row on disk
+    await vfs.fsync(fh)  # committed while the handle stays open
+    assert [r.state for r in journal.pending()] == [COMMITTING]
+    await vfs.unlink(parent, "held")
+    assert journal.pending() == []
+    await vfs.release(fh)
+    assert await vfs.recover() == []
+
+
+async def test_a_start_that_fails_leaves_the_kept_files_for_the_next(s3_server, bucket, raw,
+                                                                     tmp_path):
+    """The daemon's shutdown after a start that never got ready (write-back never served)
+    keeps the adopted files' rows and spools (commit_all(recovered=False)): they are the
+    next start's, not uploaded by a process on its way out with an error."""
+    mount = S3Mount(make_backend(s3_server))
+    journal = Journal(tmp_path / "state")
+    spools = tmp_path / "spool"
+    spools.mkdir()
+    (spools / "a.spool").write_bytes(b"kept")
+    journal.set_sync(journal.add_sync("s3", f"{bucket}/a", str(spools / "a.spool")),
+                     COMMITTING)
+    vfs = VFS({"s3": mount}, spools, journal)
+    assert await vfs.recover() == [("s3", f"{bucket}/a", "queued")]
+    await vfs.commit_all(recovered=False)
+    assert [r.state for r in journal.pending()] == [COMMITTING]
+    assert (spools / "a.spool").read_bytes() == b"kept" and not vfs.open_files
+    assert not raw.list_objects_v2(Bucket=bucket).get("Contents")
+    journal.close()
+
+
+def test_unmount_grace_must_be_seconds_above_zero():
+    from mcpfs.config import Config
+    from mcpfs.daemon import UNMOUNT_GRACE, unmount_grace
+    assert unmount_grace(None) == UNMOUNT_GRACE
+    assert unmount_grace(Config({"daemon": {"unmount_grace": 5}})) == 5.0
+    for bad in (0, -1, "soon", None):
+        with pytest.raises(McpfsError, match="unmount_grace"):
+            unmount_grace(Config({"daemon": {"unmount_grace": bad}}))
