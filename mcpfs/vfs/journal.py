@@ -76,6 +76,12 @@ class Journal:
                 "UPDATE writes SET state=?, path=COALESCE(?, path), attempts=attempts+?, "
                 "updated=? WHERE id=?", (state, path, bump, time.time(), row_id))
 
+    def move_sync(self, moves: list[tuple[int, str]]) -> None:
+        """Rows whose file was renamed: (row, new path) each, state and attempts kept."""
+        with self._lock:
+            self._db.executemany("UPDATE writes SET path=? WHERE id=?",
+                                 [(path, row_id) for row_id, path in moves])
+
     def remove_sync(self, row_id: int) -> None:
         with self._lock:
             self._db.execute("DELETE FROM writes WHERE id=?", (row_id,))
@@ -98,6 +104,9 @@ class Journal:
     async def set(self, row_id: int, state: str, path: str | None = None) -> None:
         await trio.to_thread.run_sync(self.set_sync, row_id, state, path,
                                       limiter=self._limiter)
+
+    async def move(self, moves: list[tuple[int, str]]) -> None:
+        await trio.to_thread.run_sync(self.move_sync, moves, limiter=self._limiter)
 
     async def remove(self, row_id: int) -> None:
         await trio.to_thread.run_sync(self.remove_sync, row_id, limiter=self._limiter)

@@ -145,6 +145,20 @@ class OpenFiles:
         node.open_file = of
         self.write_back.adopt(of)
 
+    async def _move_rows(self, path: str) -> None:
+        """The journal rows of the files open at or under ``path`` (just renamed there)
+        name their new path: a row keeps ``committing`` after a commit while handles
+        remain, and a crash must not bring the file back at its old name."""
+        if self.journal is None or not self.open_files:
+            return
+        prefix = path + "/"
+        moves = [(of.journal_id, self.route(of.node.path)[1])
+                 for of in self.open_files.values()
+                 if of.journal_id is not None and not of.unlinked
+                 and (of.node.path == path or of.node.path.startswith(prefix))]
+        if moves:
+            await self.journal.move(moves)
+
     async def _close_open_file(self, of: OpenFile) -> None:
         """Last handle gone: drop the write state; keep the spool only if a commit failed."""
         if of.handles > 0 or self.write_back.pending(of):

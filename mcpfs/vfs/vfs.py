@@ -309,6 +309,7 @@ class VFS(OpenFiles, Copies):
         if self.write_back.given_up:  # what was kept for the replaced name
             await self.write_back.superseded(m_new.name, s_new, below=True)
         self.inodes.rename(old, new)
+        await self._move_rows(new)
         if self.bridge is not None:
             self.bridge.renamed(m_old.name, s_old, s_new)
 

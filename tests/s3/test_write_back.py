@@ -470,3 +470,23 @@ def test_unmount_grace_must_be_seconds_above_zero():
     for bad in (0, -1, "soon", None):
         with pytest.raises(McpfsError, match="unmount_grace"):
             unmount_grace(Config({"daemon": {"unmount_grace": bad}}))
+
+
+async def test_a_rename_of_a_committed_file_still_open_moves_its_row(wb, raw):
+    """...and a rename of it (or of its folder) makes its row name the new path, so a
+    crash re-commits it there, not at the old name."""
+    vfs, mount, journal, bucket = wb
+    parent = await ino(vfs, f"s3/{bucket}")
+    await vfs.mkdir(parent, "dir")
+    fh, _ = await vfs.create(await ino(vfs, f"s3/{bucket}/dir"), "held",
+                             os.O_RDWR | os.O_CREAT)
+    await vfs.write(fh, 0, b"x" * (300 << 10))
+    await vfs.fsync(fh)
+    await vfs.rename(await ino(vfs, f"s3/{bucket}/dir"), "held",
+                     await ino(vfs, f"s3/{bucket}/dir"), "moved")
+    assert [r.path for r in journal.pending()] == [f"{bucket}/dir/moved"]
+    await vfs.rename(parent, "dir", parent, "folder")
+    assert [(r.path, r.state) for r in journal.pending()] == [(f"{bucket}/folder/moved",
+                                                              COMMITTING)]
+    await vfs.release(fh)
+    assert journal.pending() == []
