@@ -31,6 +31,29 @@ def own_s3(tmp_path_factory, no_aws_env):
         yield server, raw, env
 
 
+def write_back_config(s3_server, grace: float | None = None, **extra) -> None:
+    """[s3] write_back on, 5 MiB parts one at a time (an upload long enough to catch);
+    ``grace``: [daemon] unmount_grace."""
+    _write_config(s3_server, write_back="true", part_size=5 * MiB, part_concurrency=1,
+                  **extra)
+    if grace is not None:
+        with open(paths().config_file, "a") as cfg:
+            cfg.write(f"[daemon]\nunmount_grace = {grace}\n")
+
+
+def copy_then_hang(s3_server, tmp_path, dst, mib: int) -> tuple[bytes, object]:
+    """cp a new file of ``mib`` MiB to ``dst`` (returns once journaled), then stop the
+    server (SIGSTOP: connections accepted, never answered) before its upload can end;
+    (the bytes, the source file). The caller sends SIGCONT."""
+    data = os.urandom(mib * MiB)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    dst.parent.mkdir(exist_ok=True)
+    run("cp", str(src), str(dst))
+    os.kill(s3_server["pid"], signal.SIGSTOP)
+    return data, src
+
+
 def test_write_back_cp_returns_first_and_kill_9_loses_nothing(daemon, own_s3, tmp_path):
     """With write_back, cp (and 50 small files) return before the upload; the files read
     back at once through the mount; a kill -9 before the upload ends (the server is
@@ -38,17 +61,13 @@ def test_write_back_cp_returns_first_and_kill_9_loses_nothing(daemon, own_s3, tm
     journal says committing, and nothing partial is ever visible."""
     s3_server, raw, env = own_s3
     bucket = "write-back"
-    _write_config(s3_server, write_back="true", part_size=5 * MiB, part_concurrency=1)
+    write_back_config(s3_server)
     mnt = daemon.start(env)
-    data = os.urandom(120 * MiB)
-    src = tmp_path / "big.bin"
-    src.write_bytes(data)
     folder = mnt / "s3" / bucket / "wb"
     folder.mkdir()
     for i in range(50):
         (folder / f"s{i:02}").write_bytes(b"small %d" % i)
-    run("cp", str(src), str(folder / "big.bin"))  # returns once journaled
-    os.kill(s3_server["pid"], signal.SIGSTOP)
+    data, src = copy_then_hang(s3_server, tmp_path, folder / "big.bin", 120)
     try:
         assert run("cmp", str(src), str(folder / "big.bin")).returncode == 0  # the spool
         status = mcpfs("status").stdout
@@ -84,16 +103,10 @@ def test_a_hung_server_does_not_hold_up_the_start(daemon, own_s3, tmp_path):
     upload: with the default timeouts `mcpfs mount` gave up after 30 s, at every start.)"""
     s3_server, raw, env = own_s3
     bucket = "write-back"
-    _write_config(s3_server, write_back="true", part_size=5 * MiB, part_concurrency=1,
-                  read_timeout=2, max_attempts=3)
+    write_back_config(s3_server, read_timeout=2, max_attempts=3)
     mnt = daemon.start(env)
-    data = os.urandom(120 * MiB)
-    src = tmp_path / "big.bin"
-    src.write_bytes(data)
     folder = mnt / "s3" / bucket / "wb"
-    folder.mkdir()
-    run("cp", str(src), str(folder / "big.bin"))  # returns once journaled
-    os.kill(s3_server["pid"], signal.SIGSTOP)
+    data, src = copy_then_hang(s3_server, tmp_path, folder / "big.bin", 120)
     try:
         daemon.kill9()
         daemon.start(env)
@@ -116,15 +129,9 @@ def test_no_second_daemon_while_one_still_uploads_after_unmount(daemon, own_s3, 
     first daemon finishes the upload and exits, and a start works again."""
     s3_server, raw, env = own_s3
     bucket = "write-back"
-    _write_config(s3_server, write_back="true", part_size=5 * MiB, part_concurrency=1)
-    with open(paths().config_file, "a") as cfg:
-        cfg.write("[daemon]\nunmount_grace = 90\n")  # the first one stays meanwhile
+    write_back_config(s3_server, grace=90)  # the first one stays meanwhile
     mnt = daemon.start(env)
-    data = os.urandom(60 * MiB)
-    src = tmp_path / "big.bin"
-    src.write_bytes(data)
-    run("cp", str(src), str(mnt / "s3" / bucket / "big.bin"))  # returns once journaled
-    os.kill(s3_server["pid"], signal.SIGSTOP)
+    data, _ = copy_then_hang(s3_server, tmp_path, mnt / "s3" / bucket / "big.bin", 60)
     other = tmp_path / "other"
     other.mkdir()
     try:
@@ -151,15 +158,9 @@ def test_an_unmount_waits_for_uploads_only_the_grace(daemon, own_s3, tmp_path):
     in the journal, and the next start completes it."""
     s3_server, raw, env = own_s3
     bucket = "write-back"
-    _write_config(s3_server, write_back="true", part_size=5 * MiB, part_concurrency=1)
-    with open(paths().config_file, "a") as cfg:
-        cfg.write("[daemon]\nunmount_grace = 2\n")
+    write_back_config(s3_server, grace=2)
     mnt = daemon.start(env)
-    data = os.urandom(60 * MiB)
-    src = tmp_path / "big.bin"
-    src.write_bytes(data)
-    run("cp", str(src), str(mnt / "s3" / bucket / "big.bin"))  # returns once journaled
-    os.kill(s3_server["pid"], signal.SIGSTOP)
+    data, _ = copy_then_hang(s3_server, tmp_path, mnt / "s3" / bucket / "big.bin", 60)
     try:
         run("fusermount3", "-u", str(mnt))
         assert daemon.proc.wait(30) == 0  # not the 60 s read timeout, times 5 attempts
