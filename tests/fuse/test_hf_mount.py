@@ -386,3 +386,31 @@ def test_copies_through_the_hub_keep_their_cid(hf_mnt, demo, hf_hub, tmp_path):
     assert os.getxattr(hf_mnt / "mfs/c.bin", "user.mcpfs.cid") == cid.encode()
     assert os.getxattr(hf_mnt / "mfs/c.bin", "user.mcpfs.source") == b"/hf/alice/demo/c.bin"
     assert (hf_mnt / "mfs/c.bin").read_bytes() == data
+
+
+def test_a_kept_write_of_a_previous_run_is_committed_behind_the_live_mount(
+        hf_env_vars, daemon, mcpfs_home, demo, hf_hub):
+    """A /hf write the journal kept (a daemon killed during its commit) is a pending file
+    as soon as the next start's mount is live, and its commit follows in the background."""
+    import time
+
+    from mcpfs.cli.status import pending_writes
+    from mcpfs.config import paths
+    from mcpfs.vfs.journal import COMMITTING, Journal
+    from tests.fuse.hf_fixtures import write_hf_config
+    write_hf_config(mcpfs_home)
+    spool = paths().cache_dir / "spool" / "kept.spool"
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    spool.write_bytes(b"written before the crash\n")
+    journal = Journal(paths().state_dir)
+    journal.set_sync(journal.add_sync("hf", "alice/demo/kept.txt", str(spool)), COMMITTING)
+    journal.close()
+    mnt = daemon.start(hf_env_vars)
+    assert (mnt / "hf/alice/demo/kept.txt").read_bytes() == b"written before the crash\n"
+    deadline = time.monotonic() + 60
+    while pending_writes(paths().state_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pending_writes(paths().state_dir) == []
+    entry = head(hf_hub, demo).files["kept.txt"]
+    assert hf_hub.hub.read_regular(entry) == b"written before the crash\n"
+    assert "completed the interrupted write of /hf/alice/demo/kept.txt" in daemon.log_text()
