@@ -145,7 +145,9 @@ def mount(mountpoint: str, foreground: bool, config_file: str | None) -> None:
 @cli.command()
 @click.argument("mountpoint", type=click.Path())
 def unmount(mountpoint: str) -> None:
-    """Unmount MOUNTPOINT (the daemon commits pending writes and exits)."""
+    """Unmount MOUNTPOINT (the daemon commits pending writes and exits). Returns at once;
+    when writes are still being committed, says so (``mcpfs status`` lists them)."""
+    from .status import pending_writes
     path = os.path.abspath(mountpoint)
     if mount_type(path) is None:
         raise McpfsError(f"{path} is not mounted")
@@ -153,6 +155,11 @@ def unmount(mountpoint: str) -> None:
     if done.returncode:
         lines = (done.stderr or "").strip().splitlines()
         raise McpfsError(lines[-1] if lines else f"fusermount3 -u {path} failed")
+    pending = [row for row in pending_writes(paths().state_dir) if row["State"] != "open"]
+    if pending:
+        click.echo(f"{len(pending)} write(s) still being uploaded by the daemon in the "
+                   "background ([daemon] unmount_grace); `mcpfs status` lists them, and "
+                   "the next start finishes any it could not", err=True)
 
 
 # ---------------------------------------------------------------- systemd

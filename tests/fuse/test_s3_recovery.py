@@ -162,7 +162,8 @@ def test_an_unmount_waits_for_uploads_only_the_grace(daemon, own_s3, tmp_path):
     mnt = daemon.start(env)
     data, _ = copy_then_hang(s3_server, tmp_path, mnt / "s3" / bucket / "big.bin", 60)
     try:
-        run("fusermount3", "-u", str(mnt))
+        said = mcpfs("unmount", str(mnt)).stderr  # returns at once, and says why
+        assert "1 write(s) still being uploaded by the daemon" in said, said
         assert daemon.proc.wait(30) == 0  # not the 60 s read timeout, times 5 attempts
         assert [r["State"] for r in pending_writes(paths().state_dir)] == ["committing"]
         assert "1 pending writes did not end within 2 s" in daemon.log_text()
