@@ -148,6 +148,18 @@ class ShutdownLimit:
             self._timer.daemon = True
             self._timer.start()
 
+    def guard(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        """``fn``, whose failure also begins the limit: trio then cancels the nursery,
+        which waits for the shielded commits (no FUSE loop end or signal came)."""
+        @functools.wraps(fn)
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(*args, **kwargs)
+            except BaseException:
+                self.begin()
+                raise
+        return guarded
+
     def end(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -276,19 +288,20 @@ async def _serve_locked(mountpoint: str, config: Config | None, control: Control
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_fuse_loop, nursery.cancel_scope, state, limit)
             nursery.start_soon(_signals, signals, nursery.cancel_scope, limit)
+            guard = limit.guard
             for mount in mounts.values():  # e.g. /s3's first request, off the user's path
-                nursery.start_soon(mount.warm)
-            await nursery.start(repo.mfs.run_flusher)  # MFS syncs: every ~1 s, and at exit
-            await nursery.start(vfs.write_back.serve)  # commits after close() ([s3] write_back)
+                nursery.start_soon(guard(mount.warm))
+            await nursery.start(guard(repo.mfs.run_flusher))  # MFS syncs: ~1 s, and at exit
+            await nursery.start(guard(vfs.write_back.serve))  # commits after close()
             # ---- the control socket: control.server.serve(repo, task_status=...)
             if control is not None:
-                await nursery.start(functools.partial(control, stats=stats, bridge=bridge,
-                                                      vfs=vfs), repo)
+                await nursery.start(guard(functools.partial(
+                    control, stats=stats, bridge=bridge, vfs=vfs)), repo)
             await _wait_live(mountpoint)
             await trio.to_thread.run_sync(fuse_ops.tune_read_ahead, mountpoint)
             log.info("mounted %s", mountpoint)
             if bridge is not None:  # mcpfs cp; resumes unfinished transfers
-                await nursery.start(bridge.transfers.serve)
+                await nursery.start(guard(bridge.transfers.serve))
             sd_notify(f"READY=1\nSTATUS=mounted {mountpoint}\nMAINPID={os.getpid()}")
             state["ready"] = True
     finally:

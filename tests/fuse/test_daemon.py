@@ -315,3 +315,28 @@ def test_cli_that_cannot_reach_the_daemon_does_not_touch_its_mfs(daemon):
     daemon.kill9()
     mnt = daemon.start()
     assert sorted(os.listdir(mnt / "mfs")) == sorted(f"f{i}" for i in range(20))
+
+
+def test_a_failing_daemon_task_begins_the_shutdown_time_limit():
+    """A background task that fails ends the daemon like a signal would, and its
+    shutdown gets the same time limit (the nursery waits for shielded commits)."""
+    import trio
+
+    from mcpfs.daemon import ShutdownLimit
+    limit = ShutdownLimit(3600.0, "/nonexistent", None, {"unmounted": True, "ready": True})
+
+    async def broken(*, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        raise RuntimeError("a background task failed")
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(limit.guard(broken))
+            await trio.sleep_forever()
+    try:
+        with pytest.raises(BaseException) as failed:
+            trio.run(main)
+        assert "a background task failed" in repr(failed.value.exceptions)
+        assert limit._timer is not None and limit._timer.is_alive()
+    finally:
+        limit.end()
