@@ -99,6 +99,7 @@ class OpenFile(Streaming):
         self.writer_pid: int | None = None  # who opened it, until the first write
         self.copycheck: Any = None  # a bridge.copycheck.CopyCheck: writes only compared
         self.recovered = False  # a kept file of a previous run (VFS._adopt)
+        self.retry_waiting = False  # its upload failed; write-back tries again later
 
     def _add_row_sync(self) -> None:
         """The journal row of a memory spool about to be written to disk (worker thread,

@@ -161,7 +161,8 @@ class OpenFiles:
 
     async def _close_open_file(self, of: OpenFile) -> None:
         """Last handle gone: drop the write state; keep the spool only if a commit failed."""
-        if of.handles > 0 or self.write_back.pending(of):
+        if of.handles > 0 or self.write_back.pending(of) or (
+                of.retry_waiting and of.dirty and not of.unlinked):  # (write_back.py)
             return
         self.open_files.pop(of.node.ino, None)
         of.node.open_file = None

@@ -18,10 +18,11 @@ create (S3's ``If-None-Match: *`` for new files) would fail against our own obje
 retry writes the same bytes again; a Mount may resume the interrupted transfer instead
 (S3 resumes its multipart upload from the sidecar, backends/s3.py). The file's mtime is the
 spool's: the time of its last write, or the one utimes set on it before close (the spool is
-stamped when it is kept: handles.py), not the time of this retry. A row that failed in
-``MAX_ATTEMPTS`` runs (one count per run that tried it, however often: handles.py) is given
-up: its spool is left in place (named in the log) and the row removed, so one bad write is
-not retried forever.
+stamped when it is kept: handles.py), not the time of this retry. A /mfs row that failed
+in ``MAX_ATTEMPTS`` runs (one count per run that tried it: handles.py; a local commit that
+fails, fails again) is given up: its spool is left in place (named in the log) and the row
+removed. A row of a subtree behind a server is never given up: a server down for days
+(an offline laptop restarted often) must not cost the write; its retries wait for no one.
 
 Runs before the mount is live, on the trio thread; file and journal work in worker threads.
 """
@@ -84,7 +85,7 @@ async def recover(mounts: dict[str, Mount], journal: Journal | None,
             done.append((row.mount, row.path, "discarded"))
             continue
         assert row.state in (COMMITTING, FAILED)
-        if row.attempts >= MAX_ATTEMPTS:
+        if row.attempts >= MAX_ATTEMPTS and mount.local_commit:
             await journal.remove(row.id)
             log.error("journal: gave up on /%s/%s after %d failed commits; its data is in %s",
                       row.mount, row.path, row.attempts, row.spool)

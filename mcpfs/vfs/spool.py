@@ -100,6 +100,17 @@ class Spool:
         spool.parked = True
         return spool
 
+    def park_sync(self) -> None:
+        """Close the descriptor of a spool on disk that nobody reads or writes now (a
+        file whose upload waits for a retry); the next I/O opens it again (:meth:`_fd`).
+        Memory spools and closed ones are left as they are."""
+        with _opening:
+            fd = self.fd
+            if fd is None or self.mem is not None or self.closed:
+                return
+            self.fd, self.parked = None, True
+        os.close(fd)
+
     def _fd(self) -> int:
         """The descriptor; a kept spool's is opened here (blocking: worker threads, where
         two reads may ask at once: ``_opening`` makes it one open)."""

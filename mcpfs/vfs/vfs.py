@@ -412,7 +412,7 @@ class VFS(OpenFiles, Copies):
         if handle.writable:
             of.writers -= 1
         if of.writers <= 0 and of.dirty and not of.unlinked \
-                and not self.write_back.pending(of):
+                and not self.write_back.pending(of) and not of.retry_waiting:
             try:
                 await self._commit(of)
             except McpfsError:
@@ -468,6 +468,7 @@ class VFS(OpenFiles, Copies):
         for of in list(self.open_files.values()):
             if local is not None and of.mount.local_commit != local:
                 continue
+            of.retry_waiting = False  # (a failure now: kept for the next start)
             if of.dirty and not of.unlinked and (recovered or not of.recovered):
                 try:
                     await self._commit(of)

@@ -12,10 +12,15 @@ recovery.py), and starts the commit in this module's nursery. Until the commit i
   commit holds), and ``unlink``/``rename`` of it (or of a directory above it) wait for
   :meth:`settle`, so the backend never sees them out of order;
 - a failed commit is retried ``ATTEMPTS`` times with a doubling delay (no upload slot held
-  while waiting; an errno in ``PERMANENT`` is not retried), then given up for this run: the
-  spool stays with its ``failed`` row and the next start retries it (the error is in the
-  log and ``mcpfs status`` lists the row), unless the path is written again or removed
-  first (:meth:`superseded`). The writer never sees the error: that is the price of
+  while waiting), then every ``RETRY_LATER`` seconds for as long as the daemon runs: the
+  file stays an ordinary pending file meanwhile (listed and read as written, a writer
+  continues from its bytes, ``rm`` drops it), never the server's older version and never
+  waited for (``_retry_later``); a crash or a shutdown leaves its ``failed`` row for the
+  next start. An errno in ``PERMANENT`` (denied, lost an If-None-Match race...) is not
+  retried: the file is given up for this run and shows what the server has, its spool
+  stays with its ``failed`` row and the next start retries it (the error is in the log and
+  ``mcpfs status`` lists the row), unless the path is written again or removed first
+  (:meth:`superseded`). The writer never sees the error: that is the price of
   write-back, and why it is opt-in. Nothing a commit raises escapes this module.
 
 Kept files of a previous run whose Mount is not ``local_commit`` (vfs/recovery.py) come
@@ -54,7 +59,9 @@ UPLOADS = 2  # background commits in flight at once: each PutObject costs ~1 ms 
 # 478 files/s with 1 in flight, 399 with 2, 256 with 4, 210 with 8 on 2 cores)
 QUEUED = 256  # files journaled and not yet committed; a close() past it waits for room (each
 # holds its spool's descriptor: a burst of small files must not reach the process's fd limit)
-ATTEMPTS = 4  # tries of one background commit before it waits for the next start
+ATTEMPTS = 4  # tries of one background commit in a row (then RETRY_LATER)
+RETRY_LATER = 60.0  # seconds between rounds of tries of a file that keeps failing (rclone's
+# write-back retries "at exponentially increasing intervals up to 1 minute", for good)
 RETRY_DELAY = 1.0  # seconds before the first retry, doubled for each next one
 # errnos a retry cannot change: given up at once (denied, lost an If-None-Match race, the
 # bucket is gone, refused as invalid)
@@ -73,6 +80,7 @@ class WriteBack:
         self._resuming = False  # a _resume task runs
         self._nursery: trio.Nursery | None = None
         self.retry_delay = RETRY_DELAY
+        self.retry_later = RETRY_LATER
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Own the nursery the commits run in (the daemon's; cancelled at shutdown: a
@@ -142,6 +150,7 @@ class WriteBack:
         file counts as pending from the start, so settle() also waits for this step."""
         while of in self._pending:  # another close() of the file queued it: after that one
             await self._pending[of].wait()
+        of.retry_waiting = False
         done = self._pending[of] = trio.Event()
         started = False
         try:
@@ -164,6 +173,7 @@ class WriteBack:
 
     async def _commit(self, of: OpenFile, done: trio.Event, recovered: bool = False) -> None:
         ended = False  # committed, or given up: the write state can go
+        later = False  # failed ATTEMPTS times (not for good): kept here, retried later
         try:
             for attempt in range(ATTEMPTS):
                 try:
@@ -177,10 +187,15 @@ class WriteBack:
                 except Exception as exc:  # noqa: BLE001 - a background task: never escapes
                     if not isinstance(exc, McpfsError):
                         log.exception("write-back of /%s", of.node.path)
-                    permanent = getattr(exc, "errno", None) in PERMANENT
-                    if permanent or attempt + 1 == ATTEMPTS:
+                    if getattr(exc, "errno", None) in PERMANENT:
                         ended = True
                         self._give_up(of, exc)
+                        break
+                    if attempt + 1 == ATTEMPTS:
+                        later = of.retry_waiting = True
+                        log.error("write-back of /%s: %s; the file stays here as written "
+                                  "(read from %s) and its upload is tried again every %.0f s",
+                                  of.node.path, exc, of.spool.path, RETRY_LATER)
                         break
                     log.warning("write-back of /%s: %s; retrying", of.node.path, exc)
                     await trio.sleep(self.retry_delay * 2 ** attempt)  # no upload slot held
@@ -188,10 +203,32 @@ class WriteBack:
             del self._pending[of]
             self.room.release()
             try:  # cancelled (shutdown) before its commit: left for VFS.commit_all
-                if of.handles <= 0 and (ended or not of.dirty):
+                if later and self._nursery is not None:
+                    if of.handles <= 0:
+                        of.spool.park_sync()  # no descriptor while it waits
+                    self._nursery.start_soon(self._retry_later, of,
+                                             name=f"write-back retry /{of.node.path}")
+                elif of.handles <= 0 and (ended or not of.dirty):
                     await self.vfs._close_open_file(of)
             finally:
                 done.set()
+
+    async def _retry_later(self, of: OpenFile) -> None:
+        """After ``RETRY_LATER`` s, queue a file whose upload failed ``ATTEMPTS`` times
+        again, unless a writer took it meanwhile (its close queues it), it was removed
+        (closed here: nothing to upload) or it is no longer this VFS's (a shutdown
+        committed it). Until then it is an ordinary pending file, not waited for: it is
+        listed and read as written, a writer continues from its bytes, ``rm`` drops it."""
+        await trio.sleep(self.retry_later)
+        if self.vfs.open_files.get(of.node.ino) is not of or of.handles > 0 \
+                or of in self._pending:
+            return
+        of.retry_waiting = False
+        if of.unlinked or not of.dirty or not of.node.attached:
+            await self.vfs._close_open_file(of)
+            return
+        if not await self.queue(of, self.vfs.route(of.node.path)[1]):
+            await self.vfs._close_open_file(of)
 
     def _give_up(self, of: OpenFile, exc: BaseException) -> None:
         log.error("write-back of /%s: %s; gave up until the next start (the file is kept "

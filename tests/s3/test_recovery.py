@@ -327,3 +327,18 @@ async def test_a_copy_waits_for_the_pass_over_left_markers(s3_server, bucket, ra
         gate.set()
     assert raw.get_object(Bucket=bucket, Key="moved.bin")["Body"].read() == data
     assert list(markers.iterdir()) == []
+
+
+async def test_a_row_behind_a_server_is_never_given_up(s3_server, bucket, raw, tmp_path):
+    """However many runs failed to upload it (a server down for days, a laptop restarted
+    often), an /s3 row is tried again at every start: the limit of failed runs is /mfs's
+    (a local commit that fails, fails again)."""
+    from mcpfs.vfs.journal import FAILED
+    from mcpfs.vfs.recovery import MAX_ATTEMPTS
+    mount = S3Mount(make_backend(s3_server))
+    journal = Journal(tmp_path / "state")
+    row = journal.add_sync("s3", f"{bucket}/late", spool_with(tmp_path, b"still here"))
+    for _ in range(MAX_ATTEMPTS + 2):
+        journal.set_sync(row, FAILED)
+    assert await recover({"s3": mount}, journal) == [("s3", f"{bucket}/late", "committed")]
+    assert raw.get_object(Bucket=bucket, Key="late")["Body"].read() == b"still here"

@@ -195,8 +195,14 @@ async def test_a_new_writer_waits_and_its_bytes_are_committed_after(wb, raw):
     assert journal.pending() == []
 
 
-async def test_a_failing_upload_is_retried_then_kept_for_the_next_start(wb, raw):
+async def test_a_failing_upload_stays_as_written_and_is_retried_until_it_lands(wb, raw):
+    """A server that keeps failing (not a refusal): 4 tries in a row, then a round every
+    `retry_later` s for as long as it takes. Meanwhile the file is shown and read as
+    written (not the server's older version), is not waited for, and its row says failed
+    (one failed run counted) for a crash or shutdown to leave to the next start."""
     vfs, mount, journal, bucket = wb
+    raw.put_object(Bucket=bucket, Key="kept", Body=b"older")
+    vfs.write_back.retry_later = 0.5
     tries = []
 
     async def broken(writer):
@@ -210,13 +216,46 @@ async def test_a_failing_upload_is_retried_then_kept_for_the_next_start(wb, raw)
     rows = journal.pending()
     assert [(r.path, r.state) for r in rows] == [(f"{bucket}/kept", FAILED)]
     assert rows[0].attempts == 1  # one run that failed, however many tries (recovery.py)
-    with open(rows[0].spool, "rb") as fh:
-        assert fh.read() == b"keep me"
+    assert await read(vfs, f"s3/{bucket}/kept") == b"keep me"  # as written, at once
+    assert (await vfs.getattr(await ino(vfs, f"s3/{bucket}/kept"))).attr.size == 7
+    await trio.sleep(0.6)  # a round of retries
+    await vfs.write_back.drain()
+    assert len(tries) == 8
     mount.commit = real
-    assert await vfs.recover() == [("s3", f"{bucket}/kept", "queued")]
-    await vfs.write_back.drain()  # (the next start: uploaded behind the live mount)
-    assert journal.pending() == []
+    with trio.fail_after(10):
+        while journal.pending():
+            await trio.sleep(0.05)
     assert raw.get_object(Bucket=bucket, Key="kept")["Body"].read() == b"keep me"
+    assert not os.path.exists(rows[0].spool)
+
+
+async def test_a_write_to_a_file_waiting_for_a_retry_continues_from_its_bytes(wb, raw):
+    """A writer of a file whose upload waits for its next round does not wait, and starts
+    from what was written (appended here), never from the server's older version; `rm`
+    of such a file drops it and its row."""
+    vfs, mount, journal, bucket = wb
+    raw.put_object(Bucket=bucket, Key="f", Body=b"older")
+    vfs.write_back.retry_later = 3600.0
+
+    async def broken(writer):
+        raise McpfsError("backend down", errno=errno.EIO)
+    real = mount.commit
+    mount.commit = broken
+    await write(vfs, f"s3/{bucket}/f", b"version 2")
+    await vfs.write_back.drain()
+    mount.commit = real
+    fh, _ = await vfs.open(await ino(vfs, f"s3/{bucket}/f"), os.O_WRONLY | os.O_APPEND)
+    await vfs.write(fh, 9, b" + more")
+    await vfs.flush(fh)
+    await vfs.release(fh)
+    await vfs.write_back.drain()
+    assert raw.get_object(Bucket=bucket, Key="f")["Body"].read() == b"version 2 + more"
+    assert journal.pending() == []
+    mount.commit = broken
+    await write(vfs, f"s3/{bucket}/new", b"never uploaded")
+    await vfs.write_back.drain()
+    await vfs.unlink(await ino(vfs, f"s3/{bucket}"), "new")
+    assert journal.pending() == []
 
 
 async def test_without_write_back_close_waits_for_the_upload(s3_server, bucket, raw, tmp_path,
@@ -348,7 +387,7 @@ async def test_times_set_after_close_during_the_upload_are_kept(wb, raw):
     assert raw.get_object(Bucket=bucket, Key="t")["Body"].read() == b"temp file"
 
 
-async def test_a_kept_upload_keeps_the_files_mtime_for_the_next_start(wb, raw):
+async def test_a_kept_upload_keeps_the_files_mtime_for_the_next_start(wb, raw, nursery):
     """A file whose upload waits for the next start (given up here; a crash is the same
     row) is uploaded then with the mtime it had, the one `cp -p` set, not the retry's."""
     vfs, mount, journal, bucket = wb
@@ -367,11 +406,13 @@ async def test_a_kept_upload_keeps_the_files_mtime_for_the_next_start(wb, raw):
     [row] = journal.pending()
     assert os.stat(row.spool).st_mtime_ns == old
     mount.commit = real
-    assert await vfs.recover() == [("s3", f"{bucket}/p", "queued")]
-    await vfs.write_back.drain()
+    fresh = VFS({"s3": mount}, os.path.dirname(row.spool), journal)  # the next start
+    assert await fresh.recover() == [("s3", f"{bucket}/p", "queued")]
+    await nursery.start(fresh.write_back.serve)
+    await fresh.write_back.drain()
     head = raw.head_object(Bucket=bucket, Key="p")
     assert head["Metadata"]["mtime"] == mtime_text(old)
-    assert (await vfs.getattr(await ino(vfs, f"s3/{bucket}/p"))).attr.mtime_ns == old
+    assert (await fresh.getattr(await ino(fresh, f"s3/{bucket}/p"))).attr.mtime_ns == old
 
 
 async def test_kept_files_of_a_previous_run_are_pending_then_uploaded(s3_server, bucket, raw,
