@@ -75,6 +75,21 @@ class ProcessLock:
                 os.close(self._fd)  # (closing the descriptor releases the lock)
                 self._fd = None
 
+    def holder(self) -> str | None:
+        """The pid of another process holding the lock now, else None (tried without
+        waiting, and let go at once when free: for ``mcpfs status``)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            return self._holder(fd) if exc.errno in (errno.EACCES, errno.EAGAIN) else None
+        finally:
+            os.close(fd)  # (releases it if it was taken here)
+        return None
+
     def _lock(self, fd: int, wait: float) -> None:
         deadline = time.monotonic() + wait
         while True:

@@ -70,11 +70,16 @@ def collect_status() -> dict:
             stats = node._json("mcpfs/stats")
         finally:
             node.close()
+    holder = None
+    if node is None:  # a daemon may still be finishing its uploads after an unmount
+        from ..process_lock import ProcessLock
+        holder = ProcessLock(where.state_dir / "daemon.lock").holder()
     blocks, block_bytes = folder_usage(where.repo_dir / "blocks")
     spools, spool_bytes = folder_usage(where.cache_dir / "spool")
     return {
         "Mounts": mcpfs_mounts(),
-        "Daemon": {"Socket": str(where.socket_path), "Running": node is not None},
+        "Daemon": {"Socket": str(where.socket_path), "Running": node is not None,
+                   "Finishing": holder},  # the pid of a daemon unmounted, still uploading
         "Backends": sorted((stats or {}).get("Mounts", {})),
         "Stats": stats,
         "PendingWrites": pending_writes(where.state_dir),
@@ -96,8 +101,11 @@ def status(as_json):
         click.echo(json.dumps(info, indent=1))
         return
     click.echo("mounts:  " + (", ".join(info["Mounts"]) or "none"))
-    click.echo(f"daemon:  {'running' if info['Daemon']['Running'] else 'not running'} "
-               f"({info['Daemon']['Socket']})")
+    daemon = info["Daemon"]
+    state = "running" if daemon["Running"] else (
+        f"unmounted, still finishing its uploads (pid {daemon['Finishing']})"
+        if daemon["Finishing"] else "not running")
+    click.echo(f"daemon:  {state} ({daemon['Socket']})")
     for mount, data in sorted(((info["Stats"] or {}).get("Mounts") or {}).items()):
         ops = data.get("Ops", {})
         total = sum(o.get("Count", 0) for o in ops.values())
