@@ -79,7 +79,8 @@ def collect_status() -> dict:
     return {
         "Mounts": mcpfs_mounts(),
         "Daemon": {"Socket": str(where.socket_path), "Running": node is not None,
-                   "Finishing": holder},  # the pid of a daemon unmounted, still uploading
+                   "Finishing": holder},  # the pid of a daemon not answering: busy, or
+        # unmounted and still uploading
         "Backends": sorted((stats or {}).get("Mounts", {})),
         "Stats": stats,
         "PendingWrites": pending_writes(where.state_dir),
@@ -103,7 +104,8 @@ def status(as_json):
     click.echo("mounts:  " + (", ".join(info["Mounts"]) or "none"))
     daemon = info["Daemon"]
     state = "running" if daemon["Running"] else (
-        f"unmounted, still finishing its uploads (pid {daemon['Finishing']})"
+        f"pid {daemon['Finishing']} does not answer: busy, or unmounted and still "
+        "finishing its uploads"
         if daemon["Finishing"] else "not running")
     click.echo(f"daemon:  {state} ({daemon['Socket']})")
     for mount, data in sorted(((info["Stats"] or {}).get("Mounts") or {}).items()):

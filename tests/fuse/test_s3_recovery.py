@@ -141,7 +141,8 @@ def test_no_second_daemon_while_one_still_uploads_after_unmount(daemon, own_s3, 
         assert "another mcpfs daemon" in refused.stderr and "Traceback" not in refused.stderr
         assert daemon.proc.poll() is None  # still uploading, and status says so
         said = mcpfs("status").stdout
-        assert f"still finishing its uploads (pid {daemon.proc.pid})" in said, said
+        assert f"pid {daemon.proc.pid} does not answer: busy, or unmounted and still " \
+            "finishing its uploads" in said, said
         assert [r["State"] for r in pending_writes(paths().state_dir)] == ["committing"]
     finally:
         os.kill(s3_server["pid"], signal.SIGCONT)
