@@ -50,6 +50,7 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -377,7 +378,8 @@ class OpenFile(Streaming):
 
     async def discard(self) -> None:
         """Close and remove the spool and the journal row (nothing left to commit): one
-        worker-thread hop for both."""
+        worker-thread hop for both. A row the journal cannot delete (its disk is full) is
+        left, logged: with its spool gone, the next start discards it."""
         journal, row = self.journal, self.journal_id
         if self.stream is not None:
             self.stream.abandon()
@@ -389,7 +391,11 @@ class OpenFile(Streaming):
         def work() -> None:
             self.spool.close_sync(delete=True)
             if journal is not None and row is not None:
-                journal.remove_sync(row)
+                try:
+                    journal.remove_sync(row)
+                except sqlite3.Error as exc:
+                    log.warning("journal row %s of /%s/%s left (%s): the next start "
+                                "discards it", row, self.mount.name, self.writer.path, exc)
         await trio.to_thread.run_sync(work, limiter=spool_limiter())
 
     async def keep(self) -> None:
