@@ -56,11 +56,13 @@ def remove_spool(spool: str) -> None:
             pass
 
 
-def _reopen(path: str) -> tuple[Spool, int]:
-    """The kept spool, and its mtime: the file's last write, or what utimes set on it
-    (``Spool.stamp_sync``). Blocking: one worker-thread hop for both."""
-    spool = Spool.open_sync(path)
-    return spool, os.fstat(spool.fd).st_mtime_ns
+def _stat(path: str) -> os.stat_result | None:
+    """The kept spool's size and mtime (the file's last write, or what utimes set on it:
+    ``Spool.stamp_sync``); None when it is gone."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
 
 
 # (row, mount, spool size, spool mtime in ns): the VFS makes the row a pending write
@@ -76,8 +78,8 @@ async def recover(mounts: dict[str, Mount], journal: Journal | None,
     done = []
     for row in await trio.to_thread.run_sync(journal.pending):
         mount = mounts.get(row.mount)
-        exists = await trio.to_thread.run_sync(os.path.exists, row.spool)
-        if row.state == OPEN or mount is None or not exists:
+        info = await trio.to_thread.run_sync(_stat, row.spool)
+        if row.state == OPEN or mount is None or info is None:
             await trio.to_thread.run_sync(remove_spool, row.spool)
             await journal.remove(row.id)
             log.warning("journal: discarded the unfinished write of /%s/%s",
@@ -92,13 +94,13 @@ async def recover(mounts: dict[str, Mount], journal: Journal | None,
             done.append((row.mount, row.path, "abandoned"))
             continue
         if adopt is not None and not mount.local_commit:
-            info = await trio.to_thread.run_sync(os.stat, row.spool)
             await adopt(row, mount, info.st_size, info.st_mtime_ns)
             done.append((row.mount, row.path, "queued"))
             continue
-        spool, mtime_ns = await trio.to_thread.run_sync(_reopen, row.spool)
+        spool = await trio.to_thread.run_sync(Spool.open_sync, row.spool)
         try:
-            await mount.commit(Writer(row.path, spool, existed=True, mtime_ns=mtime_ns))
+            await mount.commit(Writer(row.path, spool, existed=True,
+                                      mtime_ns=info.st_mtime_ns))
         except McpfsError as exc:
             await spool.close(delete=False)
             await journal.set(row.id, FAILED)
