@@ -83,22 +83,25 @@ class ProcessLock:
         except OSError:
             return None
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            return self._holder(fd) if exc.errno in (errno.EACCES, errno.EAGAIN) else None
+            return None if self._try(fd) else self._holder(fd)
+        except McpfsError:
+            return None
         finally:
             os.close(fd)  # (releases it if it was taken here)
-        return None
+
+    def _try(self, fd: int) -> bool:
+        """Take the lock on ``fd`` without waiting: False when another process has it."""
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EAGAIN):
+                return False
+            raise McpfsError(f"cannot lock {self.path}: {exc.strerror}") from None
 
     def _lock(self, fd: int, wait: float) -> None:
         deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except OSError as exc:
-                if exc.errno not in (errno.EACCES, errno.EAGAIN):
-                    raise McpfsError(f"cannot lock {self.path}: {exc.strerror}") from None
+        while not self._try(fd):
             if time.monotonic() >= deadline:
                 raise McpfsError(self.busy(self._holder(fd)), errno=errno.EBUSY)
             time.sleep(RETRY)

@@ -195,7 +195,7 @@ class WriteBack:
                         later = of.retry_waiting = True
                         log.error("write-back of /%s: %s; the file stays here as written "
                                   "(read from %s) and its upload is tried again every %.0f s",
-                                  of.node.path, exc, of.spool.path, RETRY_LATER)
+                                  of.node.path, exc, of.spool.path, self.retry_later)
                         break
                     log.warning("write-back of /%s: %s; retrying", of.node.path, exc)
                     await trio.sleep(self.retry_delay * 2 ** attempt)  # no upload slot held
