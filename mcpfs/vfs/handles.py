@@ -384,7 +384,7 @@ class OpenFile(Streaming):
         if self.stream is not None:
             self.stream.abandon()
             self.stream = None
-        if self.spool.fd is None and not self.spool.parked and (journal is None or row is None):
+        if self.spool.in_memory and (journal is None or row is None):  # no file, no row
             self.spool.close_sync(delete=True)
             return
 

@@ -269,7 +269,7 @@ class Spool:
             self.stamp_sync(mtime_ns)
         with _opening:  # (a first open of a kept spool is not under way: Spool._fd)
             self.closed = True
-        if self.fd is None and not self.parked:
+        if self.mem is not None:
             return  # a memory spool: no file
         if self.fd is not None:
             os.close(self.fd)
@@ -280,7 +280,7 @@ class Spool:
                 pass
 
     async def close(self, delete: bool = True) -> None:
-        if self.fd is None and not self.parked and delete:
+        if self.mem is not None and delete:  # a memory spool: no file to remove
             self.closed = True
             return
         await trio.to_thread.run_sync(self.close_sync, delete, limiter=limiter())
