@@ -71,8 +71,8 @@ async def identity_of_path(bridge: Bridge, vfs: Any, path: str) -> Location:
     attr = await mount.lookup(sub)
     if attr.is_dir:
         raise McpfsError(f"{norm(path)}: is a directory", errno=errno.EISDIR)
-    version = attr.cid if mount.name in ("ipfs", "mfs") else None
-    location = _location(mount, sub, attr.cid)
+    version = attr.cid_text if mount.name in ("ipfs", "mfs") else None
+    location = _location(mount, sub, attr.cid_text)
     row = await trio.to_thread.run_sync(bridge.db.lookup_sync, location)
     if row is not None and (version is None or row.version == version) \
             and mount.name in ("ipfs", "mfs"):
@@ -127,7 +127,7 @@ async def verify(bridge: Bridge, vfs: Any, path: str) -> dict[str, Any]:
     """Re-read every location of the content of ``path`` (see the module docstring)."""
     mount, sub = vfs.route(norm(path).strip("/"))
     attr = await mount.lookup(sub)
-    location = _location(mount, sub, attr.cid)
+    location = _location(mount, sub, attr.cid_text)
     row = await trio.to_thread.run_sync(bridge.db.lookup_sync, location)
     if row is None:
         row = await identity_of_path(bridge, vfs, path)

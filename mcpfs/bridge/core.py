@@ -407,24 +407,25 @@ class Bridge:
         """Record the committed file's identity and location; count the transfer."""
         extra = writer.extra
         identity = extra.get("identity")
+        cid = attr.cid_text
         if identity is None and mount == "mfs" and extra.get("route") == "mfs-link" \
-                and attr.cid:  # linked without hashing: the DAG's CID until it is known
+                and cid:  # linked without hashing: the DAG's CID until it is known
             location = location_of(mount, sub)
-            self.db.record(Location(location, attr.cid, attr.cid, attr.size,
+            self.db.record(Location(location, cid, cid, attr.size,
                                     extra.get("source")))
-            self.identify_later(location, attr.cid, attr.size, extra.get("source"))
+            self.identify_later(location, cid, attr.size, extra.get("source"))
             self._count(extra, attr)
             return
         if identity is None and mount == "mfs" and self.identity_from_mfs:
-            identity = attr.cid
+            identity = cid
         if identity is None:
             self._count(extra, attr)
             return
-        version = plain_version(extra.get("version")) or attr.cid
+        version = plain_version(extra.get("version")) or cid
         location = location_of(mount, sub)
         self.db.record(Location(location, identity, version, attr.size, extra.get("source")))
-        if mount == "mfs" and attr.cid:
-            self.db.record(Location(ipfs_location(attr.cid), identity, attr.cid, attr.size))
+        if mount == "mfs" and cid:
+            self.db.record(Location(ipfs_location(cid), identity, cid, attr.size))
         self._count(extra, attr)
 
     def _count(self, extra: dict, attr: Any) -> None:

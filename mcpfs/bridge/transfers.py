@@ -293,8 +293,8 @@ class Transfers:
                 self._record(job, "mfs", ds, identity, dag, source)
                 return "mfs-link"
         attr = await dm.import_from(ds, self._pieces(job, reader))
-        ident = attr.cid if self.bridge.identity_from_mfs else None
-        self._record(job, "mfs", ds, ident, attr.cid, source)
+        ident = attr.cid_text if self.bridge.identity_from_mfs else None
+        self._record(job, "mfs", ds, ident, attr.cid_text, source)
         if ident is not None and identity is None:
             self.db.record(Location(source.location, ident, source.version, job.total))
         return "stream"

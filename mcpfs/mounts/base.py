@@ -20,7 +20,7 @@ import stat
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import McpfsError, ReadOnly
 
@@ -47,11 +47,18 @@ class Attr:
     perm: int | None = None  # permission bits; None -> the mount's default for the kind
     mtime_ns: int = START_NS
     target: str | None = None  # symlinks
-    cid: str | None = None  # content identity, when the backend has one
+    # content identity, when the backend has one: its text, or an object whose str() is
+    # the text (a listing's CIDs: their text is made when first asked, not per entry)
+    cid: Any = None
 
     @property
     def is_dir(self) -> bool:
         return self.kind == DIR
+
+    @property
+    def cid_text(self) -> str | None:
+        """The content identity as text (what ``user.mcpfs.cid`` shows), or None."""
+        return None if self.cid is None else str(self.cid)
 
     def mode(self, writable: bool) -> int:
         """Full st_mode (type bits and permissions)."""
@@ -152,7 +159,7 @@ class Mount:
         value = {
             XATTR_PREFIX + "backend": self.name,
             XATTR_PREFIX + "size": str(attr.size),
-            XATTR_PREFIX + "cid": attr.cid,
+            XATTR_PREFIX + "cid": attr.cid_text,
         }.get(name)
         if value is None:
             raise McpfsError(f"{path}: no attribute {name}", errno=errno.ENODATA)

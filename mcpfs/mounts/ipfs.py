@@ -71,7 +71,7 @@ async def ipfs_call(limiter: trio.CapacityLimiter, fn: Callable[[], T], what: st
 def attr_of(info: NodeInfo, cid_text: str | None = None) -> Attr:
     """Attr of a UnixFS node (``raw`` nodes of other codecs show as files of the block)."""
     mtime = info.mtime[0] * 10**9 + (info.mtime[1] or 0) if info.mtime else None
-    extra: dict[str, Any] = {"cid": cid_text or str(info.cid)}
+    extra: dict[str, Any] = {"cid": cid_text or info.cid}  # its text made when asked
     if mtime is not None:
         extra["mtime_ns"] = mtime
     if info.mode is not None:

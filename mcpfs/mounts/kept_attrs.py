@@ -69,11 +69,15 @@ class KeptAttrs:
         self._save_lock = trio.Lock()  # one save (one thread on the connection) at a time
 
     # ---------------------------------------------------------------- reading
+    def __bool__(self) -> bool:
+        """Whether any mode or mtime is kept (else :meth:`overlay` changes nothing)."""
+        return bool(self._rows)
+
     def overlay(self, path: str, attr: Attr, identity: str | None = None) -> Attr:
         """``attr`` with the mode and mtime kept for ``path``, when its row is for the
         identity the file has now (``identity``, else ``attr.cid``)."""
         row = self._rows.get(path) if self._rows else None
-        if row is None or attr.kind != FILE or (identity or attr.cid) != row[0]:
+        if row is None or attr.kind != FILE or (identity or attr.cid_text) != row[0]:
             return attr
         return dataclasses.replace(
             attr, mtime_ns=attr.mtime_ns if row[1] is None else row[1],

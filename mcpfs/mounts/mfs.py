@@ -215,14 +215,18 @@ class MfsMount(Mount):
         return self.attrs.overlay(joined(path), attr)
 
     async def listdir(self, path: str) -> AsyncIterator[tuple[str, Attr]]:
-        def work() -> list[tuple[str, Attr]]:
+        def work() -> tuple[list[str], dict[str, tuple[CID, Attr]]]:
             cid = self._resolve_sync(path)
             if self.mfs.tree.kind(cid) != "directory":
                 raise McpfsError(f"/mfs/{path}: not a directory", errno=errno.ENOTDIR)
-            return sorted((name, attr) for name, (_, attr) in self.listings.get(cid).items())
+            listing = self.listings.get(cid)  # (sorted names: no tuple per entry)
+            return sorted(listing), listing
         folder = joined(path)
-        for name, attr in await ipfs_call(self.limiter, work, f"list /mfs/{path}"):
-            yield name, self.attrs.overlay(child_path(folder, name), attr)
+        names, listing = await ipfs_call(self.limiter, work, f"list /mfs/{path}")
+        kept = self.attrs if self.attrs else None  # (no path string per entry without)
+        for name in names:
+            attr = listing[name][1]
+            yield name, attr if kept is None else kept.overlay(child_path(folder, name), attr)
 
     async def open_read(self, path: str) -> CidReader:
         cid, attr = await self.resolve(path)
@@ -310,7 +314,7 @@ class MfsMount(Mount):
                 return attr
         key = joined(writer.path)
         mtime = time.time_ns() if writer.mtime_ns is None else writer.mtime_ns
-        self.attrs.set(key, attr.cid, mtime, writer.perm)
+        self.attrs.set(key, attr.cid_text, mtime, writer.perm)
         return self.attrs.overlay(key, attr)
 
     async def set_attrs(self, path: str, mtime_ns: int | None, perm: int | None) -> None:

@@ -423,8 +423,12 @@ class FileHandle:
 
 @dataclass(eq=False)
 class DirHandle:
+    """A directory's entries as listed at opendir: two parallel lists (no object per entry;
+    an entry's path is made when readdir hands it out, next to the inode that keeps it)."""
+
     node: Node
-    entries: list[tuple[str, str, Attr]] = field(default_factory=list)  # name, path, attr
+    names: list[str] = field(default_factory=list)
+    attrs: list[Attr] = field(default_factory=list)
     fh: int = 0
 
 

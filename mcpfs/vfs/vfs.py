@@ -212,17 +212,17 @@ class VFS(OpenFiles, Copies):
         for of in self.open_files.values():  # pending files: local size, new ones too
             if of.node.attached and not of.unlinked and parent_of(of.node.path) == node.path:
                 entries[of.node.path.rpartition("/")[2]] = of.attr()
-        listing = [(name, child_path(node.path, name), attr) for name, attr in entries.items()]
-        return self.handles.add(DirHandle(node, listing))
+        return self.handles.add(DirHandle(node, list(entries), list(entries.values())))
 
     def readdir(self, fh: int, start: int) -> Iterator[tuple[int, str, str, Attr]]:
         """(next offset, name, path, attr) of the snapshotted entries from ``start``, lazily:
         the kernel takes a page of entries per call, so each call costs what it returns
         (not a copy of the remaining listing)."""
-        entries = self.handles.get(fh).entries
-        for i in range(start, len(entries)):
-            name, path, attr = entries[i]
-            yield i + 1, name, path, attr
+        handle = self.handles.get(fh)
+        names, attrs, folder = handle.names, handle.attrs, handle.node.path
+        for i in range(start, len(names)):
+            name = names[i]
+            yield i + 1, name, child_path(folder, name), attrs[i]
 
     def releasedir(self, fh: int) -> None:
         self.handles.pop(fh)
