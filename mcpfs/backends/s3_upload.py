@@ -271,6 +271,22 @@ class MultipartUploads:
                 return False
         return True
 
+    async def abandon_upload(self, state: dict[str, Any]) -> None:
+        """Abort the multipart upload a removed spool's marker names (a kept write that a
+        later one superseded before its upload resumed): not left open, billed, until a
+        lifecycle rule. A marker without an id (killed before recording it) is left: its
+        key's uploads begun near that time may include the later write's own. Logged,
+        never raised."""
+        bucket, key, upload_id = state.get("bucket"), state.get("key"), state.get("upload_id")
+        if not (isinstance(bucket, str) and isinstance(key, str) and bucket and key):
+            return
+        what = f"upload s3://{bucket}/{key}"
+        if not upload_id:
+            log.warning("%s: the superseded write's upload may stay open (its id was never "
+                        "recorded)", what)
+        elif await self._abort(bucket, key, str(upload_id), what):
+            log.info("%s: aborted the superseded write's upload %s", what, upload_id)
+
     async def _abort_unrecorded(self, state: dict[str, Any]) -> bool:
         """Abort the open uploads of the marker's key begun within ``CLOCK_SLACK`` of the
         time it was written: the one whose id a killed process did not record (the request
@@ -354,6 +370,11 @@ def _write_marker(marker: str, state: dict[str, Any]) -> None:
     with open(tmp, "w") as fh:
         json.dump(state, fh)
     os.replace(tmp, marker)
+
+
+def read_upload_marker(spool: str) -> dict[str, Any] | None:
+    """The multipart state kept beside ``spool`` (its ``UPLOAD_SUFFIX`` file), or None."""
+    return _read_marker(spool + UPLOAD_SUFFIX)
 
 
 def _read_marker(marker: str) -> dict[str, Any] | None:

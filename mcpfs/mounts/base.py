@@ -150,6 +150,16 @@ class Mount:
     async def open_read(self, path: str) -> Reader:
         raise McpfsError(f"{path}: not found", errno=errno.ENOENT)
 
+    def resume_state(self, spool: str) -> Any:
+        """What the backend kept beside ``spool`` to resume its upload (an S3 multipart
+        upload's id), or None. Read (blocking: a worker thread) before a superseded kept
+        spool is removed, so :meth:`abandon_resume` can end what it left open."""
+        return None
+
+    async def abandon_resume(self, state: Any) -> None:
+        """End what ``state`` (from :meth:`resume_state`) holds open on the server, now
+        that nothing will resume it. Errors are logged, never raised."""
+
     async def getxattr(self, path: str, name: str) -> bytes:
         """``user.mcpfs.cid``, ``.size`` and ``.backend`` from :meth:`lookup`; ENODATA
         for anything else (or a cid the entry has not got)."""

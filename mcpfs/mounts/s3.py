@@ -52,6 +52,7 @@ import trio
 from cachetools import TTLCache
 
 from ..backends.s3 import ObjectInfo, S3Backend
+from ..backends.s3_upload import read_upload_marker
 from ..errors import McpfsError
 from .base import (DIR, FILE, XATTR_PREFIX, Attr, Capabilities, Mount, StatFS, Writer,
                    child_path, joined, split)
@@ -284,6 +285,12 @@ class S3Mount(S3Renames, S3Listings, S3Times, Mount):
                       files=FAKE_BLOCKS, files_free=FAKE_BLOCKS, name_max=1024)
 
     # ---------------------------------------------------------------- writing
+    def resume_state(self, spool: str) -> Any:
+        return read_upload_marker(spool)
+
+    async def abandon_resume(self, state: Any) -> None:
+        await self.backend.abandon_upload(state)
+
     def _object_path(self, path: str, what: str) -> tuple[str, str]:
         segs = split(path)
         if len(segs) < 2:

@@ -130,10 +130,13 @@ class OpenFiles:
         replaces an earlier one, whose row and spool go: it was superseded."""
         node = self.inodes.ensure(f"{mount.name}/{row.path}" if row.path else mount.name)
         earlier = self.open_files.pop(node.ino, None)
-        if earlier is not None:  # its resume state too (an S3 upload id: the upload
-            self.write_back.forget(earlier)  # stays open, invisible, for a lifecycle rule)
+        if earlier is not None:  # its resume state too (an S3 upload id: that upload is
+            self.write_back.forget(earlier)  # aborted once write-back serves)
+            state = await trio.to_thread.run_sync(mount.resume_state, earlier.spool.path)
             await earlier.discard()
             await trio.to_thread.run_sync(remove_spool, earlier.spool.path)
+            if state is not None:
+                self.write_back.abandon(mount, state)
             log.warning("journal: /%s/%s was written again before its kept write was "
                         "uploaded: the older one is dropped", mount.name, row.path)
         spool = Spool.kept(row.spool)

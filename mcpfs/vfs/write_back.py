@@ -78,6 +78,7 @@ class WriteBack:
         self._pending: dict[OpenFile, trio.Event] = {}
         self._adopted: deque[OpenFile] = deque()  # kept files of a previous run, in order
         self._resuming = False  # a _resume task runs
+        self._abandoned: list[tuple[Any, Any]] = []  # (mount, resume state) to end on serve
         self._nursery: trio.Nursery | None = None
         self.retry_delay = RETRY_DELAY
         self.retry_later = RETRY_LATER
@@ -89,6 +90,7 @@ class WriteBack:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._start_resume()
+            self._start_abandon()
             task_status.started()
             try:
                 await trio.sleep_forever()
@@ -106,6 +108,20 @@ class WriteBack:
         if self._adopted and self._nursery is not None and not self._resuming:
             self._resuming = True
             self._nursery.start_soon(self._resume, name="write-back of recovered files")
+
+    def abandon(self, mount: Any, state: Any) -> None:
+        """A superseded kept spool's resume state (``Mount.resume_state``): what it holds
+        open on the server is ended in the background once :meth:`serve` runs (before
+        the mount is live no request may hold up the start)."""
+        self._abandoned.append((mount, state))
+        self._start_abandon()
+
+    def _start_abandon(self) -> None:
+        if self._nursery is not None:
+            while self._abandoned:
+                mount, state = self._abandoned.pop(0)
+                self._nursery.start_soon(mount.abandon_resume, state,
+                                         name=f"end a superseded upload of /{mount.name}")
 
     def forget(self, of: OpenFile) -> None:
         """An adopted file replaced by a later row of its path before serve."""

@@ -5,11 +5,13 @@ kill -9 between close() and the upload is in tests/fuse/test_s3_recovery.py."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 
 import pytest
 import trio
 
+from mcpfs.backends.s3 import UPLOAD_SUFFIX
 from mcpfs.errors import McpfsError
 from mcpfs.mounts.base import FILE, Attr
 from mcpfs.mounts.s3 import S3Mount
@@ -531,3 +533,37 @@ async def test_a_rename_of_a_committed_file_still_open_moves_its_row(wb, raw):
                                                               COMMITTING)]
     await vfs.release(fh)
     assert journal.pending() == []
+
+
+async def test_a_superseded_kept_upload_is_aborted_not_left_open(s3_server, bucket, raw,
+                                                                  tmp_path, nursery):
+    """Two kept rows of one path, the earlier killed in the middle of its multipart upload
+    (the upload's id beside its spool, as kill -9 leaves it): the later row wins, and the
+    earlier's upload is aborted once write-back serves, not left open (and billed) on the
+    server; another key's open upload is left alone."""
+    mount = S3Mount(make_backend(s3_server))
+    journal = Journal(tmp_path / "state")
+    spools = tmp_path / "spool"
+    spools.mkdir()
+    orphan = raw.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    other = raw.create_multipart_upload(Bucket=bucket, Key="other")["UploadId"]
+    (spools / "0.spool").write_bytes(b"older")
+    (spools / ("0.spool" + UPLOAD_SUFFIX)).write_text(json.dumps(
+        {"bucket": bucket, "key": "k", "size": 5, "part_size": 5 << 20, "upload_id": orphan}))
+    (spools / "1.spool").write_bytes(b"newer")
+    for n in range(2):
+        row = journal.add_sync("s3", f"{bucket}/k", str(spools / f"{n}.spool"))
+        journal.set_sync(row, COMMITTING)
+    vfs = VFS({"s3": mount}, spools, journal)
+    assert await vfs.recover() == [("s3", f"{bucket}/k", "queued")] * 2
+    assert os.listdir(spools) == ["1.spool"]  # the earlier spool and its marker are gone
+    assert len(raw.list_multipart_uploads(Bucket=bucket)["Uploads"]) == 2  # no request yet
+    await nursery.start(vfs.write_back.serve)
+    await vfs.write_back.drain()
+    assert raw.get_object(Bucket=bucket, Key="k")["Body"].read() == b"newer"
+    with trio.fail_after(10):
+        while len(raw.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) > 1:
+            await trio.sleep(0.05)
+    left = raw.list_multipart_uploads(Bucket=bucket)["Uploads"]
+    assert [u["UploadId"] for u in left] == [other]
+    journal.close()
