@@ -73,7 +73,8 @@ class WriteBack:
         self.vfs = vfs
         self.limiter = trio.CapacityLimiter(uploads)
         self.room = trio.Semaphore(QUEUED)  # held from queue() to the end of the commit
-        # (mount, path) -> (journal row, spool) of write-backs given up in this run
+        # (mount, path) -> (journal row, spool) of writes kept after a failed commit in
+        # this run (refused write-backs, close() errors), until superseded
         self.given_up: dict[tuple[str, str], tuple[int, str]] = {}
         self._pending: dict[OpenFile, trio.Event] = {}
         self._adopted: deque[OpenFile] = deque()  # kept files of a previous run, in order
@@ -247,10 +248,21 @@ class WriteBack:
             await self.vfs._close_open_file(of)
 
     def _give_up(self, of: OpenFile, exc: BaseException) -> None:
+        """(Kept, and registered by :meth:`kept`, when its last handle goes.)"""
         log.error("write-back of /%s: %s; gave up until the next start (the file is kept "
                   "in %s, journal row %s)", of.node.path, exc, of.spool.path, of.journal_id)
-        if of.journal_id is not None:
-            self.given_up[(of.mount.name, of.writer.path)] = (of.journal_id, of.spool.path)
+
+    async def kept(self, mount: str, sub: str, row: int, spool: str) -> None:
+        """A write whose commit failed (a refused write-back, or a ``close()`` that returned
+        the error), its spool kept with journal ``row`` for the next start. Registered so
+        that a later write of the path that succeeds, its ``rm``, a ``mv`` over it or
+        ``rmdir`` of its folder supersedes it (:meth:`superseded`): the next start must
+        not replay it over what came after. An earlier kept write of the same path is
+        superseded by this one now, for the same reason."""
+        earlier = self.given_up.get((mount, sub))
+        if earlier is not None and earlier[0] != row:
+            await self.superseded(mount, sub)
+        self.given_up[(mount, sub)] = (row, spool)
 
     async def superseded(self, mount: str, sub: str, below: bool = False) -> None:
         """The path (``below``: or a path under it) was written again, removed or replaced

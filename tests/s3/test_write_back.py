@@ -567,3 +567,74 @@ async def test_a_superseded_kept_upload_is_aborted_not_left_open(s3_server, buck
     left = raw.list_multipart_uploads(Bucket=bucket)["Uploads"]
     assert [u["UploadId"] for u in left] == [other]
     journal.close()
+
+
+async def write_failing(vfs: VFS, mount: S3Mount, path: str, data: bytes, code: int) -> None:
+    """Write ``path`` while every upload fails with ``code``; a close() error is expected
+    only without write-back (then close() returns it)."""
+    real = mount.commit
+
+    async def failing(writer):
+        raise McpfsError("refused", errno=code)
+    mount.commit = failing
+    head, _, name = path.rpartition("/")
+    try:
+        try:
+            fh, _ = await vfs.open(await ino(vfs, path), os.O_WRONLY | os.O_TRUNC)
+        except McpfsError:
+            fh, _ = await vfs.create(await ino(vfs, head), name, os.O_WRONLY | os.O_CREAT)
+        try:
+            await vfs.write(fh, 0, data)
+            await vfs.flush(fh)
+        except McpfsError as exc:
+            assert exc.errno == code
+        finally:
+            await vfs.release(fh)  # (the kernel releases after a failed close too)
+        await vfs.write_back.drain()
+    finally:
+        mount.commit = real
+
+
+async def restart_and_upload(s3_server, journal: Journal, spools) -> list:
+    """The next start: what recovery does with the journal, its uploads run to the end."""
+    vfs = VFS({"s3": S3Mount(make_backend(s3_server))}, spools, journal)
+    async with trio.open_nursery() as nursery:
+        outcome = await vfs.recover()
+        await nursery.start(vfs.write_back.serve)
+        await vfs.write_back.drain()
+        nursery.cancel_scope.cancel()
+    return outcome
+
+
+async def test_a_failed_close_is_superseded_by_a_later_write_of_the_path(s3_server, bucket,
+                                                                         raw, tmp_path):
+    """Without write-back: a close() that returned EIO keeps its spool for the next start;
+    writing the path again (it succeeds) supersedes it, so the next start does not put
+    the older bytes back over the newer object."""
+    mount = S3Mount(make_backend(s3_server))
+    journal = Journal(tmp_path / "state")
+    vfs = VFS({"s3": mount}, tmp_path / "spool", journal)
+    path = f"s3/{bucket}/d"
+    await write_failing(vfs, mount, path, b"o" * (400 << 10), errno.EIO)  # a row on disk
+    assert [r.state for r in journal.pending()] == [FAILED]
+    await write(vfs, path, b"newer")
+    assert journal.pending() == [] and os.listdir(tmp_path / "spool") == []
+    assert await restart_and_upload(s3_server, journal, tmp_path / "spool") == []
+    assert raw.get_object(Bucket=bucket, Key="d")["Body"].read() == b"newer"
+    journal.close()
+
+
+async def test_a_second_refused_write_supersedes_the_first(wb, s3_server, raw, tmp_path):
+    """Two refused write-backs of one path, then one that lands: nothing of the first two
+    is replayed at the next start (the first is superseded by the second at once, the
+    second by the write that landed)."""
+    vfs, mount, journal, bucket = wb
+    path = f"s3/{bucket}/d"
+    for data in (b"first " * 50_000, b"second " * 50_000):
+        await write_failing(vfs, mount, path, data, errno.EACCES)
+        assert [r.state for r in journal.pending()] == [FAILED]
+    await write(vfs, path, b"landed")
+    await vfs.write_back.drain()
+    assert journal.pending() == []
+    assert await restart_and_upload(s3_server, journal, tmp_path / "spool") == []
+    assert raw.get_object(Bucket=bucket, Key="d")["Body"].read() == b"landed"

@@ -354,6 +354,31 @@ async def test_failed_memory_commit_keeps_spool_with_failed_row(drv, journal, mo
     assert of.spool.closed
 
 
+async def test_a_failed_commit_kept_for_the_next_start_is_superseded_by_a_new_write(
+        drv, journal, monkeypatch):
+    # close() returned EIO and the spool waits for the next start; writing the file again
+    # (now it commits) supersedes it: the next start must not commit the older bytes over
+    # the newer file.
+    from mcpfs.vfs.journal import FAILED
+    mount = drv.vfs.mounts["mfs"]
+    real = mount.commit
+
+    async def broken(writer):
+        raise McpfsError("backend down", errno=errno.EIO)
+    monkeypatch.setattr(mount, "commit", broken)
+    fh, _ = await drv.vfs.create(await drv.ino("mfs"), "f", os.O_WRONLY | os.O_CREAT)
+    await drv.vfs.write(fh, 0, b"older")
+    assert await drv.errno_of(drv.vfs.flush(fh)) == errno.EIO
+    await drv.vfs.release(fh)
+    assert [r.state for r in journal.pending()] == [FAILED]
+    monkeypatch.setattr(mount, "commit", real)
+    await drv.write_file("mfs/f", b"newer")
+    assert journal.pending() == []
+    fresh = VFS(build_mounts(drv.repo), paths().cache_dir / "spool", journal)
+    assert await fresh.recover() == []
+    assert await drv.repo.mfs.read("/f") == b"newer"
+
+
 async def test_memory_spool_held_open_gets_a_row_for_status(drv, journal, monkeypatch):
     # `mcpfs status` lists the journal: a file held open shows as pending after a moment.
     monkeypatch.setattr(vfs_module, "PENDING_ROW_DELAY", 0.05)
