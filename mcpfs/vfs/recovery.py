@@ -67,12 +67,15 @@ def _stat(path: str) -> os.stat_result | None:
 
 # (row, mount, spool size, spool mtime in ns): the VFS makes the row a pending write
 Adopt = Callable[[Row, Mount, int, int], Awaitable[None]]
+Kept = Callable[[Row], Awaitable[None]]  # a row left for the next start (failed again)
 
 
 async def recover(mounts: dict[str, Mount], journal: Journal | None,
-                  adopt: Adopt | None = None) -> list[tuple[str, str, str]]:
+                  adopt: Adopt | None = None, kept: Kept | None = None
+                  ) -> list[tuple[str, str, str]]:
     """(mount, path, outcome) per row; outcome "committed", "queued" (adopted: uploaded
-    in the background), "discarded", "failed" or "abandoned"."""
+    in the background), "discarded", "failed" (left for the next start, and handed to
+    ``kept``: a later write of the path supersedes it) or "abandoned"."""
     if journal is None:
         return []
     done = []
@@ -105,6 +108,8 @@ async def recover(mounts: dict[str, Mount], journal: Journal | None,
             await spool.close(delete=False)
             await journal.set(row.id, FAILED)
             log.error("journal: commit of /%s/%s failed again: %s", row.mount, row.path, exc)
+            if kept is not None:
+                await kept(row)
             done.append((row.mount, row.path, "failed"))
             continue
         await spool.close(delete=True)
@@ -114,4 +119,4 @@ async def recover(mounts: dict[str, Mount], journal: Journal | None,
     return done
 
 
-__all__ = ["recover", "remove_spool", "Adopt", "MAX_ATTEMPTS"]
+__all__ = ["recover", "remove_spool", "Adopt", "Kept", "MAX_ATTEMPTS"]

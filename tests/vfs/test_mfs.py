@@ -379,6 +379,35 @@ async def test_a_failed_commit_kept_for_the_next_start_is_superseded_by_a_new_wr
     assert await drv.repo.mfs.read("/f") == b"newer"
 
 
+async def test_a_kept_write_that_fails_again_at_the_start_is_superseded_too(
+        drv, journal, monkeypatch):
+    # The next start's commit of the kept write fails again (the row waits for the start
+    # after); the file written meanwhile must not be replaced by it then.
+    mount = drv.vfs.mounts["mfs"]
+
+    async def broken(writer):
+        raise McpfsError("backend down", errno=errno.EIO)
+    monkeypatch.setattr(mount, "commit", broken)
+    fh, _ = await drv.vfs.create(await drv.ino("mfs"), "f", os.O_WRONLY | os.O_CREAT)
+    await drv.vfs.write(fh, 0, b"older")
+    assert await drv.errno_of(drv.vfs.flush(fh)) == errno.EIO
+    await drv.vfs.release(fh)
+    second = VFS(build_mounts(drv.repo), paths().cache_dir / "spool", journal)
+    monkeypatch.setattr(second.mounts["mfs"], "commit", broken)
+    assert await second.recover() == [("mfs", "f", "failed")]
+    monkeypatch.undo()
+    from mcpfs.vfs.inodes import ROOT_INODE
+    folder = (await second.lookup(ROOT_INODE, "mfs")).ino
+    fh, _ = await second.create(folder, "f", os.O_WRONLY | os.O_CREAT)
+    await second.write(fh, 0, b"newer")
+    await second.flush(fh)
+    await second.release(fh)
+    assert journal.pending() == []
+    third = VFS(build_mounts(drv.repo), paths().cache_dir / "spool", journal)
+    assert await third.recover() == []
+    assert await drv.repo.mfs.read("/f") == b"newer"
+
+
 async def test_memory_spool_held_open_gets_a_row_for_status(drv, journal, monkeypatch):
     # `mcpfs status` lists the journal: a file held open shows as pending after a moment.
     monkeypatch.setattr(vfs_module, "PENDING_ROW_DELAY", 0.05)
