@@ -153,7 +153,7 @@ class MfsMount(Mount):
             mtime = state.mtime
             return Attr(DIR, 0, None if state.mode is None else state.mode & 0o777,
                         **({"mtime_ns": mtime[0] * 10**9 + (mtime[1] or 0)} if mtime else {}),
-                        cid=str(cid))
+                        cid=cid)  # (its text made when asked)
         attr = attr_of(self.reader.stat(cid))
         with self._attrs_lock:
             self._file_attrs[cid] = attr
