@@ -171,10 +171,10 @@ class OpenFiles:
         of.node.open_file = None
         with trio.CancelScope(shield=True):
             if of.dirty and not of.unlinked:
-                await of.keep()
                 if of.journal_id is not None:  # kept for the next start, until superseded
-                    await self.write_back.kept(of.mount.name, of.writer.path,
-                                               of.journal_id, of.spool.path)
+                    await self.write_back.kept(of.mount.name, of.writer.path,  # (registered
+                                               of.journal_id, of.spool.path)  # at once)
+                await of.keep()
             else:
                 await of.discard()
         if of.node.lookups <= 0:

@@ -68,14 +68,16 @@ def _stat(path: str) -> os.stat_result | None:
 # (row, mount, spool size, spool mtime in ns): the VFS makes the row a pending write
 Adopt = Callable[[Row, Mount, int, int], Awaitable[None]]
 Kept = Callable[[Row], Awaitable[None]]  # a row left for the next start (failed again)
+Done = Callable[[str, str], Awaitable[None]]  # (mount, path) committed by recovery
 
 
 async def recover(mounts: dict[str, Mount], journal: Journal | None,
-                  adopt: Adopt | None = None, kept: Kept | None = None
-                  ) -> list[tuple[str, str, str]]:
+                  adopt: Adopt | None = None, kept: Kept | None = None,
+                  done_hook: Done | None = None) -> list[tuple[str, str, str]]:
     """(mount, path, outcome) per row; outcome "committed", "queued" (adopted: uploaded
     in the background), "discarded", "failed" (left for the next start, and handed to
-    ``kept``: a later write of the path supersedes it) or "abandoned"."""
+    ``kept``: a later write of the path supersedes it, and so does a later row of it that
+    commits here: ``done_hook(mount, path)``) or "abandoned"."""
     if journal is None:
         return []
     done = []
@@ -115,6 +117,8 @@ async def recover(mounts: dict[str, Mount], journal: Journal | None,
         await spool.close(delete=True)
         await journal.remove(row.id)
         log.info("journal: completed the interrupted write of /%s/%s", row.mount, row.path)
+        if done_hook is not None:  # an earlier row of the path that failed again is older
+            await done_hook(row.mount, row.path)
         done.append((row.mount, row.path, "committed"))
     return done
 

@@ -483,7 +483,8 @@ class VFS(OpenFiles, Copies):
         """Replay the journal of a previous run: see recovery.py."""
         from .recovery import recover
         return await recover(self.mounts, self.journal, self._adopt, lambda row: (
-            self.write_back.kept(row.mount, row.path, row.id, row.spool)))
+            self.write_back.kept(row.mount, row.path, row.id, row.spool)),
+            self.write_back.superseded)
 
 
 __all__ = ["VFS", "Entry", "RENAME_NOREPLACE", "RENAME_EXCHANGE", "FILE"]

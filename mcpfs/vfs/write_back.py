@@ -40,6 +40,7 @@ at most ``QUEUED`` files wait (``room``, a Semaphore: close() waits beyond it).
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -258,11 +259,19 @@ class WriteBack:
         that a later write of the path that succeeds, its ``rm``, a ``mv`` over it or
         ``rmdir`` of its folder supersedes it (:meth:`superseded`): the next start must
         not replay it over what came after. An earlier kept write of the same path is
-        superseded by this one now, for the same reason."""
-        earlier = self.given_up.get((mount, sub))
-        if earlier is not None and earlier[0] != row:
-            await self.superseded(mount, sub)
-        self.given_up[(mount, sub)] = (row, spool)
+        superseded by this one now, for the same reason; journal row ids grow with time,
+        so of two the older is dropped whichever registers first. Registered before the
+        first await (a writer of the path committing meanwhile then supersedes it)."""
+        key = (mount, sub)
+        earlier = self.given_up.get(key)
+        if earlier is not None and earlier[0] == row:
+            return
+        if earlier is not None and earlier[0] > row:  # this one is the older write
+            await self._drop(key, row, spool)
+            return
+        self.given_up[key] = (row, spool)
+        if earlier is not None:
+            await self._drop(key, *earlier)
 
     async def superseded(self, mount: str, sub: str, below: bool = False) -> None:
         """The path (``below``: or a path under it) was written again, removed or replaced
@@ -272,11 +281,21 @@ class WriteBack:
         gone = [key for key in self.given_up if key == (mount, sub) or (
             below and key[0] == mount and key[1].startswith(prefix))]
         for key in gone:
-            row, spool = self.given_up.pop(key)
+            await self._drop(key, *self.given_up.pop(key))
+
+    async def _drop(self, key: tuple[str, str], row: int, spool: str) -> None:
+        """Remove a superseded kept write's row and spool. A failure (a full disk: SQLite
+        cannot write) is logged, not raised (the caller's write succeeded); the row then
+        stays for the next start, whose later row of the path supersedes it there."""
+        try:
             if self.vfs.journal is not None:
                 await self.vfs.journal.remove(row)
             await trio.to_thread.run_sync(remove_spool, spool)
-            log.info("write-back of /%s/%s: the kept spool is superseded and removed", *key)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("/%s/%s: the superseded kept write (journal row %s) could not be "
+                      "removed: %s", *key, row, exc)
+            return
+        log.info("/%s/%s: the kept write is superseded and removed", *key)
 
     async def settle(self, path: str) -> None:
         """Wait until no commit is queued for ``path`` or anything below it."""

@@ -408,6 +408,70 @@ async def test_a_kept_write_that_fails_again_at_the_start_is_superseded_too(
     assert await drv.repo.mfs.read("/f") == b"newer"
 
 
+async def test_a_later_row_committed_at_the_start_supersedes_an_earlier_that_failed(
+        drv, journal, monkeypatch):
+    # Two rows of one path left by a previous run: the older (a close() that failed) fails
+    # again at this start, the newer (killed mid-commit) commits. The older must go now,
+    # not be committed over the newer file at the start after.
+    from mcpfs.vfs.journal import COMMITTING, FAILED
+    spools = paths().cache_dir / "spool"
+    spools.mkdir(parents=True, exist_ok=True)
+    for n, (data, state) in enumerate(((b"older", FAILED), (b"newer", COMMITTING))):
+        (spools / f"r{n}").write_bytes(data)
+        journal.set_sync(journal.add_sync("mfs", "f", str(spools / f"r{n}")), state)
+    second = VFS(build_mounts(drv.repo), spools, journal)
+    real, calls = second.mounts["mfs"].commit, []
+
+    async def first_fails(writer):
+        calls.append(1)
+        if len(calls) == 1:
+            raise McpfsError("backend down", errno=errno.EIO)
+        return await real(writer)
+    monkeypatch.setattr(second.mounts["mfs"], "commit", first_fails)
+    assert await second.recover() == [("mfs", "f", "failed"), ("mfs", "f", "committed")]
+    assert journal.pending() == [] and os.listdir(spools) == []
+    third = VFS(build_mounts(drv.repo), spools, journal)
+    assert await third.recover() == []
+    assert await drv.repo.mfs.read("/f") == b"newer"
+
+
+async def test_of_two_kept_writes_of_a_path_the_older_goes_whichever_registers_last(
+        drv, journal):
+    # Journal row ids grow with time: a kept write registered after a newer one of the same
+    # path (its close() was slower) is the one superseded.
+    spools = paths().cache_dir / "spool"
+    spools.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in range(2):
+        (spools / f"k{n}").write_bytes(b"%d" % n)
+        rows.append(journal.add_sync("mfs", "f", str(spools / f"k{n}")))
+    wb = drv.vfs.write_back
+    await wb.kept("mfs", "f", rows[1], str(spools / "k1"))
+    await wb.kept("mfs", "f", rows[0], str(spools / "k0"))
+    assert [r.id for r in journal.pending()] == [rows[1]]
+    assert os.listdir(spools) == ["k1"] and wb.given_up == {("mfs", "f"): (rows[1],
+                                                                           str(spools / "k1"))}
+
+
+async def test_a_kept_write_that_cannot_be_removed_is_logged_not_raised(
+        drv, journal, monkeypatch, caplog):
+    # Superseding happens after the user's write succeeded: a full disk (SQLite cannot
+    # delete the row) must not turn that success into an error.
+    import sqlite3
+    spools = paths().cache_dir / "spool"
+    spools.mkdir(parents=True, exist_ok=True)
+    (spools / "k").write_bytes(b"kept")
+    row = journal.add_sync("mfs", "f", str(spools / "k"))
+    await drv.vfs.write_back.kept("mfs", "f", row, str(spools / "k"))
+
+    async def full(row_id):
+        raise sqlite3.OperationalError("database or disk is full")
+    monkeypatch.setattr(journal, "remove", full)
+    await drv.write_file("mfs/f", b"newer")  # its commit supersedes the kept write
+    assert await drv.repo.mfs.read("/f") == b"newer"
+    assert "could not be removed" in caplog.text
+
+
 async def test_memory_spool_held_open_gets_a_row_for_status(drv, journal, monkeypatch):
     # `mcpfs status` lists the journal: a file held open shows as pending after a moment.
     monkeypatch.setattr(vfs_module, "PENDING_ROW_DELAY", 0.05)
