@@ -80,8 +80,17 @@ async def _file_cid(ctx: Ctx, path: str) -> str | None:
 async def _written(ctx: Ctx, mount, path: str, before: str | None) -> None:
     """The /mfs mount learns of a file written outside it (its mtime: now; its mode
     kept), so ``ls -l`` there does not show the daemon's start time."""
+    await _supersede(ctx, path)
     if mount is not None and (after := await _file_cid(ctx, path)) is not None:
         mount.written_outside(path, before, after)
+
+
+async def _supersede(ctx: Ctx, path: str, below: bool = False) -> None:
+    """What a failed commit through the mount kept for the next start at the MFS ``path``
+    (``below``: or under it) is superseded by this change (vfs/write_back.py: kept())."""
+    write_back = getattr(ctx.vfs, "write_back", None)
+    if write_back is not None and write_back.given_up:
+        await write_back.superseded("mfs", path.strip("/"), below=below)
 
 
 @router.post("/read")
@@ -106,6 +115,7 @@ async def files_rm(ctx: Ctx = Depends(ctx_of), arg: list[str] = Query([]),
     mount = _mfs_mount(ctx)
     for path in arg:
         await ctx.repo.mfs.rm(path, recursive=recursive, force=force, flush=flush)
+        await _supersede(ctx, path, below=True)
         if mount is not None:
             mount.removed_outside(path)
     return _empty()
@@ -116,6 +126,7 @@ async def files_mv(ctx: Ctx = Depends(ctx_of), arg: list[str] = Query([]),
                    flush: bool = Query(True)):
     src, dst = _two(arg)
     target = await ctx.repo.mfs.mv(src, dst, flush=flush)  # (into dst if a directory)
+    await _supersede(ctx, target, below=True)  # (what was there is replaced)
     mount = _mfs_mount(ctx)
     if mount is not None:  # its files' kept modes and mtimes go along
         is_dir = (await ctx.repo.mfs.stat(target)).get("Type") == "directory"
