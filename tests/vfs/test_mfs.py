@@ -354,46 +354,48 @@ async def test_failed_memory_commit_keeps_spool_with_failed_row(drv, journal, mo
     assert of.spool.closed
 
 
-async def test_a_failed_commit_kept_for_the_next_start_is_superseded_by_a_new_write(
-        drv, journal, monkeypatch):
-    # close() returned EIO and the spool waits for the next start; writing the file again
-    # (now it commits) supersedes it: the next start must not commit the older bytes over
-    # the newer file.
-    from mcpfs.vfs.journal import FAILED
-    mount = drv.vfs.mounts["mfs"]
-    real = mount.commit
+async def broken_commit(writer):
+    raise McpfsError("backend down", errno=errno.EIO)
 
-    async def broken(writer):
-        raise McpfsError("backend down", errno=errno.EIO)
-    monkeypatch.setattr(mount, "commit", broken)
-    fh, _ = await drv.vfs.create(await drv.ino("mfs"), "f", os.O_WRONLY | os.O_CREAT)
+
+async def failed_close(drv, monkeypatch, name: str = "f") -> None:
+    """A new /mfs/``name`` (b"older") whose close() returns EIO: its spool is kept, with a
+    failed journal row, for the next start."""
+    monkeypatch.setattr(drv.vfs.mounts["mfs"], "commit", broken_commit)
+    fh, _ = await drv.vfs.create(await drv.ino("mfs"), name, os.O_WRONLY | os.O_CREAT)
     await drv.vfs.write(fh, 0, b"older")
     assert await drv.errno_of(drv.vfs.flush(fh)) == errno.EIO
     await drv.vfs.release(fh)
-    assert [r.state for r in journal.pending()] == [FAILED]
-    monkeypatch.setattr(mount, "commit", real)
-    await drv.write_file("mfs/f", b"newer")
+    monkeypatch.undo()
+
+
+async def next_start_replays_nothing(drv, journal) -> None:
+    """No row is left, and the start after commits nothing: /mfs/f stays b"newer"."""
     assert journal.pending() == []
     fresh = VFS(build_mounts(drv.repo), paths().cache_dir / "spool", journal)
     assert await fresh.recover() == []
     assert await drv.repo.mfs.read("/f") == b"newer"
 
 
+async def test_a_failed_commit_kept_for_the_next_start_is_superseded_by_a_new_write(
+        drv, journal, monkeypatch):
+    # close() returned EIO and the spool waits for the next start; writing the file again
+    # (now it commits) supersedes it: the next start must not commit the older bytes over
+    # the newer file.
+    from mcpfs.vfs.journal import FAILED
+    await failed_close(drv, monkeypatch)
+    assert [r.state for r in journal.pending()] == [FAILED]
+    await drv.write_file("mfs/f", b"newer")
+    await next_start_replays_nothing(drv, journal)
+
+
 async def test_a_kept_write_that_fails_again_at_the_start_is_superseded_too(
         drv, journal, monkeypatch):
     # The next start's commit of the kept write fails again (the row waits for the start
     # after); the file written meanwhile must not be replaced by it then.
-    mount = drv.vfs.mounts["mfs"]
-
-    async def broken(writer):
-        raise McpfsError("backend down", errno=errno.EIO)
-    monkeypatch.setattr(mount, "commit", broken)
-    fh, _ = await drv.vfs.create(await drv.ino("mfs"), "f", os.O_WRONLY | os.O_CREAT)
-    await drv.vfs.write(fh, 0, b"older")
-    assert await drv.errno_of(drv.vfs.flush(fh)) == errno.EIO
-    await drv.vfs.release(fh)
+    await failed_close(drv, monkeypatch)
     second = VFS(build_mounts(drv.repo), paths().cache_dir / "spool", journal)
-    monkeypatch.setattr(second.mounts["mfs"], "commit", broken)
+    monkeypatch.setattr(second.mounts["mfs"], "commit", broken_commit)
     assert await second.recover() == [("mfs", "f", "failed")]
     monkeypatch.undo()
     from mcpfs.vfs.inodes import ROOT_INODE
@@ -402,10 +404,7 @@ async def test_a_kept_write_that_fails_again_at_the_start_is_superseded_too(
     await second.write(fh, 0, b"newer")
     await second.flush(fh)
     await second.release(fh)
-    assert journal.pending() == []
-    third = VFS(build_mounts(drv.repo), paths().cache_dir / "spool", journal)
-    assert await third.recover() == []
-    assert await drv.repo.mfs.read("/f") == b"newer"
+    await next_start_replays_nothing(drv, journal)
 
 
 async def test_a_later_row_committed_at_the_start_supersedes_an_earlier_that_failed(
@@ -429,10 +428,8 @@ async def test_a_later_row_committed_at_the_start_supersedes_an_earlier_that_fai
         return await real(writer)
     monkeypatch.setattr(second.mounts["mfs"], "commit", first_fails)
     assert await second.recover() == [("mfs", "f", "failed"), ("mfs", "f", "committed")]
-    assert journal.pending() == [] and os.listdir(spools) == []
-    third = VFS(build_mounts(drv.repo), spools, journal)
-    assert await third.recover() == []
-    assert await drv.repo.mfs.read("/f") == b"newer"
+    assert os.listdir(spools) == []
+    await next_start_replays_nothing(drv, journal)
 
 
 async def test_of_two_kept_writes_of_a_path_the_older_goes_whichever_registers_last(
