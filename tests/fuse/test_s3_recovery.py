@@ -4,6 +4,7 @@ hangs. The journal's kept uploads run behind the live mount (vfs/recovery.py).""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -175,3 +176,49 @@ def test_an_unmount_waits_for_uploads_only_the_grace(daemon, own_s3, tmp_path):
     daemon.start(env)
     wait_uploaded()
     assert sha256(get(raw, bucket, "big.bin")) == sha256(data)
+
+
+def test_a_failed_close_is_not_replayed_over_a_later_write(daemon, own_s3, tmp_path):
+    """Without write-back: a close() whose upload fails (the server hangs: EIO after the
+    timeouts) keeps its spool for the next start; once the server answers, writing the
+    same path again succeeds. The next start must not put the first, older bytes back
+    over it (it did: the kept row stayed in the journal)."""
+    s3_server, raw, env = own_s3
+    bucket = "write-back"
+    _write_config(s3_server, read_timeout=1, max_attempts=1)
+    mnt = daemon.start(env)
+    dst = mnt / "s3" / bucket / "f.bin"
+    older, newer = b"o" * (400 << 10), b"n" * (300 << 10)  # past the memory spool: a row
+    fh = open(dst, "wb")
+    fh.write(older)
+    fh.flush()
+    os.kill(s3_server["pid"], signal.SIGSTOP)
+    try:
+        with pytest.raises(OSError) as failed:
+            fh.close()
+        assert failed.value.errno == errno.EIO
+        deadline = time.monotonic() + 30  # the release (after close) tries once more
+        while "f.bin  failed" not in mcpfs("status").stdout or \
+                "commit of /s3/write-back/f.bin failed" not in daemon.log_text() or \
+                len(pending_writes(paths().state_dir)) != 1:
+            assert time.monotonic() < deadline, daemon.log_text()[-3000:]
+            time.sleep(0.5)
+        time.sleep(3)  # (the release's own try ends: its read timeout is 1 s)
+    finally:
+        os.kill(s3_server["pid"], signal.SIGCONT)
+    assert not exists(raw, bucket, "f.bin")
+    deadline = time.monotonic() + 60  # weed answers 500 for a while after SIGCONT
+    while True:
+        try:
+            dst.write_bytes(newer)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    assert pending_writes(paths().state_dir) == []
+    daemon.stop()
+    daemon.start(env)
+    assert pending_writes(paths().state_dir) == []
+    assert get(raw, bucket, "f.bin") == newer
+    assert dst.read_bytes() == newer
