@@ -23,7 +23,7 @@ import trio
 from ..mounts.base import Attr, Mount, Writer
 from .handles import PENDING_ROW_DELAY, OpenFile
 from .inodes import Node
-from .journal import COMMITTING
+from .journal import COMMITTING, FAILED
 from .recovery import remove_spool
 from .spool import Spool
 from .spool import limiter as spool_limiter
@@ -171,9 +171,11 @@ class OpenFiles:
         of.node.open_file = None
         with trio.CancelScope(shield=True):
             if of.dirty and not of.unlinked:
-                if of.journal_id is not None:  # kept for the next start, until superseded
-                    await self.write_back.kept(of.mount.name, of.writer.path,  # (registered
-                                               of.journal_id, of.spool.path)  # at once)
+                if of.journal_id is not None and of.row_state in (COMMITTING, FAILED):
+                    # kept for the next start (an open row is discarded there), until
+                    # superseded; registered at once
+                    await self.write_back.kept(of.mount.name, of.writer.path,
+                                               of.journal_id, of.spool.path)
                 await of.keep()
             else:
                 await of.discard()
