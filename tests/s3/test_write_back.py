@@ -638,4 +638,3 @@ async def test_a_second_refused_write_supersedes_the_first(wb, s3_server, raw, t
     assert journal.pending() == []
     assert await restart_and_upload(s3_server, journal, tmp_path / "spool") == []
     assert raw.get_object(Bucket=bucket, Key="d")["Body"].read() == b"landed"
-
