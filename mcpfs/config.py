@@ -56,7 +56,8 @@ def paths() -> Paths:
         root = Path(home).expanduser().absolute()
         return Paths(root / "config", root / "state", root / "cache", root / "run")
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    run_dir = Path(runtime) / "mcpfs" if runtime else _xdg("XDG_STATE_HOME", ".local/state") / "mcpfs" / "run"
+    run_dir = Path(runtime) / "mcpfs" if runtime \
+        else _xdg("XDG_STATE_HOME", ".local/state") / "mcpfs" / "run"
     return Paths(
         _xdg("XDG_CONFIG_HOME", ".config") / "mcpfs",
         _xdg("XDG_DATA_HOME", ".local/share") / "mcpfs",

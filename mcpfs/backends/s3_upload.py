@@ -12,8 +12,8 @@ on the server whose size and MD5 match are kept, the rest are sent. The file is 
 once before CreateMultipartUpload too (without an id, with the time): a process killed
 between that request and recording its answer leaves an upload nobody knows the id of, and
 the retried commit aborts the open uploads of that key begun within 5 minutes of that time
-(found with ListMultipartUploads; "list_uploads") instead of leaving it to be billed until a lifecycle
-rule removes it.
+(found with ListMultipartUploads; "list_uploads") instead of leaving it to be billed until a
+lifecycle rule removes it.
 
 A conditional write (``If-None-Match: *``) answered 412 is EEXIST, unless botocore had sent
 it before (it retries a request whose response was lost, and the retry of a PUT whose first

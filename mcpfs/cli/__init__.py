@@ -13,7 +13,8 @@ import click
 
 from ..errors import McpfsError
 from .common import cli
-from . import bridge, content, files, mount, repo_cmds, stats_cmd, status  # noqa: F401  (registers the commands)
+# (importing them registers the commands)
+from . import bridge, content, files, mount, repo_cmds, stats_cmd, status  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -114,7 +114,8 @@ def start_background(mountpoint: str, config_file: str | None,
                 if "READY=1" in message.split("\n"):
                     return proc.pid
                 if proc.poll() is not None:
-                    reason = _last_error(log_file, start) or f"daemon exited with {proc.returncode}"
+                    reason = _last_error(log_file, start) \
+                        or f"daemon exited with {proc.returncode}"
                     raise McpfsError(reason)
             proc.kill()
             proc.wait()

@@ -338,4 +338,5 @@ def _tar_entries(repo: Repo, cid: CID, name: str) -> Iterator[bytes]:
             yield b"\0" * (tarfile.BLOCKSIZE - pad)
 
 
-__all__ = ["RepoOps", "AddOptions", "iter_tar", "iter_car", "add_line", "entry_name", "STREAM_PIECE"]
+__all__ = ["RepoOps", "AddOptions", "iter_tar", "iter_car", "add_line", "entry_name",
+           "STREAM_PIECE"]

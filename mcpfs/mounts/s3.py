@@ -18,9 +18,9 @@ once (and added to the listing); ``ls`` shows it once the listing expires.
 Reads: an open is one ranged GET of the first ``OPEN_READ`` bytes, which also says what a
 HEAD would (so an open sees the object as it is now, and a small read after it costs no
 request); later reads are ranged GETs through :class:`~mcpfs.mounts.prefetch.Prefetcher`,
-pinned to the ETag seen at open (an object replaced meanwhile reads as ESTALE). Writes: vfs spools the file;
-``fill_spool`` (the base method) copies the current object in through the prefetcher, so
-overwrite, append and random writes work; ``commit`` is one PutObject or a multipart upload
+pinned to the ETag seen at open (an object replaced meanwhile reads as ESTALE). Writes: vfs
+spools the file; ``fill_spool`` (the base method) copies the current object in through the
+prefetcher, so overwrite, append and random writes work; ``commit`` is one PutObject or a multipart upload
 (backends/s3.py), with ``If-None-Match: *`` for files that did not exist at open when the
 config says ``if_none_match`` (a concurrent creator wins: EEXIST from close()).
 

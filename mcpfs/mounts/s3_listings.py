@@ -27,7 +27,7 @@ from ..errors import McpfsError
 from .base import DIR, FILE, Attr, joined, split
 
 CHANGES_KEPT: Final = 4096  # our recent listing changes kept for replay (_replay)
-SMALL_LISTING: Final = 1000  # keys of one ListObjectsV2 page: a lookup lists a directory this small
+SMALL_LISTING: Final = 1000  # keys of one ListObjectsV2 page: a lookup lists a dir this small
 
 Listing = dict[str, tuple[Attr, ObjectInfo | None]]
 

@@ -1,4 +1,5 @@
-"""CAR (content-addressed archive) files: write v1, read v1 and v2, as kubo's ``dag export/import``.
+"""CAR (content-addressed archive) files: write v1, read v1 and v2, as kubo's
+``dag export/import``.
 
 A CARv1 is a varint-prefixed DAG-CBOR header ``{"roots": [...], "version": 1}`` followed by
 sections ``varint(len) | CID bytes | block``. A CARv2 is an 11-byte pragma, a 40-byte header

@@ -62,7 +62,8 @@ Entry = tuple[str, CID, int]  # name, cid, cumulative size
 PutNode = Callable[[bytes], CID]
 
 
-def build(entries: list[Entry], put_node: PutNode, fanout: int = DEFAULT_FANOUT) -> tuple[CID, int]:
+def build(entries: list[Entry], put_node: PutNode,
+          fanout: int = DEFAULT_FANOUT) -> tuple[CID, int]:
     """Store the shard tree of ``entries``; return (root CID, cumulative size)."""
     bits = _check_fanout(fanout)
     hashed = [(hash_name(name), name, cid, tsize) for name, cid, tsize in entries]
