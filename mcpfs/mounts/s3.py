@@ -20,9 +20,9 @@ HEAD would (so an open sees the object as it is now, and a small read after it c
 request); later reads are ranged GETs through :class:`~mcpfs.mounts.prefetch.Prefetcher`,
 pinned to the ETag seen at open (an object replaced meanwhile reads as ESTALE). Writes: vfs
 spools the file; ``fill_spool`` (the base method) copies the current object in through the
-prefetcher, so overwrite, append and random writes work; ``commit`` is one PutObject or a multipart upload
-(backends/s3.py), with ``If-None-Match: *`` for files that did not exist at open when the
-config says ``if_none_match`` (a concurrent creator wins: EEXIST from close()).
+prefetcher, so overwrite, append and random writes work; ``commit`` is one PutObject or a
+multipart upload (backends/s3.py), with ``If-None-Match: *`` for files that did not exist at
+open when the config says ``if_none_match`` (a concurrent creator wins: EEXIST from close()).
 
 POSIX deviations: ``mkdir`` of a name at ``/s3`` creates a bucket, ``rmdir`` deletes an empty
 one; renaming a bucket is EPERM; renaming an object above 5 GiB is a multipart copy;
