@@ -9,6 +9,7 @@ Mutations flush by default, like kubo's ``--flush=true``. Errors: kubo's error o
 
 from __future__ import annotations
 
+import posixpath
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
@@ -90,7 +91,8 @@ async def _supersede(ctx: Ctx, path: str, below: bool = False) -> None:
     (``below``: or under it) is superseded by this change (vfs/write_back.py: kept())."""
     write_back = getattr(ctx.vfs, "write_back", None)
     if write_back is not None and write_back.given_up:
-        await write_back.superseded("mfs", path.strip("/"), below=below)
+        await write_back.superseded("mfs", posixpath.normpath("/" + path).strip("/"),
+                                    below=below)
 
 
 @router.post("/read")
@@ -126,7 +128,8 @@ async def files_mv(ctx: Ctx = Depends(ctx_of), arg: list[str] = Query([]),
                    flush: bool = Query(True)):
     src, dst = _two(arg)
     target = await ctx.repo.mfs.mv(src, dst, flush=flush)  # (into dst if a directory)
-    await _supersede(ctx, target, below=True)  # (what was there is replaced)
+    if posixpath.normpath(target) != posixpath.normpath(src):  # (not a move onto itself)
+        await _supersede(ctx, target, below=True)  # what was there is replaced
     mount = _mfs_mount(ctx)
     if mount is not None:  # its files' kept modes and mtimes go along
         is_dir = (await ctx.repo.mfs.stat(target)).get("Type") == "directory"

@@ -232,6 +232,8 @@ class VFS(OpenFiles, Copies):
         mount, sub = self.route(path)
         self._writable(mount, path)
         attr = await mount.mkdir(sub)
+        if self.write_back.given_up:  # a kept write of that name is replaced
+            await self.write_back.superseded(mount.name, sub)
         self.inodes.detach(path)
         return self._entry(self.inodes.remember(path, attr), mount, attr)
 
@@ -254,6 +256,8 @@ class VFS(OpenFiles, Copies):
         if not mount.capabilities.symlinks:
             raise McpfsError(f"/{path}: symlinks not supported", errno=errno.EPERM)
         attr = await mount.symlink(sub, target)
+        if self.write_back.given_up:  # a kept write of that name is replaced
+            await self.write_back.superseded(mount.name, sub)
         self.inodes.detach(path)
         return self._entry(self.inodes.remember(path, attr), mount, attr)
 

@@ -278,10 +278,14 @@ class WriteBack:
         since its write-back was given up: the kept spool must not be committed over that
         at the next start (its row and spool are removed)."""
         prefix = sub + "/"
-        gone = [key for key in self.given_up if key == (mount, sub) or (
-            below and key[0] == mount and key[1].startswith(prefix))]
-        for key in gone:
-            await self._drop(key, *self.given_up.pop(key))
+        gone = [(key, entry) for key, entry in self.given_up.items() if key == (mount, sub)
+                or (below and key[0] == mount and key[1].startswith(prefix))]
+        for key, entry in gone:
+            if self.given_up.get(key) != entry:  # (dropped, or replaced, meanwhile)
+                continue
+            del self.given_up[key]
+            with trio.CancelScope(shield=True):  # never unregistered with the row left
+                await self._drop(key, *entry)
 
     async def _drop(self, key: tuple[str, str], row: int, spool: str) -> None:
         """Remove a superseded kept write's row and spool. A failure (a full disk: SQLite

@@ -66,3 +66,31 @@ async def test_a_transfer_supersedes_a_kept_write(drv, monkeypatch):
     await nothing_replayed(drv)
     assert await drv.repo.mfs.read("/t") == b"newer"
     bridge.db.close()
+
+
+async def test_a_move_onto_itself_keeps_the_kept_write_and_paths_are_normalised(
+        drv, monkeypatch):
+    """``files mv /d/r /d/`` moves nothing: the kept write of /d/r stays (the next start
+    commits it). ``files cp`` to ``/./c`` is the path ``c`` and supersedes its kept write."""
+    ctx = Ctx(drv.repo, Stats(), vfs=drv.vfs)
+    await drv.repo.mfs.write("/d/r", b"committed", create=True, parents=True)
+    await failed_close(drv, monkeypatch, "d/r")
+    await routes_files.files_mv(ctx, arg=["/d/r", "/d/"], flush=True)
+    assert [r.path for r in drv.vfs.journal.pending()] == ["d/r"]
+    await failed_close(drv, monkeypatch, "c")
+    assert [r.path for r in drv.vfs.journal.pending()] == ["d/r", "c"]
+    newer = add_bytes(drv.repo, b"newer").cid
+    await routes_files.files_cp(ctx, arg=[f"/ipfs/{newer}", "/./c"], parents=False,
+                                flush=True)
+    assert [r.path for r in drv.vfs.journal.pending()] == ["d/r"]
+
+
+async def test_a_symlink_or_directory_made_at_a_kept_path_supersedes_it(drv, monkeypatch):
+    for name in ("s", "m"):
+        await kept_write(drv, monkeypatch, name)
+        folder = await drv.ino("mfs")
+        if name == "s":
+            await drv.vfs.symlink(folder, name, "target")
+        else:
+            await drv.vfs.mkdir(folder, name)
+        await nothing_replayed(drv)

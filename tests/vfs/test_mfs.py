@@ -362,7 +362,12 @@ async def failed_close(drv, monkeypatch, name: str = "f") -> None:
     """A new /mfs/``name`` (b"older") whose close() returns EIO: its spool is kept, with a
     failed journal row, for the next start."""
     monkeypatch.setattr(drv.vfs.mounts["mfs"], "commit", broken_commit)
-    fh, _ = await drv.vfs.create(await drv.ino("mfs"), name, os.O_WRONLY | os.O_CREAT)
+    parent, base = await drv.parent(f"mfs/{name}")
+    try:  # as the kernel does: an existing name is opened with O_TRUNC, a new one created
+        fh, _ = await drv.vfs.open((await drv.vfs.lookup(parent, base)).ino,
+                                   os.O_WRONLY | os.O_TRUNC)
+    except McpfsError:
+        fh, _ = await drv.vfs.create(parent, base, os.O_WRONLY | os.O_CREAT)
     await drv.vfs.write(fh, 0, b"older")
     assert await drv.errno_of(drv.vfs.flush(fh)) == errno.EIO
     await drv.vfs.release(fh)
