@@ -241,9 +241,7 @@ class Transfers:
                     route = await self._through_part(job, dm, ds, reader, source)
         finally:
             await reader.close()
-        write_back = self.vfs.write_back  # a kept failed write of the path is superseded
-        if write_back.given_up:
-            await write_back.superseded(dm.name, ds)
+        await self.vfs.write_back.superseded(dm.name, ds)  # a kept failed write of the path
         stats = self.bridge.stats
         if stats is not None and hasattr(stats, "bridge"):
             stats.bridge(route, route != "stream", job.total)

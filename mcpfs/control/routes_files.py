@@ -90,7 +90,7 @@ async def _supersede(ctx: Ctx, path: str, below: bool = False) -> None:
     """What a failed commit through the mount kept for the next start at the MFS ``path``
     (``below``: or under it) is superseded by this change (vfs/write_back.py: kept())."""
     write_back = getattr(ctx.vfs, "write_back", None)
-    if write_back is not None and write_back.given_up:
+    if write_back is not None:
         await write_back.superseded("mfs", posixpath.normpath("/" + path).strip("/"),
                                     below=below)
 

@@ -191,8 +191,7 @@ class OpenFiles:
         of.node.cache_id = None  # new content: the next open drops the kernel's page cache
         with trio.CancelScope(shield=True):  # never leave a half-recorded commit behind
             await of.commit(sub)
-            if self.write_back.given_up:
-                await self.write_back.superseded(of.mount.name, sub)
+            await self.write_back.superseded(of.mount.name, sub)
 
 
 __all__ = ["OpenFiles"]

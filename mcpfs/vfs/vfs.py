@@ -232,8 +232,7 @@ class VFS(OpenFiles, Copies):
         mount, sub = self.route(path)
         self._writable(mount, path)
         attr = await mount.mkdir(sub)
-        if self.write_back.given_up:  # a kept write of that name is replaced
-            await self.write_back.superseded(mount.name, sub)
+        await self.write_back.superseded(mount.name, sub)  # a kept write of that name
         self.inodes.detach(path)
         return self._entry(self.inodes.remember(path, attr), mount, attr)
 
@@ -245,8 +244,7 @@ class VFS(OpenFiles, Copies):
         if self._pending_below(path):
             raise McpfsError(f"/{path}: directory not empty", errno=errno.ENOTEMPTY)
         await mount.rmdir(sub)
-        if self.write_back.given_up:
-            await self.write_back.superseded(mount.name, sub, below=True)
+        await self.write_back.superseded(mount.name, sub, below=True)
         self.inodes.detach(path)
 
     async def symlink(self, parent: int, name: str, target: str) -> Entry:
@@ -256,8 +254,7 @@ class VFS(OpenFiles, Copies):
         if not mount.capabilities.symlinks:
             raise McpfsError(f"/{path}: symlinks not supported", errno=errno.EPERM)
         attr = await mount.symlink(sub, target)
-        if self.write_back.given_up:  # a kept write of that name is replaced
-            await self.write_back.superseded(mount.name, sub)
+        await self.write_back.superseded(mount.name, sub)  # a kept write of that name
         self.inodes.detach(path)
         return self._entry(self.inodes.remember(path, attr), mount, attr)
 
@@ -269,8 +266,7 @@ class VFS(OpenFiles, Copies):
         of = self._pending_at(path)
         if of is None or of.writer.existed:  # a never-committed file exists only here
             await mount.unlink(sub)
-        if self.write_back.given_up:
-            await self.write_back.superseded(mount.name, sub)
+        await self.write_back.superseded(mount.name, sub)
         if of is not None:
             of.unlinked = True
             await of.drop_row()
@@ -310,8 +306,7 @@ class VFS(OpenFiles, Copies):
         if dst is not None:
             dst.unlinked = True
             await dst.drop_row()
-        if self.write_back.given_up:  # what was kept for the replaced name
-            await self.write_back.superseded(m_new.name, s_new, below=True)
+        await self.write_back.superseded(m_new.name, s_new, below=True)  # what was kept
         self.inodes.rename(old, new)
         await self._move_rows(new)
         if self.bridge is not None:

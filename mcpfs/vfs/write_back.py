@@ -276,7 +276,10 @@ class WriteBack:
     async def superseded(self, mount: str, sub: str, below: bool = False) -> None:
         """The path (``below``: or a path under it) was written again, removed or replaced
         since its write-back was given up: the kept spool must not be committed over that
-        at the next start (its row and spool are removed)."""
+        at the next start (its row and spool are removed). Nothing kept (the usual case):
+        returns at once, so every change of a path may call it."""
+        if not self.given_up:
+            return
         prefix = sub + "/"
         gone = [(key, entry) for key, entry in self.given_up.items() if key == (mount, sub)
                 or (below and key[0] == mount and key[1].startswith(prefix))]
@@ -290,7 +293,7 @@ class WriteBack:
     async def _drop(self, key: tuple[str, str], row: int, spool: str) -> None:
         """Remove a superseded kept write's row and spool. A failure (a full disk: SQLite
         cannot write) is logged, not raised (the caller's write succeeded); the row then
-        stays for the next start, whose later row of the path supersedes it there."""
+        stays, and the next start replays it (the newer write's row is gone by then)."""
         try:
             if self.vfs.journal is not None:
                 await self.vfs.journal.remove(row)
