@@ -40,14 +40,18 @@ def weed_binary() -> str | None:
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct free loopback ports (all bound at once, then released)."""
+    """``n`` distinct free loopback ports (all bound at once, then released), no two of them
+    10000 apart: weed mini refuses a port that another service's default gRPC port (its
+    port + 10000) would take, even when that gRPC port is given explicitly."""
     socks, ports = [], []
     try:
         while len(ports) < n:
             s = socket.socket()
             s.bind(("127.0.0.1", 0))
             socks.append(s)
-            ports.append(s.getsockname()[1])
+            p = s.getsockname()[1]
+            if p + 10000 not in ports and p - 10000 not in ports:
+                ports.append(p)
     finally:
         for s in socks:
             s.close()
@@ -101,7 +105,11 @@ def s3_server(tmp_path_factory):
     os.chmod(ident, 0o600)
     (master, master_g, volume, volume_g, filer, filer_g, s3, s3_g, iceberg, lance,
      webdav) = free_ports(11)
+    taken = {p + d for p in (master, master_g, volume, volume_g, filer, filer_g, s3, s3_g,
+                             iceberg, lance, webdav) for d in (0, 10000, -10000)}
     admin = port_pair()
+    while admin in taken or admin + 10000 in taken:
+        admin = port_pair()
     args = [weed, "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.config={ident}", f"-master.port={master}", f"-master.port.grpc={master_g}",
             f"-volume.port={volume}", f"-volume.port.grpc={volume_g}",
