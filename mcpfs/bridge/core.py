@@ -3,7 +3,9 @@
 Every file read to its end through the mount (a :class:`~.identity.ReadTracker` per read
 handle) and every file committed gets a *content identity*: its CID under the bridge's
 import profile (``[bridge] profile``, default the MFS import params, i.e. kubo's
-defaults), recorded in the provenance DB as identity -> location (db.py).
+defaults), recorded in the provenance DB as identity -> location (db.py). A read of /ipfs or
+/mfs whose DAG's CID has the profile's form takes that CID as its identity without hashing
+(``in_profile_form``).
 
 When a write commits, :meth:`Bridge.before_commit` computes the identity of the written
 bytes (from the streaming import or hash that ran while they were written, else by hashing
@@ -40,7 +42,7 @@ from typing import Any, Final
 
 import trio
 
-from ..backends.ipfs.cid import CID
+from ..backends.ipfs.cid import CID, DAG_PB, RAW
 from ..backends.ipfs.importer import ImportParams
 from ..backends.ipfs.stream_import import StreamImport, hash_pieces
 from ..errors import McpfsError
@@ -65,6 +67,20 @@ def location_of(mount: str, sub: str) -> str:
 
 def ipfs_location(cid: str) -> str:
     return f"/ipfs/{cid}"
+
+
+def in_profile_form(root: CID, size: int, params: ImportParams) -> bool:
+    """Whether the DAG ``root`` of a ``size``-byte file has the CID the profile ``params``
+    gives such a file (version, codec, hash function): then its CID is taken as the file's
+    identity, as the profile's import of files made with kubo's defaults gives it, and the
+    read is not hashed again. A DAG of this form built with other chunking gets its own CID
+    as identity: a CID names exactly one content, so no other bytes can ever match it; only
+    a match with the profile's identity of the same bytes is missed."""
+    if root.version != params.cid_version or root.hash_code != params.hash_code:
+        return False
+    if size <= params.chunk_size and params.uses_raw_leaves:
+        return root.codec == RAW
+    return root.codec == DAG_PB
 
 
 def plain_version(version: str | None) -> str | None:
@@ -134,6 +150,10 @@ class Bridge:
         if identity is None and ipfs_cid is not None:
             dag = self.db.cached(ipfs_location(ipfs_cid))
             identity = dag.identity if dag is not None else None
+        if identity is None and ipfs_cid is not None and ipfs_cid == version:
+            dag = getattr(reader, "cid", None)  # /ipfs and /mfs serve this DAG's bytes
+            if isinstance(dag, CID) and in_profile_form(dag, size, self.params):
+                identity = ipfs_cid  # see in_profile_form: no hashing of every first read
         tracker = ReadTracker(location, version, size, self.params, self._read_done,
                               pid=pid, ipfs_cid=ipfs_cid, identity=identity)
         if pid is not None:

@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from mcpfs.backends.ipfs.importer import PROFILES
+from mcpfs.backends.ipfs.stream_import import StreamImport
 from mcpfs.bridge import Bridge, ProvenanceDB
 from mcpfs.config import paths
 from mcpfs.mounts import build_mounts
@@ -154,6 +155,34 @@ async def test_reads_and_commits_are_recorded(bridged, repo):
     assert bridge.db.lookup_sync(f"/ipfs/{other}").identity == cid  # same bytes
     assert {r.location for r in bridge.db.locations_sync(cid)} >= {
         "/mfs/r.bin", f"/ipfs/{cid}", f"/ipfs/{other}"}
+
+
+async def test_a_dag_in_the_profiles_form_is_not_hashed_again_when_read(bridged, repo,
+                                                                       monkeypatch):
+    """/ipfs and /mfs serve a local DAG's bytes: when its CID has the profile's form, that
+    CID is the identity and the read is not hashed (a CIDv1 DAG under a CIDv0 profile still
+    is: test_reads_and_commits_are_recorded)."""
+    drv, bridge = bridged
+    data = pattern_bytes(2_000_000, 9)
+    cid = str(add_bytes(repo, data, bridge.params).cid)  # added outside: nothing recorded
+    hashed = []
+    real = StreamImport.hashing
+
+    def counting(*args, **kwargs):
+        hashed.append(args)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(StreamImport, "hashing", staticmethod(counting))
+    rfh, _ = await drv.vfs.open(await drv.ino(f"ipfs/{cid}"), os.O_RDONLY, PID)
+    off = 0
+    while chunk := await drv.vfs.read(rfh, off, 128 * 1024):
+        off += len(chunk)
+    assert off == len(data)
+    assert drv.vfs.handles.get(rfh).tracker.identity == cid
+    await drv.vfs.release(rfh)
+    assert hashed == []
+    await copy(drv, f"ipfs/{cid}", "mfs/c.bin")  # a copy of it is still recognised
+    assert await drv.vfs.getxattr(await drv.ino("mfs/c.bin"), "user.mcpfs.source") == \
+        f"/ipfs/{cid}".encode()
 
 
 # ---------------------------------------------------------------- checked copies
