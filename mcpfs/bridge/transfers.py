@@ -229,6 +229,9 @@ class Transfers:
     async def _copy(self, job: Job) -> str:
         sm, ss = self.vfs.route(job.src.strip("/"))
         dm, ds = self.vfs.route(job.dst.strip("/"))
+        # a write of the destination still queued for upload (write-back, or adopted from
+        # the last run) lands first: landing after this copy, it would replace its bytes
+        await self.vfs.write_back.settle(job.dst.strip("/"))
         reader = await sm.open_read(ss)
         try:
             source = self._source(sm.name, ss, reader, job.total)

@@ -12,14 +12,20 @@ import pytest
 import trio
 
 from mcpfs.backends.s3 import UPLOAD_SUFFIX
+from mcpfs.bridge.transfers import Transfers
+from mcpfs.config import paths
+from mcpfs.daemon import build_bridge
 from mcpfs.errors import McpfsError
+from mcpfs.mounts import build_mounts
 from mcpfs.mounts.base import FILE, Attr
 from mcpfs.mounts.s3 import S3Mount
 from mcpfs.mounts.s3_times import mtime_text
 from mcpfs.vfs import VFS
 from mcpfs.vfs.inodes import ROOT_INODE
 from mcpfs.vfs.journal import COMMITTING, FAILED, Journal
+from mcpfs.stats import Stats
 from mcpfs.vfs.write_back import UPLOADS
+from tests.vfs.conftest import add_bytes, repo  # noqa: F401 - repo: a fixture
 
 from .conftest import make_backend
 
@@ -638,3 +644,36 @@ async def test_a_second_refused_write_supersedes_the_first(wb, s3_server, raw, t
     assert journal.pending() == []
     assert await restart_and_upload(s3_server, journal, tmp_path / "spool") == []
     assert raw.get_object(Bucket=bucket, Key="d")["Body"].read() == b"landed"
+
+
+async def test_mcpfs_cp_waits_for_a_pending_upload_of_its_destination(wb, raw, repo):
+    """``mcpfs cp`` (the bridge's transfers) onto a file whose upload is still queued: the
+    queued upload lands first, the copy after it, so the object ends as the copy."""
+    vfs, mount, journal, bucket = wb
+    first = trio.Event()
+    real = mount.commit
+    held = []
+
+    async def hold_the_first(writer):  # the write-back's upload waits; later commits pass
+        if not held:
+            held.append(writer)
+            await first.wait()
+        return await real(writer)
+    mount.commit = hold_the_first
+    await write(vfs, f"s3/{bucket}/t", b"older, written through the mount")
+    bridge = build_bridge(paths().state_dir, repo, None, Stats())
+    vfs.mounts.update({k: v for k, v in build_mounts(repo).items() if k == "ipfs"})
+    vfs.bridge = bridge
+    bridge.transfers = Transfers(bridge, vfs, paths().cache_dir)
+    newer = add_bytes(repo, b"newer, copied by mcpfs cp").cid
+    async with trio.open_nursery() as nursery:
+        await nursery.start(bridge.transfers.serve)
+        ids = await bridge.transfers.submit(f"/ipfs/{newer}", f"/s3/{bucket}/t")
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(held) == 1  # the copy has not gone ahead of the queued upload
+        first.set()
+        await bridge.transfers.wait(ids)
+        nursery.cancel_scope.cancel()
+    await vfs.write_back.drain()
+    assert raw.get_object(Bucket=bucket, Key="t")["Body"].read() == b"newer, copied by mcpfs cp"
+    bridge.db.close()
