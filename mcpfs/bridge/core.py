@@ -4,8 +4,8 @@ Every file read to its end through the mount (a :class:`~.identity.ReadTracker` 
 handle) and every file committed gets a *content identity*: its CID under the bridge's
 import profile (``[bridge] profile``, default the MFS import params, i.e. kubo's
 defaults), recorded in the provenance DB as identity -> location (db.py). A read of /ipfs or
-/mfs whose DAG's CID has the profile's form takes that CID as its identity without hashing
-(``in_profile_form``).
+/mfs whose DAG's CID has the profile's form is not hashed: a copy that needs its identity
+compares that CID first, else hashes the DAG (``in_profile_form``).
 
 When a write commits, :meth:`Bridge.before_commit` computes the identity of the written
 bytes (from the streaming import or hash that ran while they were written, else by hashing
@@ -71,11 +71,11 @@ def ipfs_location(cid: str) -> str:
 
 def in_profile_form(root: CID, size: int, params: ImportParams) -> bool:
     """Whether the DAG ``root`` of a ``size``-byte file has the CID the profile ``params``
-    gives such a file (version, codec, hash function): then its CID is taken as the file's
-    identity, as the profile's import of files made with kubo's defaults gives it, and the
-    read is not hashed again. A DAG of this form built with other chunking gets its own CID
-    as identity: a CID names exactly one content, so no other bytes can ever match it; only
-    a match with the profile's identity of the same bytes is missed."""
+    gives such a file (version, codec, hash function). Such a DAG is most likely the
+    profile's import of its bytes (kubo's defaults), its CID their identity: its reads are
+    not hashed again. Nothing takes that for granted: a copy that needs the identity first
+    compares the CID with the written bytes' identity, and only if they differ hashes the
+    DAG from the blockstore (``_match``: ``_dag_identity``, which records it)."""
     if root.version != params.cid_version or root.hash_code != params.hash_code:
         return False
     if size <= params.chunk_size and params.uses_raw_leaves:
@@ -150,12 +150,13 @@ class Bridge:
         if identity is None and ipfs_cid is not None:
             dag = self.db.cached(ipfs_location(ipfs_cid))
             identity = dag.identity if dag is not None else None
+        hash_reads = True
         if identity is None and ipfs_cid is not None and ipfs_cid == version:
             dag = getattr(reader, "cid", None)  # /ipfs and /mfs serve this DAG's bytes
-            if isinstance(dag, CID) and in_profile_form(dag, size, self.params):
-                identity = ipfs_cid  # see in_profile_form: no hashing of every first read
+            hash_reads = not (isinstance(dag, CID) and in_profile_form(dag, size, self.params))
         tracker = ReadTracker(location, version, size, self.params, self._read_done,
-                              pid=pid, ipfs_cid=ipfs_cid, identity=identity)
+                              pid=pid, ipfs_cid=ipfs_cid, identity=identity,
+                              hash_reads=hash_reads)
         if pid is not None:
             now = trio.current_time()
             mine = [t for t in self._readers.get(pid, ())

@@ -43,7 +43,8 @@ _WAITERS: Final = threading.Lock()  # guards making and setting a tracker's ``_w
 class ReadTracker:
     def __init__(self, location: str, version: str | None, size: int, params: ImportParams,
                  on_done: Callable[[ReadTracker, str], None], *, pid: int | None = None,
-                 ipfs_cid: str | None = None, identity: str | None = None) -> None:
+                 ipfs_cid: str | None = None, identity: str | None = None,
+                 hash_reads: bool = True) -> None:
         self.location = location
         self.version = version
         self.size = size
@@ -53,11 +54,12 @@ class ReadTracker:
         self._on_done = on_done
         self._next = 0  # the next offset expected in order
         self._ordered = True  # every read so far fitted the in-order stream
-        self._hashing = identity is None
+        self._hashing = identity is None and hash_reads  # (hash_reads: see core.py)
         self._head: list[bytes] = []  # pieces before the hasher starts (or all, if small)
         self._ahead: dict[int, bytes] = {}
         self._stream: StreamImport | None = None
-        self._finished = identity is not None  # the identity is final (see the docstring)
+        # the identity is final (see the docstring): known, or never to come from the reads
+        self._finished = not self._hashing
         self._waiter: threading.Event | None = None
         self._result: str | None = identity
         self.window: deque[tuple[int, bytes]] | None = None  # kept for a CopyCheck

@@ -3,6 +3,7 @@ bytes elsewhere (what cp does) gets the native route; other writes are unchanged
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -159,9 +160,9 @@ async def test_reads_and_commits_are_recorded(bridged, repo):
 
 async def test_a_dag_in_the_profiles_form_is_not_hashed_again_when_read(bridged, repo,
                                                                        monkeypatch):
-    """/ipfs and /mfs serve a local DAG's bytes: when its CID has the profile's form, that
-    CID is the identity and the read is not hashed (a CIDv1 DAG under a CIDv0 profile still
-    is: test_reads_and_commits_are_recorded)."""
+    """/ipfs and /mfs serve a local DAG's bytes: when its CID has the profile's form, the
+    read is not hashed (a CIDv1 DAG under a CIDv0 profile still is:
+    test_reads_and_commits_are_recorded); a copy compares that CID with its own identity."""
     drv, bridge = bridged
     data = pattern_bytes(2_000_000, 9)
     cid = str(add_bytes(repo, data, bridge.params).cid)  # added outside: nothing recorded
@@ -177,12 +178,30 @@ async def test_a_dag_in_the_profiles_form_is_not_hashed_again_when_read(bridged,
     while chunk := await drv.vfs.read(rfh, off, 128 * 1024):
         off += len(chunk)
     assert off == len(data)
-    assert drv.vfs.handles.get(rfh).tracker.identity == cid
+    assert drv.vfs.handles.get(rfh).tracker.settled
     await drv.vfs.release(rfh)
     assert hashed == []
     await copy(drv, f"ipfs/{cid}", "mfs/c.bin")  # a copy of it is still recognised
     assert await drv.vfs.getxattr(await drv.ino("mfs/c.bin"), "user.mcpfs.source") == \
         f"/ipfs/{cid}".encode()
+    bridge.db.flush()
+    assert bridge.db.lookup_sync("/mfs/c.bin").identity == cid  # the profile's, not assumed
+
+
+async def test_a_dag_of_the_profiles_form_made_otherwise_gets_its_true_identity(bridged,
+                                                                               repo):
+    """A CIDv0 DAG of other chunking: its CID is not the profile's identity of its bytes. A
+    copy of it hashes the DAG (once) and records the profile's identity, never the CID."""
+    drv, bridge = bridged
+    data = pattern_bytes(700_000, 10)
+    other = str(add_bytes(repo, data, dataclasses.replace(bridge.params,
+                                                          chunk_size=100_000)).cid)
+    true = only_hash(data)
+    assert other != true and other.startswith("Qm")
+    await copy(drv, f"ipfs/{other}", "mfs/o.bin")
+    bridge.db.flush()
+    assert bridge.db.lookup_sync("/mfs/o.bin").identity == true
+    assert bridge.db.lookup_sync(f"/ipfs/{other}").identity == true
 
 
 # ---------------------------------------------------------------- checked copies
