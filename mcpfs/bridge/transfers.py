@@ -129,6 +129,9 @@ class Transfers:
     async def submit(self, src: str, dst: str, recursive: bool = False) -> list[int]:
         """Plan and start the copy of ``src`` to ``dst`` (paths in the mount, "/s3/b/k");
         the job ids, one per file. Bad paths raise McpfsError (ENOENT, EISDIR...)."""
+        write_back = self.vfs.write_back  # what is queued lands before the plan looks
+        await write_back.settle(norm(src).strip("/"))
+        await write_back.settle(norm(dst).strip("/"))
         pairs = await self._plan(norm(src), norm(dst), recursive)
         ids = []
         for s, d, size in pairs:
@@ -229,9 +232,10 @@ class Transfers:
     async def _copy(self, job: Job) -> str:
         sm, ss = self.vfs.route(job.src.strip("/"))
         dm, ds = self.vfs.route(job.dst.strip("/"))
-        # a write of the destination still queued for upload (write-back, or adopted from
-        # the last run) lands first: landing after this copy, it would replace its bytes
-        await self.vfs.write_back.settle(job.dst.strip("/"))
+        # writes of either path still queued for upload (write-back, or adopted from the
+        # last run) land first: landing after this copy, they would replace its bytes
+        await self.vfs.write_back.outside_read(job.src.strip("/"))
+        await self.vfs.write_back.outside_write(job.dst.strip("/"))
         reader = await sm.open_read(ss)
         try:
             source = self._source(sm.name, ss, reader, job.total)

@@ -39,6 +39,7 @@ at most ``QUEUED`` files wait (``room``, a Semaphore: close() waits beyond it).
 
 from __future__ import annotations
 
+import errno
 import logging
 import sqlite3
 from collections import deque
@@ -312,6 +313,29 @@ class WriteBack:
             if not waits:
                 return
             await waits[0].wait()
+
+    async def outside_write(self, path: str) -> None:
+        """A copy made outside the mount (``mcpfs cp``) is about to replace ``path``: a
+        queued upload of it lands first, and one waiting to be tried again is dropped (the
+        copy replaces those bytes; retried later, they would replace the copy's)."""
+        await self.settle(path)
+        of = self.vfs._pending_at(path)
+        if of is not None and of.retry_waiting and of.handles <= 0:
+            of.unlinked = True  # (its retry closes it: write_back.py _retry_later)
+            await of.drop_row()
+            self.vfs.inodes.detach(path)
+            log.info("/%s: the upload waiting to be tried again is replaced by a copy", path)
+
+    async def outside_read(self, path: str) -> None:
+        """A copy made outside the mount is about to read ``path``: a queued upload of it
+        lands first. One waiting to be tried again holds bytes the backend does not have:
+        EBUSY, rather than copying the older object."""
+        await self.settle(path)
+        of = self.vfs._pending_at(path)
+        if of is not None and of.retry_waiting:
+            raise McpfsError(f"/{path}: written through the mount, its upload not done yet "
+                             "(tried again later); copy it once it is uploaded",
+                             errno=errno.EBUSY)
 
     async def drain(self) -> None:
         """Wait for every queued commit (shutdown; adopted files not started, e.g. when

@@ -4,6 +4,7 @@ kill -9 between close() and the upload is in tests/fuse/test_s3_recovery.py."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -646,9 +647,25 @@ async def test_a_second_refused_write_supersedes_the_first(wb, s3_server, raw, t
     assert raw.get_object(Bucket=bucket, Key="d")["Body"].read() == b"landed"
 
 
+@contextlib.asynccontextmanager
+async def transfers_of(vfs: VFS, repo):
+    """``mcpfs cp`` (the bridge's transfers) over ``vfs``, /ipfs of ``repo`` added."""
+    bridge = build_bridge(paths().state_dir, repo, None, Stats())
+    vfs.mounts.update({k: v for k, v in build_mounts(repo).items() if k == "ipfs"})
+    vfs.bridge = bridge
+    bridge.transfers = Transfers(bridge, vfs, paths().cache_dir)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(bridge.transfers.serve)
+            yield bridge.transfers
+            nursery.cancel_scope.cancel()
+    finally:
+        bridge.db.close()
+
+
 async def test_mcpfs_cp_waits_for_a_pending_upload_of_its_destination(wb, raw, repo):
-    """``mcpfs cp`` (the bridge's transfers) onto a file whose upload is still queued: the
-    queued upload lands first, the copy after it, so the object ends as the copy."""
+    """``mcpfs cp`` onto a file whose upload is still queued: the queued upload lands
+    first, the copy after it, so the object ends as the copy."""
     vfs, mount, journal, bucket = wb
     first = trio.Event()
     real = mount.commit
@@ -661,19 +678,46 @@ async def test_mcpfs_cp_waits_for_a_pending_upload_of_its_destination(wb, raw, r
         return await real(writer)
     mount.commit = hold_the_first
     await write(vfs, f"s3/{bucket}/t", b"older, written through the mount")
-    bridge = build_bridge(paths().state_dir, repo, None, Stats())
-    vfs.mounts.update({k: v for k, v in build_mounts(repo).items() if k == "ipfs"})
-    vfs.bridge = bridge
-    bridge.transfers = Transfers(bridge, vfs, paths().cache_dir)
     newer = add_bytes(repo, b"newer, copied by mcpfs cp").cid
-    async with trio.open_nursery() as nursery:
-        await nursery.start(bridge.transfers.serve)
-        ids = await bridge.transfers.submit(f"/ipfs/{newer}", f"/s3/{bucket}/t")
-        await trio.testing.wait_all_tasks_blocked()
-        assert len(held) == 1  # the copy has not gone ahead of the queued upload
-        first.set()
-        await bridge.transfers.wait(ids)
-        nursery.cancel_scope.cancel()
+    async with transfers_of(vfs, repo) as transfers:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transfers.submit, f"/ipfs/{newer}", f"/s3/{bucket}/t")
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(held) == 1  # the copy has not gone ahead of the queued upload
+            first.set()
+        await transfers.wait(list(transfers.jobs))
     await vfs.write_back.drain()
     assert raw.get_object(Bucket=bucket, Key="t")["Body"].read() == b"newer, copied by mcpfs cp"
-    bridge.db.close()
+
+
+async def test_mcpfs_cp_over_an_upload_waiting_for_a_retry_replaces_it(wb, raw, repo):
+    """An upload that failed 4 times waits for its next round: ``mcpfs cp`` onto that path
+    drops it (retried later, it would replace the copy), and copying from it is EBUSY
+    (the server has only the older object)."""
+    vfs, mount, journal, bucket = wb
+    vfs.write_back.retry_later = 1.5  # the copies below come first
+
+    async def broken(writer):
+        raise McpfsError("backend down", errno=errno.EIO)
+    real = mount.commit
+    mount.commit = broken
+    raw.put_object(Bucket=bucket, Key="src", Body=b"older source")
+    await write(vfs, f"s3/{bucket}/src", b"source written through the mount")
+    await write(vfs, f"s3/{bucket}/dst", b"older, written through the mount")
+    await vfs.write_back.drain()
+    mount.commit = real
+    newer = add_bytes(repo, b"newer, copied by mcpfs cp").cid
+    async with transfers_of(vfs, repo) as transfers:
+        ids = await transfers.submit(f"/ipfs/{newer}", f"/s3/{bucket}/dst")
+        await transfers.wait(ids)
+        ids = await transfers.submit(f"/s3/{bucket}/src", f"/s3/{bucket}/copy")
+        await transfers.wait(ids)
+        assert "not done yet" in str(transfers.jobs[ids[0]].error)
+    await trio.sleep(1.7)  # the retry round
+    await vfs.write_back.drain()
+    assert raw.get_object(Bucket=bucket, Key="dst")["Body"].read() == \
+        b"newer, copied by mcpfs cp"
+    assert raw.get_object(Bucket=bucket, Key="src")["Body"].read() == \
+        b"source written through the mount"
+    assert await read(vfs, f"s3/{bucket}/dst") == b"newer, copied by mcpfs cp"
+    assert [r.path for r in journal.pending()] == []
