@@ -236,12 +236,15 @@ class WriteBack:
         """After ``RETRY_LATER`` s, queue a file whose upload failed ``ATTEMPTS`` times
         again, unless a writer took it meanwhile (its close queues it), it was removed
         (closed here: nothing to upload) or it is no longer this VFS's (a shutdown
-        committed it). Until then it is an ordinary pending file, not waited for: it is
+        committed it); a reader holding it then puts it off by a round. Until then it is an ordinary pending file, not waited for: it is
         listed and read as written, a writer continues from its bytes, ``rm`` drops it."""
-        await trio.sleep(self.retry_later)
-        if self.vfs.open_files.get(of.node.ino) is not of or of.handles > 0 \
-                or of in self._pending:
-            return
+        while True:
+            await trio.sleep(self.retry_later)
+            if self.vfs.open_files.get(of.node.ino) is not of or of.writers > 0 \
+                    or of in self._pending:
+                return
+            if of.handles <= 0:
+                break  # (readers only: the next round; a reader's close queues nothing)
         of.retry_waiting = False
         if of.unlinked or not of.dirty or not of.node.attached:
             await self.vfs._close_open_file(of)
@@ -316,25 +319,23 @@ class WriteBack:
 
     async def outside_write(self, path: str) -> None:
         """A copy made outside the mount (``mcpfs cp``) is about to replace ``path``: a
-        queued upload of it lands first, and one waiting to be tried again is dropped (the
-        copy replaces those bytes; retried later, they would replace the copy's)."""
-        await self.settle(path)
-        of = self.vfs._pending_at(path)
-        if of is not None and of.retry_waiting and of.handles <= 0:
-            of.unlinked = True  # (its retry closes it: write_back.py _retry_later)
-            await of.drop_row()
-            self.vfs.inodes.detach(path)
-            log.info("/%s: the upload waiting to be tried again is replaced by a copy", path)
+        queued upload of it lands first. One waiting to be tried again is EBUSY: dropped
+        for the copy, it would be lost if the copy failed too (the server is failing), and
+        retried after the copy, it would replace it; ``rm`` it, or copy once it landed."""
+        await self._not_waiting_retry(path, "copy over it")
 
     async def outside_read(self, path: str) -> None:
         """A copy made outside the mount is about to read ``path``: a queued upload of it
         lands first. One waiting to be tried again holds bytes the backend does not have:
         EBUSY, rather than copying the older object."""
+        await self._not_waiting_retry(path, "copy it")
+
+    async def _not_waiting_retry(self, path: str, what: str) -> None:
         await self.settle(path)
         of = self.vfs._pending_at(path)
         if of is not None and of.retry_waiting:
             raise McpfsError(f"/{path}: written through the mount, its upload not done yet "
-                             "(tried again later); copy it once it is uploaded",
+                             f"(tried again later); {what} once it is uploaded",
                              errno=errno.EBUSY)
 
     async def drain(self) -> None:

@@ -690,10 +690,11 @@ async def test_mcpfs_cp_waits_for_a_pending_upload_of_its_destination(wb, raw, r
     assert raw.get_object(Bucket=bucket, Key="t")["Body"].read() == b"newer, copied by mcpfs cp"
 
 
-async def test_mcpfs_cp_over_an_upload_waiting_for_a_retry_replaces_it(wb, raw, repo):
-    """An upload that failed 4 times waits for its next round: ``mcpfs cp`` onto that path
-    drops it (retried later, it would replace the copy), and copying from it is EBUSY
-    (the server has only the older object)."""
+async def test_mcpfs_cp_of_or_over_an_upload_waiting_for_a_retry_is_ebusy(wb, raw, repo):
+    """An upload that failed 4 times waits for its next round. ``mcpfs cp`` onto that path
+    is EBUSY (dropped for the copy, it would be lost if the copy failed too; retried after,
+    it would replace the copy), and so is copying from it (the server has only the older
+    object). Nothing is lost: the round uploads it."""
     vfs, mount, journal, bucket = wb
     vfs.write_back.retry_later = 1.5  # the copies below come first
 
@@ -703,21 +704,45 @@ async def test_mcpfs_cp_over_an_upload_waiting_for_a_retry_replaces_it(wb, raw, 
     mount.commit = broken
     raw.put_object(Bucket=bucket, Key="src", Body=b"older source")
     await write(vfs, f"s3/{bucket}/src", b"source written through the mount")
-    await write(vfs, f"s3/{bucket}/dst", b"older, written through the mount")
+    await write(vfs, f"s3/{bucket}/dst", b"destination written through the mount")
     await vfs.write_back.drain()
     mount.commit = real
     newer = add_bytes(repo, b"newer, copied by mcpfs cp").cid
     async with transfers_of(vfs, repo) as transfers:
-        ids = await transfers.submit(f"/ipfs/{newer}", f"/s3/{bucket}/dst")
-        await transfers.wait(ids)
-        ids = await transfers.submit(f"/s3/{bucket}/src", f"/s3/{bucket}/copy")
-        await transfers.wait(ids)
-        assert "not done yet" in str(transfers.jobs[ids[0]].error)
-    await trio.sleep(1.7)  # the retry round
-    await vfs.write_back.drain()
+        into = await transfers.submit(f"/ipfs/{newer}", f"/s3/{bucket}/dst")
+        out = await transfers.submit(f"/s3/{bucket}/src", f"/s3/{bucket}/copy")
+        await transfers.wait(into + out)
+        for tid in into + out:
+            assert "not done yet" in str(transfers.jobs[tid].error)
+    with trio.fail_after(10):
+        while journal.pending():
+            await trio.sleep(0.05)
     assert raw.get_object(Bucket=bucket, Key="dst")["Body"].read() == \
-        b"newer, copied by mcpfs cp"
+        b"destination written through the mount"
     assert raw.get_object(Bucket=bucket, Key="src")["Body"].read() == \
         b"source written through the mount"
-    assert await read(vfs, f"s3/{bucket}/dst") == b"newer, copied by mcpfs cp"
-    assert [r.path for r in journal.pending()] == []
+    assert "Contents" not in raw.list_objects_v2(Bucket=bucket, Prefix="copy")
+
+
+async def test_a_reader_open_at_the_retry_round_puts_it_off_not_for_good(wb, raw):
+    """A reader holding a file whose upload waits for its retry when the round comes: the
+    round is put off (it used to end the retries for the run), and the upload lands."""
+    vfs, mount, journal, bucket = wb
+    vfs.write_back.retry_later = 0.3
+
+    async def broken(writer):
+        raise McpfsError("backend down", errno=errno.EIO)
+    real = mount.commit
+    mount.commit = broken
+    await write(vfs, f"s3/{bucket}/r", b"written through the mount")
+    await vfs.write_back.drain()
+    mount.commit = real
+    fh, _ = await vfs.open(await ino(vfs, f"s3/{bucket}/r"), os.O_RDONLY)
+    await trio.sleep(0.5)  # the round comes while it is open
+    assert await vfs.read(fh, 0, 100) == b"written through the mount"
+    await vfs.release(fh)
+    with trio.fail_after(10):
+        while journal.pending():
+            await trio.sleep(0.05)
+    assert raw.get_object(Bucket=bucket, Key="r")["Body"].read() == \
+        b"written through the mount"
