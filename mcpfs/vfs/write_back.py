@@ -236,8 +236,9 @@ class WriteBack:
         """After ``RETRY_LATER`` s, queue a file whose upload failed ``ATTEMPTS`` times
         again, unless a writer took it meanwhile (its close queues it), it was removed
         (closed here: nothing to upload) or it is no longer this VFS's (a shutdown
-        committed it); a reader holding it then puts it off by a round. Until then it is an ordinary pending file, not waited for: it is
-        listed and read as written, a writer continues from its bytes, ``rm`` drops it."""
+        committed it); a reader holding it then puts it off by a round. Until then it is
+        an ordinary pending file, not waited for: it is listed and read as written, a
+        writer continues from its bytes, ``rm`` drops it."""
         while True:
             await trio.sleep(self.retry_later)
             if self.vfs.open_files.get(of.node.ino) is not of or of.writers > 0 \
