@@ -105,6 +105,9 @@ class Transfers:
         self.jobs: dict[int, Job] = {}
         self._limit = trio.CapacityLimiter(PARALLEL_FILES)
         self._nursery: trio.Nursery | None = None
+        # set once serve runs: the control socket is up before the mount is live (and serve
+        # starts only then), so a cp sent meanwhile waits for it
+        self._serving = trio.Event()
 
     # ---------------------------------------------------------------- service
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -119,6 +122,7 @@ class Transfers:
                          row.src, row.dst, row.done, row.total)
                 self._launch(Job(row.id, row.src, row.dst, row.total))
             task_status.started()
+            self._serving.set()
             await trio.sleep_forever()
 
     def _launch(self, job: Job) -> None:
@@ -128,7 +132,9 @@ class Transfers:
 
     async def submit(self, src: str, dst: str, recursive: bool = False) -> list[int]:
         """Plan and start the copy of ``src`` to ``dst`` (paths in the mount, "/s3/b/k");
-        the job ids, one per file. Bad paths raise McpfsError (ENOENT, EISDIR...)."""
+        the job ids, one per file. Bad paths raise McpfsError (ENOENT, EISDIR...). Sent
+        while the daemon starts, before serve runs, it waits for serve."""
+        await self._serving.wait()
         write_back = self.vfs.write_back  # what is queued lands before the plan looks
         await write_back.settle(norm(src).strip("/"))
         await write_back.settle(norm(dst).strip("/"))

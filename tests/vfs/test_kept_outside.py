@@ -1,12 +1,14 @@
 """A write kept after a failed commit through the mount (vfs/write_back.py: kept()) is
 superseded by changes made outside the mount too: ``mcpfs files cp/rm/mv`` (the control
 routes, straight to MFS) and ``mcpfs cp`` (the bridge's transfers). Otherwise the next
-start would commit the older kept bytes over what those commands put there."""
+start would commit the older kept bytes over what those commands put there. (And a
+transfer sent before the transfers serve, while the daemon starts.)"""
 
 from __future__ import annotations
 
 
 import trio
+import trio.testing
 
 from mcpfs.bridge.transfers import Transfers
 from mcpfs.config import paths
@@ -94,3 +96,28 @@ async def test_a_symlink_or_directory_made_at_a_kept_path_supersedes_it(drv, mon
         else:
             await drv.vfs.mkdir(folder, name)
         await nothing_replayed(drv)
+
+
+async def test_a_transfer_sent_before_transfers_serve_waits_for_it(drv):
+    """The control socket is up before the mount is live, and transfers start only then:
+    a ``mcpfs cp`` sent meanwhile waits for them (it failed an assertion: HTTP 500)."""
+    bridge = build_bridge(paths().state_dir, drv.repo, None, Stats())
+    vfs = VFS(build_mounts(drv.repo), paths().cache_dir / "spool", drv.vfs.journal, bridge)
+    bridge.transfers = Transfers(bridge, vfs, paths().cache_dir)
+    newer = add_bytes(drv.repo, b"copied while the daemon started").cid
+    got = []
+
+    async def submit():
+        got.extend(await bridge.transfers.submit(f"/ipfs/{newer}", "/mfs/early"))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(submit)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []
+        await nursery.start(bridge.transfers.serve)
+        with trio.fail_after(10):
+            while not got:
+                await trio.sleep(0.01)
+        await bridge.transfers.wait(got)
+        nursery.cancel_scope.cancel()
+    assert await drv.repo.mfs.read("/early") == b"copied while the daemon started"
+    bridge.db.close()
