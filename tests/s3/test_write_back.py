@@ -238,6 +238,20 @@ async def test_a_failing_upload_stays_as_written_and_is_retried_until_it_lands(w
     assert not os.path.exists(rows[0].spool)
 
 
+async def write_until_retry_waits(vfs: VFS, mount: S3Mount, path: str, data: bytes) -> None:
+    """``write(path, data)`` while every upload fails (not a refusal): after its 4 tries the
+    file waits for its next round (``retry_later``); uploads work again after."""
+    async def broken(writer):
+        raise McpfsError("backend down", errno=errno.EIO)
+    real = mount.commit
+    mount.commit = broken
+    try:
+        await write(vfs, path, data)
+        await vfs.write_back.drain()
+    finally:
+        mount.commit = real
+
+
 async def test_a_write_to_a_file_waiting_for_a_retry_continues_from_its_bytes(wb, raw):
     """A writer of a file whose upload waits for its next round does not wait, and starts
     from what was written (appended here), never from the server's older version; `rm`
@@ -245,14 +259,7 @@ async def test_a_write_to_a_file_waiting_for_a_retry_continues_from_its_bytes(wb
     vfs, mount, journal, bucket = wb
     raw.put_object(Bucket=bucket, Key="f", Body=b"older")
     vfs.write_back.retry_later = 3600.0
-
-    async def broken(writer):
-        raise McpfsError("backend down", errno=errno.EIO)
-    real = mount.commit
-    mount.commit = broken
-    await write(vfs, f"s3/{bucket}/f", b"version 2")
-    await vfs.write_back.drain()
-    mount.commit = real
+    await write_until_retry_waits(vfs, mount, f"s3/{bucket}/f", b"version 2")
     fh, _ = await vfs.open(await ino(vfs, f"s3/{bucket}/f"), os.O_WRONLY | os.O_APPEND)
     await vfs.write(fh, 9, b" + more")
     await vfs.flush(fh)
@@ -260,9 +267,7 @@ async def test_a_write_to_a_file_waiting_for_a_retry_continues_from_its_bytes(wb
     await vfs.write_back.drain()
     assert raw.get_object(Bucket=bucket, Key="f")["Body"].read() == b"version 2 + more"
     assert journal.pending() == []
-    mount.commit = broken
-    await write(vfs, f"s3/{bucket}/new", b"never uploaded")
-    await vfs.write_back.drain()
+    await write_until_retry_waits(vfs, mount, f"s3/{bucket}/new", b"never uploaded")
     await vfs.unlink(await ino(vfs, f"s3/{bucket}"), "new")
     assert journal.pending() == []
 
@@ -697,16 +702,11 @@ async def test_mcpfs_cp_of_or_over_an_upload_waiting_for_a_retry_is_ebusy(wb, ra
     object). Nothing is lost: the round uploads it."""
     vfs, mount, journal, bucket = wb
     vfs.write_back.retry_later = 1.5  # the copies below come first
-
-    async def broken(writer):
-        raise McpfsError("backend down", errno=errno.EIO)
-    real = mount.commit
-    mount.commit = broken
     raw.put_object(Bucket=bucket, Key="src", Body=b"older source")
-    await write(vfs, f"s3/{bucket}/src", b"source written through the mount")
-    await write(vfs, f"s3/{bucket}/dst", b"destination written through the mount")
-    await vfs.write_back.drain()
-    mount.commit = real
+    await write_until_retry_waits(vfs, mount, f"s3/{bucket}/src",
+                                  b"source written through the mount")
+    await write_until_retry_waits(vfs, mount, f"s3/{bucket}/dst",
+                                  b"destination written through the mount")
     newer = add_bytes(repo, b"newer, copied by mcpfs cp").cid
     async with transfers_of(vfs, repo) as transfers:
         into = await transfers.submit(f"/ipfs/{newer}", f"/s3/{bucket}/dst")
@@ -729,14 +729,7 @@ async def test_a_reader_open_at_the_retry_round_puts_it_off_not_for_good(wb, raw
     round is put off (it used to end the retries for the run), and the upload lands."""
     vfs, mount, journal, bucket = wb
     vfs.write_back.retry_later = 0.3
-
-    async def broken(writer):
-        raise McpfsError("backend down", errno=errno.EIO)
-    real = mount.commit
-    mount.commit = broken
-    await write(vfs, f"s3/{bucket}/r", b"written through the mount")
-    await vfs.write_back.drain()
-    mount.commit = real
+    await write_until_retry_waits(vfs, mount, f"s3/{bucket}/r", b"written through the mount")
     fh, _ = await vfs.open(await ino(vfs, f"s3/{bucket}/r"), os.O_RDONLY)
     await trio.sleep(0.5)  # the round comes while it is open
     assert await vfs.read(fh, 0, 100) == b"written through the mount"
