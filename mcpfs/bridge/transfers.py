@@ -136,7 +136,7 @@ class Transfers:
         while the daemon starts, before serve runs, it waits for serve."""
         await self._serving.wait()
         write_back = self.vfs.write_back  # what is queued lands before the plan looks
-        await write_back.settle(norm(src).strip("/"))
+        await write_back.outside_read(norm(src).strip("/"), below=True)
         await write_back.settle(norm(dst).strip("/"))
         pairs = await self._plan(norm(src), norm(dst), recursive)
         ids = []

@@ -325,19 +325,23 @@ class WriteBack:
         retried after the copy, it would replace it; ``rm`` it, or copy once it landed."""
         await self._not_waiting_retry(path, "copy over it")
 
-    async def outside_read(self, path: str) -> None:
-        """A copy made outside the mount is about to read ``path``: a queued upload of it
-        lands first. One waiting to be tried again holds bytes the backend does not have:
-        EBUSY, rather than copying the older object."""
-        await self._not_waiting_retry(path, "copy it")
+    async def outside_read(self, path: str, below: bool = False) -> None:
+        """A copy made outside the mount is about to read ``path`` (``below``: or a file
+        under it: a recursive copy plans from the backend, which has not seen such a
+        file): a queued upload of it lands first. One waiting to be tried again holds
+        bytes the backend does not have: EBUSY, rather than copying the older object or
+        leaving it out."""
+        await self._not_waiting_retry(path, "copy it", below)
 
-    async def _not_waiting_retry(self, path: str, what: str) -> None:
+    async def _not_waiting_retry(self, path: str, what: str, below: bool = False) -> None:
         await self.settle(path)
-        of = self.vfs._pending_at(path)
-        if of is not None and of.retry_waiting:
-            raise McpfsError(f"/{path}: written through the mount, its upload not done yet "
-                             f"(tried again later); {what} once it is uploaded",
-                             errno=errno.EBUSY)
+        prefix = path + "/"
+        for of in list(self.vfs.open_files.values()):
+            if of.retry_waiting and not of.unlinked and of.node.attached and (
+                    of.node.path == path or below and of.node.path.startswith(prefix)):
+                raise McpfsError(f"/{of.node.path}: written through the mount, its upload "
+                                 f"not done yet (tried again later); {what} once it is "
+                                 "uploaded", errno=errno.EBUSY)
 
     async def drain(self) -> None:
         """Wait for every queued commit (shutdown; adopted files not started, e.g. when

@@ -707,13 +707,18 @@ async def test_mcpfs_cp_of_or_over_an_upload_waiting_for_a_retry_is_ebusy(wb, ra
                                   b"source written through the mount")
     await write_until_retry_waits(vfs, mount, f"s3/{bucket}/dst",
                                   b"destination written through the mount")
+    await vfs.mkdir(await ino(vfs, f"s3/{bucket}"), "dir")
+    await write_until_retry_waits(vfs, mount, f"s3/{bucket}/dir/fresh", b"never uploaded")
     newer = add_bytes(repo, b"newer, copied by mcpfs cp").cid
     async with transfers_of(vfs, repo) as transfers:
         into = await transfers.submit(f"/ipfs/{newer}", f"/s3/{bucket}/dst")
-        out = await transfers.submit(f"/s3/{bucket}/src", f"/s3/{bucket}/copy")
-        await transfers.wait(into + out)
-        for tid in into + out:
-            assert "not done yet" in str(transfers.jobs[tid].error)
+        await transfers.wait(into)
+        assert "not done yet" in str(transfers.jobs[into[0]].error)
+        for src, recursive in ((f"/s3/{bucket}/src", False), (f"/s3/{bucket}/dir/fresh", False),
+                               (f"/s3/{bucket}/dir", True)):  # (dir/fresh: not on the server)
+            with pytest.raises(McpfsError) as err:
+                await transfers.submit(src, f"/s3/{bucket}/copied", recursive)
+            assert err.value.errno == errno.EBUSY
     with trio.fail_after(10):
         while journal.pending():
             await trio.sleep(0.05)
@@ -721,7 +726,8 @@ async def test_mcpfs_cp_of_or_over_an_upload_waiting_for_a_retry_is_ebusy(wb, ra
         b"destination written through the mount"
     assert raw.get_object(Bucket=bucket, Key="src")["Body"].read() == \
         b"source written through the mount"
-    assert "Contents" not in raw.list_objects_v2(Bucket=bucket, Prefix="copy")
+    assert "Contents" not in raw.list_objects_v2(Bucket=bucket, Prefix="cop")
+    assert raw.get_object(Bucket=bucket, Key="dir/fresh")["Body"].read() == b"never uploaded"
 
 
 async def test_a_reader_open_at_the_retry_round_puts_it_off_not_for_good(wb, raw):
