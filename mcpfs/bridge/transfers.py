@@ -135,10 +135,11 @@ class Transfers:
         the job ids, one per file. Bad paths raise McpfsError (ENOENT, EISDIR...). Sent
         while the daemon starts, before serve runs, it waits for serve."""
         await self._serving.wait()
+        src, dst = norm(src), norm(dst)
         write_back = self.vfs.write_back  # what is queued lands before the plan looks
-        await write_back.outside_read(norm(src).strip("/"), below=True)
-        await write_back.settle(norm(dst).strip("/"))
-        pairs = await self._plan(norm(src), norm(dst), recursive)
+        await write_back.outside_read(src.strip("/"), below=True)
+        await write_back.settle(dst.strip("/"))
+        pairs = await self._plan(src, dst, recursive)
         ids = []
         for s, d, size in pairs:
             tid = await trio.to_thread.run_sync(self.db.add_transfer_sync, s, d, size)

@@ -336,7 +336,7 @@ class WriteBack:
     async def _not_waiting_retry(self, path: str, what: str, below: bool = False) -> None:
         await self.settle(path)
         prefix = path + "/"
-        for of in list(self.vfs.open_files.values()):
+        for of in self.vfs.open_files.values():  # (no await inside: nothing changes it)
             if of.retry_waiting and not of.unlinked and of.node.attached and (
                     of.node.path == path or below and of.node.path.startswith(prefix)):
                 raise McpfsError(f"/{of.node.path}: written through the mount, its upload "
