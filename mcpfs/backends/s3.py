@@ -66,7 +66,7 @@ import trio
 from ..errors import McpfsError
 from .s3_copy import MAX_COPY_SIZE, ServerSideCopies, left_markers  # noqa: F401
 from .s3_errors import _Denied, map_error
-from .s3_putter import ClientSpec, PutPool, RequestDefaults
+from .s3_putter import DirectPut, RequestDefaults
 from .s3_upload import (  # noqa: F401  (re-exported: the mount and tests use them)
     UPLOAD_SUFFIX, MiB, MultipartUploads, ObjectInfo, first_error)
 
@@ -82,7 +82,7 @@ STATS_NAME: Final = "s3"  # the backend's name in Stats.backend / backend_cache
 _ALLOWED_KEYS = {"endpoint_url", "region", "addressing_style", "buckets", "profile",
                  "max_attempts", "connect_timeout", "read_timeout", "retry_mode", "threads",
                  "part_size", "multipart_threshold", "part_concurrency", "if_none_match",
-                 "listing_ttl", "attr_ttl", "write_back", "negative_ttl", "put_processes",
+                 "listing_ttl", "attr_ttl", "write_back", "negative_ttl", "direct_put",
                  "no_sign_request", "requester_pays", "sse", "sse_kms_key_id"}
 
 
@@ -108,7 +108,7 @@ class S3Config:
     attr_ttl: float = 1.0  # seconds a HEAD result is used (mounts/s3.py)
     write_back: bool = False  # close() returns once the file is journaled (vfs/write_back.py)
     negative_ttl: float = 0.0  # seconds a listing says "no such name" without a request
-    put_processes: int = 1  # helper processes for single PUTs of spool files (s3_putter)
+    direct_put: bool = True  # small PUTs as one signed request, not boto3's (s3_putter)
     no_sign_request: bool = False  # anonymous requests (public buckets; the AWS CLI's flag)
     requester_pays: bool = False  # we pay for requests to requester-pays buckets
     sse: str | None = None  # server-side encryption of what we write: AES256, aws:kms...
@@ -214,14 +214,12 @@ class S3Backend(MultipartUploads, ServerSideCopies):
             self.client = make(style)
         defaults = RequestDefaults(cfg.requester_pays, cfg.sse, cfg.sse_kms_key_id)
         defaults.install(self.client)
-        # single PUTs of spool files run in helper processes when credentials are known
-        self._credentials = None if cfg.no_sign_request else session.get_credentials()
-        self._put_pool = PutPool(ClientSpec(
-            None if _is_aws(endpoint) else endpoint, self.client.meta.region_name, style,
-            cfg.retry_mode, cfg.max_attempts, 10, cfg.connect_timeout, cfg.read_timeout,
-            defaults=defaults),
-            cfg.put_processes) \
-            if cfg.put_processes > 0 and self._credentials is not None else None
+        # single PUTs of small bodies skip botocore's pipeline when requests are signed
+        credentials = None if cfg.no_sign_request else session.get_credentials()
+        self._direct = DirectPut(
+            self.client, credentials, defaults, cfg.max_attempts, cfg.connect_timeout,
+            cfg.read_timeout, session._session.get_config_variable("ca_bundle")) \
+            if cfg.direct_put and credentials is not None else None
         self.limiter = limiter or trio.CapacityLimiter(cfg.threads)
         self._denied = _Denied(unsigned=cfg.no_sign_request)
         self._inm_ok = cfg.if_none_match
@@ -251,9 +249,9 @@ class S3Backend(MultipartUploads, ServerSideCopies):
         return result
 
     def close(self) -> None:
-        """Stop the upload helper processes, if any ran (blocking: at unmount, in a thread)."""
-        if self._put_pool is not None:
-            self._put_pool.close()
+        """Close the direct PUTs' connections (blocking: at unmount, in a thread)."""
+        if self._direct is not None:
+            self._direct.close()
 
     def note_cache(self, hit: bool) -> None:
         """Count one lookup of an S3 cache (the mount's listing/HEAD caches) when stats

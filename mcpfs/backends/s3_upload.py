@@ -36,12 +36,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import botocore.exceptions
 import trio
 
 from ..errors import McpfsError
 from .s3_errors import Conflict
-from .s3_putter import put_kwargs
+from .s3_putter import DIRECT_MAX, put_kwargs
 
 log = logging.getLogger("mcpfs.backends.s3")
 
@@ -93,39 +92,9 @@ class MultipartUploads:
         if size > self.config.multipart_threshold:
             return await self._multipart(bucket, key, path, size, if_none_match, content_type,
                                          metadata)
-
-        if self._put_pool is not None:
-            return await self._put_file_elsewhere(bucket, key, path, size, if_none_match,
-                                                  content_type, metadata)
         return await self._put_object(bucket, key, lambda: open(path, "rb"), size,
                                       if_none_match, content_type, metadata,
                                       functools.partial(_md5_range, path, 0, size))
-
-    async def _put_file_elsewhere(self, bucket: str, key: str, path: str, size: int,
-                                  if_none_match: bool, content_type: str | None,
-                                  metadata: dict[str, str] | None) -> ObjectInfo:
-        """One PutObject of the file ``path`` in an upload helper process (s3_putter), with
-        the daemon's current credentials; its answer mapped as an in-process request's."""
-        pool, what = self._put_pool, f"put s3://{bucket}/{key}"
-
-        def work(inm: bool) -> Any:  # a worker thread: waits for the helper, no GIL work
-            frozen = self._credentials.get_frozen_credentials()  # refreshed when due
-            answer = pool.put_file((frozen.access_key, frozen.secret_key, frozen.token),
-                                   bucket, key, path, size, inm, content_type, metadata)
-            if answer[0] == "ok":
-                return {"ETag": answer[1], "VersionId": answer[2]}
-            if answer[0] == "client":  # mapped by call() as any other S3 error
-                raise botocore.exceptions.ClientError(answer[1], "PutObject")
-            if answer[0] == "os":
-                raise McpfsError(f"{what}: cannot read the spool: {answer[2]}",
-                                 errno=answer[1])
-            reason = answer[1] if answer[0] == "boto" else "the upload process died"
-            log.error("%s failed: %s", what, reason)
-            raise McpfsError(f"{what}: {reason}", errno=errno.EIO)
-        resp = await self._unless_ours(
-            lambda: self._conditional(work, if_none_match, what, "put", bytes_out=size),
-            bucket, key, size, functools.partial(_md5_range, path, 0, size))
-        return ObjectInfo(key, size, 0, resp.get("ETag"), resp.get("VersionId"))
 
     async def _put_object(self, bucket: str, key: str, open_body: Callable[[], Any],
                           size: int, if_none_match: bool, content_type: str | None,
@@ -134,10 +103,25 @@ class MultipartUploads:
         """One PutObject; ``open_body()`` gives a context manager yielding the body (opened
         in the worker thread, closed after the request); ``etag()`` the body's MD5 (hex),
         asked only after a 412 (see the module docstring)."""
+        direct = self._direct if size <= DIRECT_MAX else None
+
         def work(inm: bool) -> Any:
-            with open_body() as body:
-                return self.client.put_object(
-                    **put_kwargs(bucket, key, body, size, inm, content_type, metadata))
+            target = direct.target(bucket) if direct is not None else None
+            try:
+                with open_body() as body:
+                    if target is not None:
+                        resp = direct.put(bucket, target, key, body, size, inm,
+                                          content_type, metadata)
+                        if resp is not None:
+                            return resp
+                        if hasattr(body, "seek"):  # (None: boto3 must send it)
+                            body.seek(0)
+                    return self.client.put_object(
+                        **put_kwargs(bucket, key, body, size, inm, content_type, metadata))
+            except OSError as exc:  # the body (a spool) could not be read
+                raise McpfsError(f"put s3://{bucket}/{key}: cannot read the spool: "
+                                 f"{exc.strerror or exc}", errno=exc.errno or errno.EIO) \
+                    from None
         resp = await self._unless_ours(
             lambda: self._conditional(work, if_none_match, f"put s3://{bucket}/{key}",
                                       "put", bytes_out=size), bucket, key, size, etag)

@@ -131,7 +131,7 @@ def lose_first_response(client, operation: str) -> list:
 @pytest.mark.parametrize("source", ["file", "bytes"])
 async def test_a_retried_conditional_put_that_had_succeeded_is_not_a_conflict(
         s3_server, bucket, raw, tmp_path, source):
-    backend = make_backend(s3_server, put_processes=0)  # botocore in this process
+    backend = make_backend(s3_server, direct_put=False)  # botocore in this process
     retried = lose_first_response(backend.client, "PutObject")
     path = tmp_path / "f"
     path.write_bytes(b"mine")

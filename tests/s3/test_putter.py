@@ -1,16 +1,13 @@
-"""Single PUTs of spool files in helper processes (backends/s3_putter.py), on SeaweedFS:
-the same object, the same error mapping as in-process requests, a helper that dies is
-replaced, and helpers never outlive the daemon."""
+"""Small PUTs as one signed request each (backends/s3_putter.py: DirectPut), on SeaweedFS
+behind a forwarding proxy that shows what was sent and can misbehave (fault_proxy.py): the
+object boto3 would store, boto3's headers and error mapping, botocore's retries, https with
+the configured CA bundle, and boto3 for whatever the direct path does not serve."""
 
 from __future__ import annotations
 
+import base64
 import errno
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
+import hashlib
 
 import pytest
 
@@ -18,6 +15,7 @@ from mcpfs.errors import McpfsError
 from tests.conftest import pattern_bytes
 
 from .conftest import make_backend
+from .fault_proxy import FaultProxy, self_signed
 
 
 def spool(tmp_path, name: str, data: bytes) -> str:
@@ -26,56 +24,50 @@ def spool(tmp_path, name: str, data: bytes) -> str:
     return str(path)
 
 
-def helper_pids(backend) -> list[int]:
-    executor = backend._put_pool._executor
-    return [p.pid for p in executor._processes.values()] if executor is not None else []
+@pytest.fixture
+def proxy(s3_server):
+    with FaultProxy(s3_server["endpoint"]) as p:
+        yield p
 
 
-def test_a_helper_says_the_requester_pays_and_encrypts(s3_server, raw, bucket, tmp_path):
-    """The helper's client is made from the daemon's ClientSpec, its request defaults
-    included (run in this process: the same function a helper runs)."""
-    from dataclasses import replace
+def behind(proxy: FaultProxy, server: dict, **config):
+    return make_backend(dict(server, endpoint=proxy.endpoint), **config)
 
-    from mcpfs.backends import s3_putter
-    backend = make_backend(s3_server, requester_pays=True, sse="AES256")
+
+def direct(headers: dict[str, str]) -> bool:
+    return headers.get("user-agent") == "mcpfs"  # (boto3's says Boto3/...)
+
+
+async def test_a_small_put_is_one_signed_request_with_boto3s_headers(
+        s3_server, proxy, raw, bucket, tmp_path):
+    backend = behind(proxy, s3_server, requester_pays=True, sse="AES256")
+    data = pattern_bytes(300_000, 4)
     try:
-        spec = replace(backend._put_pool.spec, endpoint_url=s3_server["endpoint"])
-        creds = (s3_server["access_key"], s3_server["secret_key"], None)
-        headers = []
-        s3_putter._client(spec, creds).meta.events.register(
-            "before-send.s3", lambda request, **_: headers.append(
-                (request.headers.get("x-amz-request-payer"),
-                 request.headers.get("x-amz-server-side-encryption"))))
-        answer = s3_putter.put_file(spec, creds, bucket, "rp", spool(tmp_path, "s", b"12"),
-                                    2, False, None, None)
-        assert answer[0] == "ok" and headers == [(b"requester", b"AES256")]
-        got = raw.get_object(Bucket=bucket, Key="rp")
-        assert got["Body"].read() == b"12" and got["ServerSideEncryption"] == "AES256"
-    finally:
-        backend.close()
-
-
-async def test_a_put_in_a_helper_stores_the_object(s3_server, raw, bucket, tmp_path):
-    backend = make_backend(s3_server)
-    try:
-        data = pattern_bytes(300_000, 4)
-        info = await backend.upload_file(bucket, "p/one.bin", spool(tmp_path, "s", data),
-                                         len(data), content_type="application/x-test",
+        info = await backend.upload_file(bucket, "p/one (1)+é.bin", spool(tmp_path, "s", data),
+                                         len(data), if_none_match=True,
+                                         content_type="application/x-test",
                                          metadata={"ipfs-cid": "bafyx"})
-        assert helper_pids(backend) and os.getpid() not in helper_pids(backend)
-        got = raw.get_object(Bucket=bucket, Key="p/one.bin")
-        assert got["Body"].read() == data and got["ETag"] == info.etag
-        assert got["ContentType"] == "application/x-test"
-        assert got["Metadata"] == {"ipfs-cid": "bafyx"}
     finally:
         backend.close()
-    assert not helper_pids(backend)
+    [sent] = proxy.puts()
+    assert direct(sent)
+    assert sent["authorization"].startswith("AWS4-HMAC-SHA256 Credential=")
+    assert sent["content-md5"] == base64.b64encode(hashlib.md5(data).digest()).decode()
+    assert sent["x-amz-content-sha256"] == hashlib.sha256(data).hexdigest()  # (http)
+    assert (sent["if-none-match"], sent["x-amz-request-payer"],
+            sent["x-amz-server-side-encryption"]) == ("*", "requester", "AES256")
+    got = raw.get_object(Bucket=bucket, Key="p/one (1)+é.bin")
+    assert got["Body"].read() == data and got["ETag"] == info.etag
+    assert info.etag.strip('"') == hashlib.md5(data).hexdigest()
+    assert got["ContentType"] == "application/x-test"
+    assert got["Metadata"] == {"ipfs-cid": "bafyx"}
+    assert got["ServerSideEncryption"] == "AES256"
 
 
-async def test_helper_errors_map_as_in_process_ones(s3_server, bucket, tmp_path):
+async def test_direct_put_errors_map_as_boto3s(s3_server, proxy, bucket, tmp_path):
     path = spool(tmp_path, "s", b"x" * 100)
-    backend = make_backend(s3_server)
-    wrong = make_backend(s3_server, secret="not-the-secret")
+    backend = behind(proxy, s3_server)
+    wrong = behind(proxy, s3_server, secret="not-the-secret")
     try:
         await backend.upload_file(bucket, "k", path, 100)
         with pytest.raises(McpfsError) as exists:  # If-None-Match: * on an existing key
@@ -88,57 +80,116 @@ async def test_helper_errors_map_as_in_process_ones(s3_server, bucket, tmp_path)
         with pytest.raises(McpfsError) as gone:
             await backend.upload_file(bucket, "k3", str(tmp_path / "missing"), 100)
         assert gone.value.errno == errno.ENOENT
+        with pytest.raises(McpfsError) as short:  # a spool shorter than said: nothing sent
+            await backend.upload_file(bucket, "k4", path, 101)
+        assert short.value.errno == errno.EIO
     finally:
         backend.close()
         wrong.close()
+    assert all(direct(h) for h in proxy.puts()) and len(proxy.puts()) == 3
 
 
-async def test_a_helper_that_died_is_replaced(s3_server, raw, bucket, tmp_path):
-    backend = make_backend(s3_server)
-    path = spool(tmp_path, "s", b"y" * 1000)
+async def test_throttling_is_retried_up_to_max_attempts(s3_server, proxy, raw, bucket,
+                                                        tmp_path):
+    path = spool(tmp_path, "s", b"y" * 10)
+    backend = behind(proxy, s3_server, max_attempts=3)
     try:
-        await backend.upload_file(bucket, "a", path, 1000)
-        for pid in helper_pids(backend):
-            os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
-        errors = 0
-        for attempt in range(2):  # the first may be EIO (its helper was gone), not both
-            try:
-                await backend.upload_file(bucket, f"b{attempt}", path, 1000)
-                break
-            except McpfsError as exc:
-                assert exc.errno == errno.EIO
-                errors += 1
-        assert errors < 2
-        assert raw.head_object(Bucket=bucket, Key=f"b{errors}")["ContentLength"] == 1000
+        proxy.faults[:] = ["503", "503"]
+        await backend.upload_file(bucket, "slow", path, 10)
+        assert len(proxy.puts()) == 3 and raw.head_object(Bucket=bucket, Key="slow")
+        proxy.faults[:] = ["503"] * 3
+        with pytest.raises(McpfsError) as exc:
+            await backend.upload_file(bucket, "slower", path, 10)
+        assert exc.value.errno == errno.EIO and "SlowDown" in str(exc.value)
+        assert len(proxy.puts()) == 6
     finally:
         backend.close()
 
 
-def test_helpers_exit_when_the_daemon_is_killed(s3_server, bucket, tmp_path):
-    """A process that used the pool is killed -9: its helper exits by itself."""
-    server = {k: s3_server[k] for k in ("endpoint", "access_key", "secret_key")}
-    script = textwrap.dedent(f"""
-        import os, sys, trio
-        sys.path.insert(0, {os.getcwd()!r})
-        from tests.s3.conftest import make_backend
-        backend = make_backend({server!r})
-        path = {str(tmp_path / "s")!r}
-        open(path, "wb").write(b"z" * 10)
-        trio.run(lambda: backend.upload_file({bucket!r}, "z", path, 10))
-        ex = backend._put_pool._executor
-        print(" ".join(str(p.pid) for p in ex._processes.values()), flush=True)
-        sys.stdin.read()
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    pids = [int(p) for p in proc.stdout.readline().split()]
-    assert pids
-    proc.kill()
-    proc.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
-        time.sleep(0.1)
-    alive = [p for p in pids if os.path.exists(f"/proc/{p}")
-             and "Z" not in open(f"/proc/{p}/stat").read().split()[2]]
-    assert alive == []
+async def test_a_lost_answer_to_a_conditional_put_is_not_a_conflict(
+        s3_server, proxy, raw, bucket, tmp_path):
+    """The first attempt wrote the object but its answer was lost: the re-send meets it
+    (412), and the object there is the one sent, so the write succeeded."""
+    backend = behind(proxy, s3_server)
+    path = spool(tmp_path, "s", b"mine")
+    try:
+        await backend.upload_file(bucket, "warm", path, 4)  # a kept-alive connection
+        proxy.faults[:] = ["lose"]
+        info = await backend.upload_file(bucket, "retried", path, 4, if_none_match=True)
+        proxy.faults[:] = ["lose"]  # (on a new connection this time: a backoff, same end)
+        await backend.upload_file(bucket, "retried2", path, 4, if_none_match=True)
+        with pytest.raises(McpfsError) as exc:  # a 412 at the first attempt: a conflict
+            await backend.upload_file(bucket, "retried", path, 4, if_none_match=True)
+        assert exc.value.errno == errno.EEXIST
+    finally:
+        backend.close()
+    assert info.etag.strip('"') == hashlib.md5(b"mine").hexdigest()
+    assert raw.get_object(Bucket=bucket, Key="retried")["Body"].read() == b"mine"
+    assert [direct(h) for h in proxy.puts()] == [True] * 6
+
+
+async def test_a_kept_alive_connection_the_server_closed_is_not_an_error(
+        s3_server, proxy, raw, bucket, tmp_path):
+    backend = behind(proxy, s3_server, max_attempts=1)  # (no retry would hide it)
+    path = spool(tmp_path, "s", b"z" * 10)
+    try:
+        proxy.faults[:] = ["close"]
+        await backend.upload_file(bucket, "a", path, 10)
+        await backend.upload_file(bucket, "b", path, 10)
+    finally:
+        backend.close()
+    assert raw.head_object(Bucket=bucket, Key="b")["ContentLength"] == 10
+
+
+async def test_https_checks_the_server_with_the_configured_ca_bundle(
+        s3_server, raw, bucket, tmp_path, monkeypatch):
+    tls, cert = self_signed(tmp_path)
+    _, other = self_signed(tmp_path, "other")
+    path = spool(tmp_path, "s", b"tls")
+    with FaultProxy(s3_server["endpoint"], tls=tls) as proxy:
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
+        backend = behind(proxy, s3_server)
+        try:
+            await backend.upload_file(bucket, "secure", path, 3)
+        finally:
+            backend.close()
+        [sent] = proxy.puts()
+        assert direct(sent) and sent["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+        assert raw.get_object(Bucket=bucket, Key="secure")["Body"].read() == b"tls"
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(other))  # not the server's: refused
+        backend = behind(proxy, s3_server, max_attempts=1)
+        try:
+            with pytest.raises(McpfsError) as exc:
+                await backend.upload_file(bucket, "insecure", path, 3)
+        finally:
+            backend.close()
+        assert exc.value.errno == errno.EIO and len(proxy.puts()) == 1
+
+
+async def test_what_the_direct_path_does_not_serve_goes_through_boto3(
+        s3_server, proxy, raw, bucket, tmp_path, monkeypatch):
+    """A bucket in another region (a 301 with its region: boto3 follows those), a proxy
+    variable routing the endpoint, a body over DIRECT_MAX, an S3 Express bucket."""
+    from mcpfs.backends.s3_putter import DIRECT_MAX
+    backend = behind(proxy, s3_server)
+    path = spool(tmp_path, "s", b"w" * 10)
+    big = spool(tmp_path, "big", b"b" * (DIRECT_MAX + 1))
+    try:
+        proxy.faults[:] = ["redirect"]
+        await backend.upload_file(bucket, "moved", path, 10)
+        await backend.upload_file(bucket, "big", big, DIRECT_MAX + 1)
+        assert backend._direct.target(bucket) is None  # this bucket: boto3 from now on
+    finally:
+        backend.close()
+    assert [direct(h) for h in proxy.puts()] == [True, False, False]
+    assert raw.get_object(Bucket=bucket, Key="moved")["Body"].read() == b"w" * 10
+    assert raw.head_object(Bucket=bucket, Key="big")["ContentLength"] == DIRECT_MAX + 1
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    routed = behind(proxy, s3_server)
+    try:
+        assert routed._direct.target(bucket) is None
+        assert routed._direct.target(bucket + "--x-s3") is None
+    finally:
+        routed.close()
