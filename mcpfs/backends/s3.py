@@ -6,7 +6,7 @@ endpoint/region when the section leaves them out, come from boto3's own chain (e
 call is made at construction, so wrong credentials do not stop a mount: the first request
 fails with EACCES and one log line. ``no_sign_request``: requests are not signed (public
 buckets, the AWS CLI's ``--no-sign-request``) and no credentials are read;
-``requester_pays``, ``sse``, ``sse_kms_key_id``: s3_putter.RequestDefaults.
+``requester_pays``, ``sse``, ``sse_kms_key_id``: s3_direct.RequestDefaults.
 
 Errors: every botocore error goes through :func:`.s3_errors.map_error` (the only
 translation: ENOENT, EACCES, EEXIST, ENOTEMPTY, EINVAL, else EIO; see there); throttling and
@@ -66,7 +66,7 @@ import trio
 from ..errors import McpfsError
 from .s3_copy import MAX_COPY_SIZE, ServerSideCopies, left_markers  # noqa: F401
 from .s3_errors import _Denied, map_error
-from .s3_putter import DirectPut, RequestDefaults
+from .s3_direct import DirectRequests, RequestDefaults
 from .s3_upload import (  # noqa: F401  (re-exported: the mount and tests use them)
     UPLOAD_SUFFIX, MiB, MultipartUploads, ObjectInfo, first_error)
 
@@ -82,7 +82,7 @@ STATS_NAME: Final = "s3"  # the backend's name in Stats.backend / backend_cache
 _ALLOWED_KEYS = {"endpoint_url", "region", "addressing_style", "buckets", "profile",
                  "max_attempts", "connect_timeout", "read_timeout", "retry_mode", "threads",
                  "part_size", "multipart_threshold", "part_concurrency", "if_none_match",
-                 "listing_ttl", "attr_ttl", "write_back", "negative_ttl", "direct_put",
+                 "listing_ttl", "attr_ttl", "write_back", "negative_ttl", "direct_requests",
                  "no_sign_request", "requester_pays", "sse", "sse_kms_key_id"}
 
 
@@ -108,7 +108,7 @@ class S3Config:
     attr_ttl: float = 1.0  # seconds a HEAD result is used (mounts/s3.py)
     write_back: bool = False  # close() returns once the file is journaled (vfs/write_back.py)
     negative_ttl: float = 0.0  # seconds a listing says "no such name" without a request
-    direct_put: bool = True  # small PUTs as one signed request, not boto3's (s3_putter)
+    direct_requests: bool = True  # small PUTs, HEADs: one signed request each (s3_direct)
     no_sign_request: bool = False  # anonymous requests (public buckets; the AWS CLI's flag)
     requester_pays: bool = False  # we pay for requests to requester-pays buckets
     sse: str | None = None  # server-side encryption of what we write: AES256, aws:kms...
@@ -214,12 +214,12 @@ class S3Backend(MultipartUploads, ServerSideCopies):
             self.client = make(style)
         defaults = RequestDefaults(cfg.requester_pays, cfg.sse, cfg.sse_kms_key_id)
         defaults.install(self.client)
-        # single PUTs of small bodies skip botocore's pipeline when requests are signed
+        # small PUTs and HEADs skip botocore's pipeline when requests are signed
         credentials = None if cfg.no_sign_request else session.get_credentials()
-        self._direct = DirectPut(
+        self._direct = DirectRequests(
             self.client, credentials, defaults, cfg.max_attempts, cfg.connect_timeout,
             cfg.read_timeout, session._session.get_config_variable("ca_bundle")) \
-            if cfg.direct_put and credentials is not None else None
+            if cfg.direct_requests and credentials is not None else None
         self.limiter = limiter or trio.CapacityLimiter(cfg.threads)
         self._denied = _Denied(unsigned=cfg.no_sign_request)
         self._inm_ok = cfg.if_none_match
@@ -339,9 +339,16 @@ class S3Backend(MultipartUploads, ServerSideCopies):
 
     # ---------------------------------------------------------------- objects
     async def head(self, bucket: str, key: str) -> ObjectInfo:
-        resp = await self.call(lambda: self.client.head_object(Bucket=bucket, Key=key),
-                               f"head s3://{bucket}/{key}", "head")
-        return _headed(key, resp)
+        direct = self._direct
+
+        def work() -> dict[str, Any]:
+            target = direct.target(bucket) if direct is not None else None
+            if target is not None:
+                resp = direct.head(bucket, target, key)
+                if resp is not None:
+                    return resp
+            return self.client.head_object(Bucket=bucket, Key=key)
+        return _headed(key, await self.call(work, f"head s3://{bucket}/{key}", "head"))
 
     async def open_object(self, bucket: str, key: str, first: int
                           ) -> tuple[ObjectInfo, bytes]:

@@ -485,7 +485,7 @@ class S3Mount(S3Renames, S3Listings, S3Times, Mount):
         await self.attrs.run()  # then save kept modes and mtimes every few seconds
 
     async def aclose(self) -> None:
-        """Unmount: close the backend's direct-PUT connections; save kept modes and
+        """Unmount: close the backend's direct-request connections; save kept modes and
         mtimes."""
         try:
             await trio.to_thread.run_sync(self.backend.close)

@@ -65,9 +65,9 @@ async def test_listing_times_are_read_without_dateutil(backend, bucket, raw, mon
     _, objects = await backend.list_dir(bucket, "t/")
     assert len(objects) == 20 and slow == []
     for obj in objects[:3]:
-        head = await backend.head(bucket, obj.key)  # an RFC 822 date: botocore's parser
+        head = await backend.head(bucket, obj.key)  # an RFC 822 date: email.utils reads it
         assert abs(head.mtime_ns - obj.mtime_ns) < 1_000_000_000 and obj.mtime_ns > 0
-    assert len(slow) == 3
+    assert slow == []
 
 
 async def test_list_20000_keys(backend, many_keys):
@@ -131,7 +131,7 @@ def lose_first_response(client, operation: str) -> list:
 @pytest.mark.parametrize("source", ["file", "bytes"])
 async def test_a_retried_conditional_put_that_had_succeeded_is_not_a_conflict(
         s3_server, bucket, raw, tmp_path, source):
-    backend = make_backend(s3_server, direct_put=False)  # botocore in this process
+    backend = make_backend(s3_server, direct_requests=False)  # botocore in this process
     retried = lose_first_response(backend.client, "PutObject")
     path = tmp_path / "f"
     path.write_bytes(b"mine")

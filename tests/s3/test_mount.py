@@ -335,7 +335,7 @@ async def test_requester_pays_is_said_on_every_request_that_can(s3_server, bucke
     a PUT, a copy and a delete carry ``x-amz-request-payer: requester``; ListBuckets (which
     cannot) and a mount without the option do not. (SeaweedFS ignores the header: this
     checks what is sent.)"""
-    mount = S3Mount(make_backend(s3_server, requester_pays=pays, direct_put=False))
+    mount = S3Mount(make_backend(s3_server, requester_pays=pays, direct_requests=False))
     seen = record_headers(mount.backend.client, "x-amz-request-payer")
     raw.put_object(Bucket=bucket, Key="d/a.txt", Body=b"abc")
     await names(mount, "")
@@ -370,7 +370,7 @@ async def test_sse_encrypts_every_object_written(s3_server, bucket, raw, tmp_pat
     """[s3] sse = "AES256": a single PUT, a multipart upload and a rename's copy ask for
     server-side encryption (the header as sent), and SeaweedFS reports it; reads and
     listings do not carry it."""
-    mount = S3Mount(make_backend(s3_server, sse="AES256", direct_put=False))
+    mount = S3Mount(make_backend(s3_server, sse="AES256", direct_requests=False))
     sent = record_headers(mount.backend.client, "x-amz-server-side-encryption")
     await write_file(mount, tmp_path, f"{bucket}/small", b"s")
     await write_file(mount, tmp_path, f"{bucket}/big", os.urandom(9 * MiB))
@@ -385,7 +385,7 @@ async def test_sse_encrypts_every_object_written(s3_server, bucket, raw, tmp_pat
 def test_sse_kms_key_and_config_checks():
     from botocore.awsrequest import AWSResponse
 
-    from mcpfs.backends.s3_putter import RequestDefaults
+    from mcpfs.backends.s3_direct import RequestDefaults
     backend = S3Backend(S3Config.from_section({
         "endpoint_url": "http://127.0.0.1:9", "region": "us-east-1",
         "sse": "aws:kms", "sse_kms_key_id": "key-1"}))

@@ -1,4 +1,4 @@
-"""Small PUTs as one signed request each (backends/s3_putter.py: DirectPut), on SeaweedFS
+"""Small PUTs as one signed request each (backends/s3_direct.py: DirectRequests), on SeaweedFS
 behind a forwarding proxy that shows what was sent and can misbehave (fault_proxy.py): the
 object boto3 would store, boto3's headers and error mapping, botocore's retries, https with
 the configured CA bundle, and boto3 for whatever the direct path does not serve."""
@@ -116,7 +116,8 @@ async def test_a_lost_answer_to_a_conditional_put_is_not_a_conflict(
         await backend.upload_file(bucket, "warm", path, 4)  # a kept-alive connection
         proxy.faults[:] = ["lose"]
         info = await backend.upload_file(bucket, "retried", path, 4, if_none_match=True)
-        proxy.faults[:] = ["lose"]  # (on a new connection this time: a backoff, same end)
+        backend._direct.close()  # (on a new connection this time: a backoff, same end)
+        proxy.faults[:] = ["lose"]
         await backend.upload_file(bucket, "retried2", path, 4, if_none_match=True)
         with pytest.raises(McpfsError) as exc:  # a 412 at the first attempt: a conflict
             await backend.upload_file(bucket, "retried", path, 4, if_none_match=True)
@@ -170,7 +171,7 @@ async def test_what_the_direct_path_does_not_serve_goes_through_boto3(
         s3_server, proxy, raw, bucket, tmp_path, monkeypatch):
     """A bucket in another region (a 301 with its region: boto3 follows those), a proxy
     variable routing the endpoint, a body over DIRECT_MAX, an S3 Express bucket."""
-    from mcpfs.backends.s3_putter import DIRECT_MAX
+    from mcpfs.backends.s3_direct import DIRECT_MAX
     backend = behind(proxy, s3_server)
     path = spool(tmp_path, "s", b"w" * 10)
     big = spool(tmp_path, "big", b"b" * (DIRECT_MAX + 1))
@@ -184,12 +185,74 @@ async def test_what_the_direct_path_does_not_serve_goes_through_boto3(
     assert [direct(h) for h in proxy.puts()] == [True, False, False]
     assert raw.get_object(Bucket=bucket, Key="moved")["Body"].read() == b"w" * 10
     assert raw.head_object(Bucket=bucket, Key="big")["ContentLength"] == DIRECT_MAX + 1
+    express = behind(proxy, s3_server)
+    try:
+        assert express._direct.target(bucket) is not None
+        assert express._direct.target(bucket + "--x-s3") is None
+    finally:
+        express.close()
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     routed = behind(proxy, s3_server)
     try:
         assert routed._direct.target(bucket) is None
-        assert routed._direct.target(bucket + "--x-s3") is None
     finally:
         routed.close()
+
+
+KEYS = ["a b+c%d", "é/ü", "//lead", "/x", "trail/", "q?x=1#f", "~*'()!$&,;=:@"]
+
+
+async def test_requests_go_where_boto3s_go_signed_as_boto3_signs(
+        s3_server, proxy, raw, bucket, tmp_path):
+    """For awkward keys, the direct PUT's path is boto3's; an endpoint written in capitals
+    still signs (host names are case-blind, the signature is over the lower-case form)."""
+    path = spool(tmp_path, "s", b"k")
+    port = proxy.endpoint.rsplit(":", 1)[1]
+    backend = make_backend(dict(s3_server, endpoint=f"http://LocalHost:{port}"))
+    plain = behind(proxy, s3_server, direct_requests=False)
+    try:
+        for key in KEYS:
+            await backend.upload_file(bucket, key, path, 1)
+            await plain.upload_file(bucket, key, path, 1)
+    finally:
+        backend.close()
+        plain.close()
+    puts = [(p, direct({k.lower(): v for k, v in h.items()}))
+            for m, p, h in proxy.seen if m == "PUT"]
+    assert [d for _, d in puts] == [True, False] * len(KEYS)
+    assert [p for p, _ in puts[::2]] == [p for p, _ in puts[1::2]]
+    for key in KEYS:  # (SeaweedFS keeps a key ending in "/" as a folder, without a body)
+        if not key.endswith("/"):
+            assert raw.get_object(Bucket=bucket, Key=key)["Body"].read() == b"k", key
+
+
+async def test_a_head_is_one_signed_request_that_reads_as_boto3s(
+        s3_server, proxy, raw, bucket):
+    """What a direct HEAD reports equals what boto3's head_object gives (size, time, ETag,
+    version, storage class, content type, metadata); missing is ENOENT, a wrong secret
+    EACCES; requester pays is said."""
+    raw.put_object(Bucket=bucket, Key="d/h (1)+é.txt", Body=b"hello",
+                   ContentType="text/x-test", StorageClass="STANDARD_IA",
+                   Metadata={"ipfs-cid": "bafyh", "mtime": "12"})
+    backend = behind(proxy, s3_server, requester_pays=True)
+    plain = make_backend(s3_server, direct_requests=False)
+    wrong = behind(proxy, s3_server, secret="not-the-secret")
+    try:
+        got = await backend.head(bucket, "d/h (1)+é.txt")
+        assert got == await plain.head(bucket, "d/h (1)+é.txt")
+        assert (got.size, got.content_type, got.storage_class, got.metadata) == (
+            5, "text/x-test", "STANDARD_IA", {"ipfs-cid": "bafyh", "mtime": "12"})
+        with pytest.raises(McpfsError) as missing:
+            await backend.head(bucket, "d/nothing")
+        assert missing.value.errno == errno.ENOENT
+        with pytest.raises(McpfsError) as denied:
+            await wrong.head(bucket, "d/h (1)+é.txt")
+        assert denied.value.errno == errno.EACCES
+    finally:
+        for b in (backend, plain, wrong):
+            b.close()
+    heads = [{k.lower(): v for k, v in h.items()} for m, _, h in proxy.seen if m == "HEAD"]
+    assert len(heads) == 3 and all(direct(h) for h in heads)
+    assert heads[0]["x-amz-request-payer"] == "requester"

@@ -1,32 +1,41 @@
-"""Single PutObjects of small bodies as one signed HTTP request each (:class:`DirectPut`),
-and the request defaults every S3 request of a backend gets (:class:`RequestDefaults`).
+"""PutObjects of small bodies and HeadObjects as one signed HTTP request each
+(:class:`DirectRequests`), and the request defaults every S3 request of a backend gets
+(:class:`RequestDefaults`).
 
 Why: botocore's request pipeline (parameter checks, endpoint rules, some twenty events,
-urllib3, response parsing) costs about 2 ms of CPU per PutObject on 2 cores, and that CPU
-holds the GIL the FUSE loop needs: for 1,000 small files written through the mount it was
-more than everything else the daemon did. :class:`DirectPut` sends the same request, signed
-by botocore's own SigV4 signer with the client's current credentials at the URL botocore
-itself resolves for the bucket, over a plain ``http.client`` connection kept per worker
-thread: about 0.5 ms.
+urllib3, response parsing) costs about 2 ms of CPU per request on 2 cores, and that CPU
+holds the GIL the FUSE loop needs: writing a small file through the mount costs a HEAD (is
+the new name free?) and a PUT, and those two were more than everything else the daemon did
+for it. :class:`DirectRequests` sends the same requests, signed by botocore's own SigV4
+signer with the client's current credentials, at the URL and signing scope botocore itself
+prepares for the bucket, over plain kept-alive ``http.client`` connections: about 0.5 ms
+each.
 
-What it sends: PUT of the body with Content-Length, Content-MD5 (S3 refuses a body that does
-not match it: BadDigest), Content-Type and ``x-amz-meta-*`` when given, ``If-None-Match: *``
-for a new file, and the :class:`RequestDefaults` headers (requester pays, SSE). Over https
-the payload is not hashed into the signature (TLS and Content-MD5 protect it, as botocore
-does for streamed bodies); over http it is.
+What a PUT sends: the body with Content-Length, Content-MD5 (S3 refuses a body that does not
+match it: BadDigest), ``x-amz-checksum-crc32`` (stored with the object, as boto3's default
+checksum is), Content-Type and ``x-amz-meta-*`` when given, ``If-None-Match: *`` for
+a new file, and the :class:`RequestDefaults` headers (requester pays, SSE). Over https the
+payload is not hashed into the signature (TLS and Content-MD5 protect it, as botocore does
+for streamed bodies); over http it is. A HEAD sends the requester-pays header when set, and
+its answer is read into the fields boto3's ``head_object`` gives (size, time, ETag, version,
+storage class, content type, ``x-amz-meta-*``).
 
-Where it applies (:meth:`DirectPut.target`, resolved once per bucket): a signed client
-(credentials known); a bucket botocore presigns with SigV4 (``AWS4-HMAC-SHA256``: not an S3
-Express directory bucket, not a SigV4a multi-region access point); an endpoint that no
-proxy variable (``HTTPS_PROXY``...) routes; a body up to ``DIRECT_MAX`` bytes and headers
-in ASCII. Anything else goes through boto3, as every other request does.
+Where it applies (:meth:`DirectRequests.target`, resolved once per bucket): a signed client
+(credentials known); a bucket botocore presigns at a plain http(s) URL (not an S3 Express
+directory bucket, not an ARN, not SigV4a); an endpoint that no proxy variable
+(``HTTPS_PROXY``...) routes; a PUT body up to ``DIRECT_MAX`` bytes with headers in ASCII. A
+bucket that answers it is in another region (a 301, or a 400 naming its region) goes
+through boto3 from then on, which follows such redirects. Anything else goes through
+boto3, as every other request does.
 
 Retries (botocore's "standard" mode, which this follows): a connection error, a timeout, a
-429 or 5xx answer, or a throttling error code is tried again, ``max_attempts`` tries in all,
-after botocore's backoff (``random() * 2**attempt`` seconds, at most 20); a request that met
-a kept-alive connection the server had closed is sent again at once. The answer's
-``RetryAttempts`` counts the re-sends, so a 412 after one reaches
-``MultipartUploads._unless_ours`` as a retried conditional write.
+5xx answer, or a throttling or transient error code (and a 429) is tried again,
+``max_attempts`` tries in all, after botocore's backoff (``random() * min(scale *
+2**(try-1), 20)`` seconds, ``scale`` 1 s when throttled, else 50 ms); a request that met a
+kept-alive connection the server had just closed is sent again at once on a new one,
+without counting as a try. ``retry_mode = "adaptive"`` (client-side rate limiting) is not
+followed here. The answer's ``RetryAttempts`` counts every re-send, so a 412 after one
+reaches ``MultipartUploads._unless_ours`` as a retried conditional write.
 
 Errors: an S3 error answer raises the ``botocore.exceptions.ClientError`` boto3 would (code
 and message from the XML body, the HTTP status), a failed connection
@@ -34,15 +43,17 @@ and message from the XML body, the HTTP status), a failed connection
 ``ConnectTimeoutError``/``ReadTimeoutError``; ``s3_errors.map_error`` maps them as boto3's.
 A body shorter than its size (a spool that shrank) is EIO.
 
-Resources and concurrency: connections live in a per-thread dict (trio's worker threads are
-reused: at most one connection per worker thread and endpoint) and are also listed under
-``_lock``, so :meth:`DirectPut.close` (at unmount) closes them all; ``_targets`` (bucket ->
-target) is written under ``_lock`` too.
+Resources and concurrency: idle connections are kept per endpoint (at most ``POOL_MAX``)
+in ``_idle``, under ``_lock``; a request takes one (or opens one), and gives it back after a
+whole answer, so no connection is ever used by two threads; :meth:`DirectRequests.close`
+(at unmount) closes the idle ones. ``_targets`` (bucket -> Target) is written under
+``_lock`` too; ``_probing`` is per thread (the probe of :meth:`DirectRequests.target`).
 """
 
 from __future__ import annotations
 
 import base64
+import email.utils
 import errno
 import hashlib
 import http.client
@@ -56,12 +67,13 @@ import time
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
+import zlib
 from dataclasses import dataclass
 from typing import Any, Final
 
 import botocore.exceptions
 from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
+from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.httpsession import get_cert_path
 
 from ..errors import McpfsError
@@ -70,15 +82,19 @@ log = logging.getLogger("mcpfs.backends.s3")
 
 DIRECT_MAX: Final = 1 << 20  # bodies up to this go direct (read whole into memory)
 MAX_BACKOFF: Final = 20.0  # seconds, botocore's standard mode
-RETRY_STATUS: Final = frozenset({429, 500, 502, 503, 504})
-RETRY_CODES: Final = frozenset({  # botocore's standard mode: throttling and transient codes
+RETRY_STATUS: Final = frozenset({500, 502, 503, 504})  # transient (and 429: throttling)
+THROTTLE_CODES: Final = frozenset({  # botocore's standard mode: backoff from 1 s
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
     "TooManyRequestsException", "ProvisionedThroughputExceededException",
     "TransactionInProgressException", "RequestLimitExceeded", "BandwidthLimitExceeded",
     "LimitExceededException", "RequestThrottled", "SlowDown", "PriorRequestNotComplete",
-    "EC2ThrottledException", "RequestTimeout", "RequestTimeoutException", "InternalError"})
+    "EC2ThrottledException"})
+TRANSIENT_CODES: Final = frozenset({  # and these, with 5xx and connection errors: from 50 ms
+    "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete", "InternalError"})
+POOL_MAX: Final = 32  # idle connections kept per endpoint
 REDIRECT_CODES: Final = frozenset({"PermanentRedirect", "TemporaryRedirect",
                                    "AuthorizationHeaderMalformed"})  # the wrong region
+META: Final = "x-amz-meta-"
 PROBE_KEY: Final = "mcpfs-direct-put-probe"  # the key presigned to learn a bucket's URL
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
@@ -143,8 +159,8 @@ class Target:
     service: str
 
 
-class DirectPut:
-    """Signed single PutObjects without botocore's pipeline; see the module docstring.
+class DirectRequests:
+    """Signed PutObjects and HeadObjects without botocore's pipeline (module docstring).
     ``client``: the backend's boto3 client (its URL resolution); ``credentials``: botocore
     credentials (refreshed when due); ``ca_bundle``: the CA file (None: botocore's)."""
 
@@ -161,50 +177,65 @@ class DirectPut:
         self._ssl: ssl.SSLContext | None = None  # made at the first https connection
         self._lock = threading.Lock()
         self._targets: dict[str, Target | None] = {}
-        self._local = threading.local()
-        self._all: list[http.client.HTTPConnection] = []
+        self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
+        self._probing = threading.local()  # set while this thread's probe PutObject runs
+        client.meta.events.register_first("before-call.s3.PutObject", self._probed)
 
     # ---------------------------------------------------------------- where
     def target(self, bucket: str) -> Target | None:
-        """The bucket's Target; None when its PUTs go through boto3 (blocking: the first
-        call per bucket runs botocore's endpoint resolution, no request)."""
+        """The bucket's Target; None when its requests go through boto3 (blocking: the first
+        call per bucket runs botocore's request preparation, no request is sent)."""
         with self._lock:
             if bucket in self._targets:
                 return self._targets[bucket]
         found = self._resolve(bucket)
-        with self._lock:
-            self._targets[bucket] = found
-        return found
+        with self._lock:  # (one marked moved meanwhile stays moved)
+            return self._targets.setdefault(bucket, found)
 
     def _resolve(self, bucket: str) -> Target | None:
+        """Prepare a PutObject of ``PROBE_KEY`` through the client, stopped before it is
+        signed and sent (:meth:`_probed`): its URL and signing scope are what boto3 would
+        use (endpoint rules, addressing style, the region botocore knows for the bucket)."""
         if bucket.endswith("--x-s3") or bucket.startswith("arn:"):
             return None  # S3 Express (session auth), access points: boto3's own
+        self._probing.active, self._probing.seen = True, None
         try:
-            url = self.client.generate_presigned_url(
-                "put_object", Params={"Bucket": bucket, "Key": PROBE_KEY}, ExpiresIn=60)
-        except Exception as exc:  # noqa: BLE001 - any reason: boto3 does these PUTs
-            log.debug("s3://%s: PUTs through boto3 (%s)", bucket, type(exc).__name__)
+            self.client.put_object(Bucket=bucket, Key=PROBE_KEY, Body=b"")
+        except Exception as exc:  # noqa: BLE001 - any reason: boto3 sends them
+            log.debug("s3://%s: requests through boto3 (%s)", bucket, type(exc).__name__)
             return None
+        finally:
+            self._probing.active = False
+        seen = self._probing.seen
+        if seen is None:
+            return None
+        url, signing, auth = seen
         parts = urllib.parse.urlsplit(url)
-        query = urllib.parse.parse_qs(parts.query)
-        scope = query.get("X-Amz-Credential", [""])[0].rsplit("/", 4)
-        if len(scope) != 5:  # presigned with SigV2: requests are still SigV4, the client's
-            scope = ["", "", self.client.meta.region_name or "us-east-1",
-                     self.client.meta.service_model.signing_name, ""]
-        if query.get("X-Amz-Algorithm", ["AWS4-HMAC-SHA256"]) != ["AWS4-HMAC-SHA256"] \
+        if auth not in (None, "v4") or not signing.get("region") \
                 or parts.scheme not in ("http", "https") \
                 or not parts.path.endswith("/" + PROBE_KEY) or _proxied(parts):
-            log.debug("s3://%s: PUTs through boto3", bucket)
+            log.debug("s3://%s: requests through boto3", bucket)
             return None
-        return Target(parts.scheme, parts.netloc, parts.path[:-len(PROBE_KEY)], scope[2],
-                      scope[3])
+        # host names are case-blind; botocore signs the lower-case form, so send that
+        return Target(parts.scheme, parts.netloc.lower(), parts.path[:-len(PROBE_KEY)],
+                      signing["region"], signing.get("signing_name") or "s3")
+
+    def _probed(self, params: dict[str, Any], context: dict[str, Any],
+                **_: Any) -> Any:
+        """``before-call`` of every PutObject of the client: this thread's probe is answered
+        here, before signing and sending (a made-up empty 200); others go on."""
+        if not getattr(self._probing, "active", False):
+            return None
+        self._probing.seen = (params["url"], dict(context.get("signing") or {}),
+                              context.get("auth_type"))
+        return AWSResponse(params["url"], 200, {}, None), {}
 
     def _moved(self, bucket: str, status: int, answer: dict[str, str], code: str) -> bool:
         """Whether this error answer says the bucket is elsewhere (another region): its
-        PUTs go through boto3 from now on, which follows such redirects."""
+        requests go through boto3 from now on, which follows such redirects."""
         if status in (301, 307) or code in REDIRECT_CODES or (
                 status == 400 and "x-amz-bucket-region" in answer):
-            log.debug("s3://%s: in another region; PUTs through boto3", bucket)
+            log.debug("s3://%s: in another region; requests through boto3", bucket)
             with self._lock:
                 self._targets[bucket] = None
             return True
@@ -221,23 +252,57 @@ class DirectPut:
         headers = self._headers(inm, content_type, metadata)
         if headers is None:
             return None
-        path = target.prefix + urllib.parse.quote(key, safe="/~")
-        url = f"{target.scheme}://{target.netloc}{path}"
         data = body if isinstance(body, (bytes, bytearray, memoryview)) else body.read(size)
         if len(data) != size:
-            raise McpfsError(f"put {url}: the body has {len(data)} of {size} bytes",
-                             errno=errno.EIO)
+            raise McpfsError(f"put s3://{bucket}/{key}: the body has {len(data)} of {size} "
+                             "bytes", errno=errno.EIO)
         headers["Content-Length"] = str(size)
         headers["Content-MD5"] = base64.b64encode(
             hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        headers["x-amz-checksum-crc32"] = base64.b64encode(  # (stored, as boto3's are)
+            zlib.crc32(data).to_bytes(4, "big")).decode()
+        got = self._request(bucket, target, "PUT", key, data, headers)
+        if got is None:
+            return None
+        answer, meta = got
+        return {"ETag": answer.get("etag"), "VersionId": answer.get("x-amz-version-id"),
+                "ResponseMetadata": meta}
+
+    def head(self, bucket: str, target: Target, key: str) -> dict | None:
+        """HeadObject of ``key``: boto3's answer shape (the fields ``s3._headed`` reads);
+        None when the bucket turned out to be in another region. Blocking."""
+        headers = {"User-Agent": "mcpfs"}
+        if self.defaults.requester_pays:
+            headers["x-amz-request-payer"] = "requester"
+        got = self._request(bucket, target, "HEAD", key, b"", headers)
+        if got is None:
+            return None
+        answer, meta = got
+        modified = answer.get("last-modified")
+        return {"ContentLength": int(answer.get("content-length") or 0),
+                "LastModified": email.utils.parsedate_to_datetime(modified)
+                if modified else None,
+                "ETag": answer.get("etag"), "VersionId": answer.get("x-amz-version-id"),
+                "StorageClass": answer.get("x-amz-storage-class"),
+                "ContentType": answer.get("content-type"),
+                "Metadata": {name[len(META):]: value for name, value in answer.items()
+                             if name.startswith(META)},
+                "ResponseMetadata": meta}
+
+    def _request(self, bucket: str, target: Target, method: str, key: str, data: bytes,
+                 headers: dict[str, str]) -> tuple[dict[str, str], dict[str, int]] | None:
+        """Sign and send, retried (see the module docstring): the answer's headers (names
+        in lower case) and boto3's ResponseMetadata; None when the bucket is elsewhere."""
+        path = target.prefix + urllib.parse.quote(key, safe="/~")
+        url = f"{target.scheme}://{target.netloc}{path}"
         tries = resends = 0  # tries count against max_attempts; every re-send is a retry
         while True:
-            request = AWSRequest(method="PUT", url=url, data=data, headers=headers)
+            request = AWSRequest(method=method, url=url, data=data, headers=headers)
             request.context["has_streaming_input"] = True  # https: Content-MD5, no SHA-256
             S3SigV4Auth(self.credentials.get_frozen_credentials(), target.service,
                         target.region).add_auth(request)
             try:
-                status, answer, text = self._send(target, path, data,
+                status, answer, text = self._send(target, method, path, data,
                                                   dict(request.headers.items()))
             except _Resend:  # a kept-alive connection the server had closed: at once,
                 resends += 1  # on a new connection, not counted as a try
@@ -245,23 +310,25 @@ class DirectPut:
             except (OSError, http.client.HTTPException,
                     botocore.exceptions.BotoCoreError) as exc:
                 error: Exception = _connection_error(exc, url)
+                throttled = False
             else:
                 retries = tries + resends
                 if status < 300 and b"<Error>" not in text[:512]:
-                    return {"ETag": answer.get("etag"),
-                            "VersionId": answer.get("x-amz-version-id"),
-                            "ResponseMetadata": {"HTTPStatusCode": status,
-                                                 "RetryAttempts": retries}}
-                error = _client_error(status if status >= 300 else 500, text, retries)
+                    return answer, {"HTTPStatusCode": status, "RetryAttempts": retries}
+                error = _client_error(method, status if status >= 300 else 500, text,
+                                      retries)
                 code = error.response["Error"]["Code"]
                 if self._moved(bucket, status, answer, code):
                     return None
-                if not (status in RETRY_STATUS or status < 300 or code in RETRY_CODES):
+                throttled = status == 429 or code in THROTTLE_CODES
+                if not (throttled or status in RETRY_STATUS or status < 300
+                        or code in TRANSIENT_CODES):
                     raise error
             tries += 1
             if tries >= self.max_attempts:
                 raise error
-            time.sleep(min(MAX_BACKOFF, random.random() * 2 ** tries))
+            scale = 1.0 if throttled else 0.05  # botocore's ExponentialBackoff
+            time.sleep(random.random() * min(scale * 2 ** (tries - 1), MAX_BACKOFF))
 
     def _headers(self, inm: bool, content_type: str | None,
                  metadata: dict[str, str] | None) -> dict[str, str] | None:
@@ -271,7 +338,7 @@ class DirectPut:
         if content_type:
             headers["Content-Type"] = content_type
         for name, value in (metadata or {}).items():
-            headers[f"x-amz-meta-{name}"] = value
+            headers[META + name] = value
         defaults = self.defaults
         if defaults.requester_pays:
             headers["x-amz-request-payer"] = "requester"
@@ -284,33 +351,42 @@ class DirectPut:
             return None
         return headers
 
-    def _send(self, target: Target, path: str, data: bytes,
+    def _send(self, target: Target, method: str, path: str, data: bytes,
               headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-        """One request on this thread's connection to the target (made when missing; closed
-        and forgotten on any failure, or when the server closes it)."""
-        conns: dict[tuple[str, str], http.client.HTTPConnection] = \
-            self._local.__dict__.setdefault("conns", {})
+        """One request on an idle connection to the target (a new one when none is left);
+        it goes back to the idle ones after a whole answer, unless the server closes it.
+        Any failure closes it."""
         where = (target.scheme, target.netloc)
-        conn = conns.pop(where, None)
-        if conn is not None and _dropped(conn):  # closed by the server while idle
-            self._forget(conn)
-            conn = None
+        conn = None
+        with self._lock:
+            idle = self._idle.get(where)
+            while idle and conn is None:
+                conn = idle.pop()
+                if _dropped(conn):  # closed by the server while idle
+                    conn.close()
+                    conn = None
         reused = conn is not None
         if conn is None:
             conn = self._connect(target)
         try:
-            conn.request("PUT", path, body=data, headers=headers)
+            conn.request(method, path, body=data or None, headers=headers)
             response = conn.getresponse()
             text = response.read()
         except BaseException as exc:
-            self._forget(conn)
+            conn.close()
             if reused and isinstance(exc, _STALE):
                 raise _Resend from exc
             raise
         if response.will_close:
-            self._forget(conn)
+            conn.close()
         else:
-            conns[where] = conn
+            with self._lock:
+                idle = self._idle.setdefault(where, [])
+                if len(idle) < POOL_MAX:
+                    idle.append(conn)
+                    conn = None
+            if conn is not None:
+                conn.close()
         answer = {name.lower(): value for name, value in response.getheaders()}
         return response.status, answer, text
 
@@ -337,22 +413,15 @@ class DirectPut:
             raise botocore.exceptions.EndpointConnectionError(
                 endpoint_url=f"{target.scheme}://{target.netloc}") from exc
         conn.sock.settimeout(self.read_timeout)
-        with self._lock:
-            self._all.append(conn)
         return conn
 
-    def _forget(self, conn: http.client.HTTPConnection) -> None:
-        conn.close()
-        with self._lock:
-            if conn in self._all:
-                self._all.remove(conn)
-
     def close(self) -> None:
-        """Close every kept connection (at unmount; a thread using one gets a new one)."""
+        """Close the idle connections (at unmount; a request after it opens a new one)."""
         with self._lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            conn.close()
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
 
 
 class _Resend(Exception):
@@ -365,7 +434,9 @@ def _dropped(conn: http.client.HTTPConnection) -> bool:
     if conn.sock is None:
         return True
     try:
-        return bool(select.select([conn.sock], [], [], 0)[0])
+        poll = select.poll()
+        poll.register(conn.sock, select.POLLIN)
+        return bool(poll.poll(0))
     except (OSError, ValueError):
         return True
 
@@ -388,7 +459,8 @@ def _connection_error(exc: BaseException, url: str) -> Exception:
     return botocore.exceptions.ConnectionClosedError(endpoint_url=url)
 
 
-def _client_error(status: int, text: bytes, attempts: int) -> botocore.exceptions.ClientError:
+def _client_error(method: str, status: int, text: bytes, attempts: int
+                  ) -> botocore.exceptions.ClientError:
     """The ClientError botocore raises for this error answer (XML ``<Error>`` body)."""
     code = message = ""
     try:
@@ -401,7 +473,7 @@ def _client_error(status: int, text: bytes, attempts: int) -> botocore.exception
     return botocore.exceptions.ClientError(
         {"Error": {"Code": code or str(status), "Message": message},
          "ResponseMetadata": {"HTTPStatusCode": status, "RetryAttempts": attempts}},
-        "PutObject")
+        "PutObject" if method == "PUT" else "HeadObject")
 
 
-__all__ = ["DIRECT_MAX", "DirectPut", "RequestDefaults", "Target", "put_kwargs"]
+__all__ = ["DIRECT_MAX", "DirectRequests", "RequestDefaults", "Target", "put_kwargs"]
