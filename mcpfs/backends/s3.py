@@ -451,7 +451,8 @@ def _listed(o: dict[str, Any]) -> ObjectInfo:
 def _headed(key: str, r: dict[str, Any]) -> ObjectInfo:
     return ObjectInfo(key, r.get("ContentLength", 0), _ns(r.get("LastModified")),
                       r.get("ETag"), r.get("VersionId"), r.get("StorageClass") or "STANDARD",
-                      r.get("ContentType"), dict(r.get("Metadata") or {}))
+                      r.get("ContentType"),  # (names as S3 and the direct HEAD give them)
+                      {k.lower(): v for k, v in (r.get("Metadata") or {}).items()})
 
 
 __all__ = ["S3Backend", "S3Config", "ObjectInfo", "enabled", "map_error", "first_error",

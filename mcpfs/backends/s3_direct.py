@@ -180,6 +180,8 @@ class DirectRequests:
         self._targets: dict[str, Target | None] = {}
         self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
         self._probing = threading.local()  # set while this thread's probe PutObject runs
+        self._checksums = getattr(client.meta.config, "request_checksum_calculation",
+                                  None) != "when_required"
         client.meta.events.register_first("before-call.s3.PutObject", self._probed)
 
     # ---------------------------------------------------------------- where
@@ -212,7 +214,7 @@ class DirectRequests:
             return None
         url, signing, auth = seen
         parts = urllib.parse.urlsplit(url)
-        if auth not in (None, "v4") or not signing.get("region") \
+        if auth not in (None, "v4", "s3v4") or not signing.get("region") \
                 or parts.scheme not in ("http", "https") \
                 or not parts.path.endswith("/" + PROBE_KEY) or _proxied(parts):
             log.debug("s3://%s: requests through boto3", bucket)
@@ -260,8 +262,9 @@ class DirectRequests:
         headers["Content-Length"] = str(size)
         headers["Content-MD5"] = base64.b64encode(
             hashlib.md5(data, usedforsecurity=False).digest()).decode()
-        headers["x-amz-checksum-crc32"] = base64.b64encode(  # (stored, as boto3's are)
-            zlib.crc32(data).to_bytes(4, "big")).decode()
+        if self._checksums:  # (stored, as boto3's are; not when the client sends none)
+            headers["x-amz-checksum-crc32"] = base64.b64encode(
+                zlib.crc32(data).to_bytes(4, "big")).decode()
         got = self._request(bucket, target, "PUT", key, data, headers)
         if got is None:
             return None
@@ -306,9 +309,10 @@ class DirectRequests:
                         target.region).add_auth(request)
             try:
                 status, answer, text = self._send(target, method, path, data,
-                                                  dict(request.headers.items()))
-            except _Resend:  # a kept-alive connection the server had closed: at once,
-                resends += 1  # on a new connection, not counted as a try
+                                                  dict(request.headers.items()),
+                                                  pooled=not resends)
+            except _Resend:  # a kept-alive connection the server had closed: once, at
+                resends += 1  # once, on a new connection, not counted as a try
                 continue
             except (OSError, http.client.HTTPException,
                     botocore.exceptions.BotoCoreError) as exc:
@@ -355,14 +359,15 @@ class DirectRequests:
         return headers
 
     def _send(self, target: Target, method: str, path: str, data: bytes,
-              headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-        """One request on an idle connection to the target (a new one when none is left);
-        it goes back to the idle ones after a whole answer, unless the server closes it.
-        Any failure closes it."""
+              headers: dict[str, str], pooled: bool = True
+              ) -> tuple[int, dict[str, str], bytes]:
+        """One request on an idle connection to the target (a new one when none is left,
+        or not ``pooled``); it goes back to the idle ones after a whole answer, unless the
+        server closes it. Any failure closes it."""
         where = (target.scheme, target.netloc)
         conn = None
         with self._lock:
-            idle = self._idle.get(where)
+            idle = self._idle.get(where) if pooled else None
             while idle and conn is None:
                 conn = idle.pop()
                 if _dropped(conn):  # closed by the server while idle

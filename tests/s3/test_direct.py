@@ -129,16 +129,26 @@ async def test_a_lost_answer_to_a_conditional_put_is_not_a_conflict(
     assert [direct(h) for h in proxy.puts()] == [True] * 6
 
 
+@pytest.mark.parametrize("seen_idle", [True, False])
 async def test_a_kept_alive_connection_the_server_closed_is_not_an_error(
-        s3_server, proxy, raw, bucket, tmp_path):
-    backend = behind(proxy, s3_server, max_attempts=1)  # (no retry would hide it)
-    path = spool(tmp_path, "s", b"z" * 10)
+        s3_server, proxy, raw, bucket, monkeypatch, seen_idle):
+    """The server closes a kept-alive connection after answering: the next request sees
+    it closed before sending (no re-send), or, when that check misses it (closed in
+    between), is sent again at once on a new connection, not counted as a try
+    (max_attempts = 1), but counted as a retry."""
+    from mcpfs.backends import s3_direct
+    if not seen_idle:
+        monkeypatch.setattr(s3_direct, "_dropped", lambda conn: False)
+    backend = behind(proxy, s3_server, max_attempts=1)
+    direct_requests, target = backend._direct, backend._direct.target(bucket)
     try:
         proxy.faults[:] = ["close"]
-        await backend.upload_file(bucket, "a", path, 10)
-        await backend.upload_file(bucket, "b", path, 10)
+        first = direct_requests.put(bucket, target, "a", b"z" * 10, 10, False, None, None)
+        second = direct_requests.put(bucket, target, "b", b"z" * 10, 10, False, None, None)
     finally:
         backend.close()
+    assert first["ResponseMetadata"]["RetryAttempts"] == 0
+    assert second["ResponseMetadata"]["RetryAttempts"] == (0 if seen_idle else 1)
     assert raw.head_object(Bucket=bucket, Key="b")["ContentLength"] == 10
 
 
@@ -170,7 +180,8 @@ async def test_https_checks_the_server_with_the_configured_ca_bundle(
 async def test_what_the_direct_path_does_not_serve_goes_through_boto3(
         s3_server, proxy, raw, bucket, tmp_path, monkeypatch):
     """A bucket in another region (a 301 with its region: boto3 follows those), a proxy
-    variable routing the endpoint, a body over DIRECT_MAX, an S3 Express bucket."""
+    variable routing the endpoint, a body over DIRECT_MAX, an S3 Express bucket; a client
+    told to send checksums only when required sends none directly either."""
     from mcpfs.backends.s3_direct import DIRECT_MAX
     backend = behind(proxy, s3_server)
     path = spool(tmp_path, "s", b"w" * 10)
@@ -191,6 +202,14 @@ async def test_what_the_direct_path_does_not_serve_goes_through_boto3(
         assert express._direct.target(bucket + "--x-s3") is None
     finally:
         express.close()
+    monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+    bare = behind(proxy, s3_server)  # the client sends no checksum: nor does the direct PUT
+    try:
+        await bare.upload_file(bucket, "bare", path, 10)
+    finally:
+        bare.close()
+    assert direct(proxy.puts()[-1]) and "x-amz-checksum-crc32" not in proxy.puts()[-1]
+    assert "x-amz-checksum-crc32" in proxy.puts()[0]
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
@@ -242,6 +261,14 @@ async def test_a_head_is_one_signed_request_that_reads_as_boto3s(
     try:
         got = await backend.head(bucket, "d/h (1)+é.txt")
         assert got == await plain.head(bucket, "d/h (1)+é.txt")
+        fields = ("ContentLength", "LastModified", "ETag", "VersionId", "StorageClass",
+                  "ContentType", "Metadata")
+        for key in ("d/h (1)+é.txt", "d/std"):  # (a STANDARD object names no class)
+            raw.put_object(Bucket=bucket, Key="d/std", Body=b"s")
+            mine = backend._direct.head(bucket, backend._direct.target(bucket), key)
+            theirs = plain.client.head_object(Bucket=bucket, Key=key)
+            assert {f: mine.get(f) for f in fields} == {f: theirs.get(f) for f in fields}
+            assert mine["LastModified"].tzinfo is not None
         assert (got.size, got.content_type, got.storage_class, got.metadata) == (
             5, "text/x-test", "STANDARD_IA", {"ipfs-cid": "bafyh", "mtime": "12"})
         with pytest.raises(McpfsError) as missing:
@@ -254,5 +281,5 @@ async def test_a_head_is_one_signed_request_that_reads_as_boto3s(
         for b in (backend, plain, wrong):
             b.close()
     heads = [{k.lower(): v for k, v in h.items()} for m, _, h in proxy.seen if m == "HEAD"]
-    assert len(heads) == 3 and all(direct(h) for h in heads)
+    assert len(heads) == 5 and all(direct(h) for h in heads)
     assert heads[0]["x-amz-request-payer"] == "requester"
