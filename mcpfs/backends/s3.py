@@ -6,7 +6,7 @@ endpoint/region when the section leaves them out, come from boto3's own chain (e
 call is made at construction, so wrong credentials do not stop a mount: the first request
 fails with EACCES and one log line. ``no_sign_request``: requests are not signed (public
 buckets, the AWS CLI's ``--no-sign-request``) and no credentials are read;
-``requester_pays``, ``sse``, ``sse_kms_key_id``: s3_direct.RequestDefaults.
+``requester_pays``, ``sse``, ``sse_kms_key_id``: s3_defaults.RequestDefaults.
 
 Errors: every botocore error goes through :func:`.s3_errors.map_error` (the only
 translation: ENOENT, EACCES, EEXIST, ENOTEMPTY, EINVAL, else EIO; see there); throttling and
@@ -66,7 +66,8 @@ import trio
 from ..errors import McpfsError
 from .s3_copy import MAX_COPY_SIZE, ServerSideCopies, left_markers  # noqa: F401
 from .s3_errors import _Denied, map_error
-from .s3_direct import DirectRequests, RequestDefaults
+from .s3_defaults import RequestDefaults
+from .s3_direct import DIRECT_MAX, DirectRequests
 from .s3_upload import (  # noqa: F401  (re-exported: the mount and tests use them)
     UPLOAD_SUFFIX, MiB, MultipartUploads, ObjectInfo, first_error)
 
@@ -108,7 +109,7 @@ class S3Config:
     attr_ttl: float = 1.0  # seconds a HEAD result is used (mounts/s3.py)
     write_back: bool = False  # close() returns once the file is journaled (vfs/write_back.py)
     negative_ttl: float = 0.0  # seconds a listing says "no such name" without a request
-    direct_requests: bool = True  # small PUTs, HEADs: one signed request each (s3_direct)
+    direct_requests: bool = True  # small GETs, PUTs, HEADs: one signed request (s3_direct)
     no_sign_request: bool = False  # anonymous requests (public buckets; the AWS CLI's flag)
     requester_pays: bool = False  # we pay for requests to requester-pays buckets
     sse: str | None = None  # server-side encryption of what we write: AES256, aws:kms...
@@ -214,7 +215,7 @@ class S3Backend(MultipartUploads, ServerSideCopies):
             self.client = make(style)
         defaults = RequestDefaults(cfg.requester_pays, cfg.sse, cfg.sse_kms_key_id)
         defaults.install(self.client)
-        # small PUTs and HEADs skip botocore's pipeline when requests are signed
+        # small GETs and PUTs, and HEADs, skip botocore's pipeline when requests are signed
         credentials = None if cfg.no_sign_request else session.get_credentials()
         self._direct = DirectRequests(
             self.client, credentials, defaults, cfg.max_attempts, cfg.connect_timeout,
@@ -356,12 +357,8 @@ class S3Backend(MultipartUploads, ServerSideCopies):
         shorter), in one ranged GET: an open that reads next costs one request, not two.
         An empty object (a range past its end is InvalidRange) costs a HEAD instead."""
         def work() -> tuple[ObjectInfo, bytes]:
-            resp = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{first - 1}")
-            body = resp["Body"]
-            try:
-                data = body.read()
-            finally:
-                body.close()
+            resp = self._get_sync(bucket, key, 0, first - 1)
+            data = resp["Body"]
             total = str(resp.get("ContentRange") or "").rpartition("/")[2]
             size = int(total) if total.isdigit() else len(data)  # no range: the whole body
             return _headed(key, dict(resp, ContentLength=size)), data
@@ -380,17 +377,10 @@ class S3Backend(MultipartUploads, ServerSideCopies):
         if end <= start:
             return b""
 
-        def work() -> bytes:
-            kwargs = {"Bucket": bucket, "Key": key, "Range": f"bytes={start}-{end - 1}"}
-            if etag:
-                kwargs["IfMatch"] = etag
-            body = self.client.get_object(**kwargs)["Body"]
-            try:
-                return body.read()
-            finally:
-                body.close()
         try:
-            return await self.call(work, f"read s3://{bucket}/{key}", "get", bytes_in=len)
+            return await self.call(
+                lambda: self._get_sync(bucket, key, start, end - 1, etag)["Body"],
+                f"read s3://{bucket}/{key}", "get", bytes_in=len)
         except McpfsError as exc:
             if exc.errno == errno.EINVAL:  # InvalidRange: start at or past the end
                 return b""
@@ -398,6 +388,28 @@ class S3Backend(MultipartUploads, ServerSideCopies):
                 raise McpfsError(f"s3://{bucket}/{key} changed since it was opened",
                                  errno=errno.ESTALE) from None
             raise
+
+    def _get_sync(self, bucket: str, key: str, first: int, last: int,
+                  if_match: str | None = None) -> dict[str, Any]:
+        """GetObject of bytes ``first..last`` (inclusive; a worker thread): one direct
+        request up to ``DIRECT_MAX`` bytes (s3_direct), else boto3's; the ``Body`` read
+        whole, as bytes, either way."""
+        direct = self._direct
+        target = direct.target(bucket) \
+            if direct is not None and last - first < DIRECT_MAX else None
+        if target is not None:
+            resp = direct.get(bucket, target, key, first, last, if_match)
+            if resp is not None:
+                return resp
+        kwargs = {"Bucket": bucket, "Key": key, "Range": f"bytes={first}-{last}"}
+        if if_match:
+            kwargs["IfMatch"] = if_match
+        resp = self.client.get_object(**kwargs)
+        body = resp["Body"]
+        try:
+            return dict(resp, Body=body.read())
+        finally:
+            body.close()
 
     async def put_bytes(self, bucket: str, key: str, data: bytes, *,
                         if_none_match: bool = False, content_type: str | None = None,

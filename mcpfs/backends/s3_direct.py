@@ -1,32 +1,31 @@
-"""PutObjects of small bodies and HeadObjects as one signed HTTP request each
-(:class:`DirectRequests`), and the request defaults every S3 request of a backend gets
-(:class:`RequestDefaults`).
+"""GetObjects of small ranges, PutObjects of small bodies and HeadObjects, each as one
+signed HTTP request (:class:`DirectRequests`).
 
 Why: botocore's request pipeline (parameter checks, endpoint rules, some twenty events,
-urllib3, response parsing) costs about 2 ms of CPU per request on 2 cores, and that CPU
-holds the GIL the FUSE loop needs: writing a small file through the mount costs a HEAD (is
-the new name free?) and a PUT, and those two were more than everything else the daemon did
-for it. :class:`DirectRequests` sends the same requests, signed by botocore's own SigV4
+urllib3, response parsing) costs about 2 ms of CPU per request on 2 cores, holding the GIL
+the FUSE loop needs: a small file written through the mount costs a HEAD (is the name
+free?) and a PUT, more than all the rest the daemon does for it; a small file read costs a
+ranged GET. These requests are sent as boto3 would send them, signed by botocore's own SigV4
 signer with the client's current credentials, at the URL and signing scope botocore itself
-prepares for the bucket, over plain kept-alive ``http.client`` connections: about 0.5 ms
-each.
+prepares for the bucket, over kept-alive ``http.client`` connections: ~0.5 ms each.
 
-What a PUT sends: the body with Content-Length, Content-MD5 (S3 refuses a body that does not
-match it: BadDigest), ``x-amz-checksum-crc32`` (stored with the object, as boto3's default
-checksum is), Content-Type and ``x-amz-meta-*`` when given, ``If-None-Match: *`` for
-a new file, and the :class:`RequestDefaults` headers (requester pays, SSE). Over https the
-payload is not hashed into the signature (TLS and Content-MD5 protect it, as botocore does
-for streamed bodies); over http it is. A HEAD sends the requester-pays header when set, and
-its answer is read into the fields boto3's ``head_object`` gives (size, time, ETag, version,
-storage class, content type, ``x-amz-meta-*``).
+What is sent: a PUT carries Content-Length, Content-MD5 (S3 refuses a body that does not
+match: BadDigest), ``x-amz-checksum-crc32`` (stored with the object, as boto3's default
+checksum is; not when the client is set to send checksums only when required),
+Content-Type and ``x-amz-meta-*`` when given, ``If-None-Match: *`` for a new file, and the
+:class:`~.s3_defaults.RequestDefaults` headers (requester pays, SSE). Over https its payload
+is not hashed into the signature (TLS and Content-MD5 protect it, as botocore does for
+streamed bodies); over http it is. A HEAD or GET carries the requester-pays header when
+set, a GET its Range and If-Match; their answers are read into the fields boto3's
+``head_object`` / ``get_object`` give (size, time, ETag, version, storage class, content
+type, ``x-amz-meta-*``; Content-Range and the body, read whole, for a GET).
 
-Where it applies (:meth:`DirectRequests.target`, resolved once per bucket): a signed client
-(credentials known); a bucket botocore presigns at a plain http(s) URL (not an S3 Express
-directory bucket, not an ARN, not SigV4a); an endpoint that no proxy variable
-(``HTTPS_PROXY``...) routes; a PUT body up to ``DIRECT_MAX`` bytes with headers in ASCII. A
-bucket that answers it is in another region (a 301, or a 400 naming its region) goes
-through boto3 from then on, which follows such redirects. Anything else goes through
-boto3, as every other request does.
+Where it applies (:meth:`DirectRequests.target`, once per bucket): a signed client; a bucket
+whose PutObject botocore prepares for a plain http(s) URL with SigV4 (not S3 Express, not an
+ARN, not SigV4a); an endpoint that no proxy variable (``HTTPS_PROXY``...) routes; a PUT
+body or GET range up to ``DIRECT_MAX`` bytes, a PUT's headers in ASCII. A bucket that
+answers it is in another region (a 301, or a 400 naming its region) goes through boto3 from
+then on, which follows such redirects. Anything else goes through boto3.
 
 Retries (botocore's "standard" mode, which this follows): a connection error, a timeout, a
 5xx answer, or a throttling or transient error code (and a 429) is tried again,
@@ -77,6 +76,7 @@ from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.httpsession import get_cert_path
 
 from ..errors import McpfsError
+from .s3_defaults import RequestDefaults
 
 log = logging.getLogger("mcpfs.backends.s3")
 
@@ -98,55 +98,6 @@ META: Final = "x-amz-meta-"
 PAYLOAD_HASH: Final = "mcpfs_payload_sha256"  # a request context key (_Signer)
 PROBE_KEY: Final = "mcpfs-direct-put-probe"  # the key presigned to learn a bucket's URL
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-
-
-@dataclass(frozen=True)
-class RequestDefaults:
-    """Arguments every request of a client gets where S3 takes them (a botocore
-    ``before-parameter-build`` hook, so the daemon's client and the helpers' agree):
-
-    - ``requester_pays``: ``x-amz-request-payer: requester`` on every operation that has a
-      RequestPayer parameter (requester-pays buckets, the AWS CLI's ``--request-payer``);
-    - ``sse`` / ``sse_kms_key_id``: server-side encryption of every object we write
-      (PutObject, CreateMultipartUpload, CopyObject; mountpoint-s3's ``--sse`` and
-      ``--sse-kms-key-id``), for buckets whose policy demands it.
-    """
-
-    requester_pays: bool = False
-    sse: str | None = None  # "AES256", "aws:kms" or "aws:kms:dsse"
-    sse_kms_key_id: str | None = None
-
-    def install(self, client: Any) -> None:
-        if not (self.requester_pays or self.sse):
-            return
-
-        def add(params: dict[str, Any], model: Any, **_: Any) -> None:
-            shape = model.input_shape
-            members = shape.members if shape is not None else {}
-            if self.requester_pays and "RequestPayer" in members:
-                params.setdefault("RequestPayer", "requester")
-            if self.sse and model.name in _WRITES:
-                params.setdefault("ServerSideEncryption", self.sse)
-                if self.sse_kms_key_id:
-                    params.setdefault("SSEKMSKeyId", self.sse_kms_key_id)
-        client.meta.events.register("before-parameter-build.s3", add)
-
-
-_WRITES = frozenset({"PutObject", "CreateMultipartUpload", "CopyObject"})  # new objects
-
-
-def put_kwargs(bucket: str, key: str, body: Any, size: int, inm: bool,
-               content_type: str | None, metadata: dict[str, str] | None) -> dict[str, Any]:
-    """PutObject's arguments, the same in the daemon and in a helper."""
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": body,
-                              "ContentLength": size}
-    if inm:
-        kwargs["IfNoneMatch"] = "*"
-    if content_type:
-        kwargs["ContentType"] = content_type
-    if metadata:
-        kwargs["Metadata"] = metadata
-    return kwargs
 
 
 @dataclass(frozen=True)
@@ -268,35 +219,47 @@ class DirectRequests:
         got = self._request(bucket, target, "PUT", key, data, headers)
         if got is None:
             return None
-        answer, meta = got
+        answer, meta, _ = got
         return {"ETag": answer.get("etag"), "VersionId": answer.get("x-amz-version-id"),
                 "ResponseMetadata": meta}
 
     def head(self, bucket: str, target: Target, key: str) -> dict | None:
         """HeadObject of ``key``: boto3's answer shape (the fields ``s3._headed`` reads);
         None when the bucket turned out to be in another region. Blocking."""
+        got = self._request(bucket, target, "HEAD", key, b"", self._read_headers())
+        if got is None:
+            return None
+        answer, meta, _ = got
+        return _described(answer, meta)
+
+    def get(self, bucket: str, target: Target, key: str, first: int, last: int,
+            if_match: str | None = None) -> dict | None:
+        """GetObject of bytes ``first..last`` (inclusive) of ``key``, If-Match ``if_match``:
+        boto3's answer shape with ``ContentRange``, the ``Body`` as bytes (read whole: for
+        ranges up to ``DIRECT_MAX``). None when the bucket is in another region. Blocking."""
+        headers = self._read_headers()
+        headers["Range"] = f"bytes={first}-{last}"
+        if if_match:
+            headers["If-Match"] = if_match
+        got = self._request(bucket, target, "GET", key, b"", headers)
+        if got is None:
+            return None
+        answer, meta, body = got
+        return dict(_described(answer, meta), ContentRange=answer.get("content-range"),
+                    Body=body)
+
+    def _read_headers(self) -> dict[str, str]:
         headers = {"User-Agent": "mcpfs"}
         if self.defaults.requester_pays:
             headers["x-amz-request-payer"] = "requester"
-        got = self._request(bucket, target, "HEAD", key, b"", headers)
-        if got is None:
-            return None
-        answer, meta = got
-        modified = answer.get("last-modified")
-        return {"ContentLength": int(answer.get("content-length") or 0),
-                "LastModified": email.utils.parsedate_to_datetime(modified)
-                if modified else None,
-                "ETag": answer.get("etag"), "VersionId": answer.get("x-amz-version-id"),
-                "StorageClass": answer.get("x-amz-storage-class"),
-                "ContentType": answer.get("content-type"),
-                "Metadata": {name[len(META):]: value for name, value in answer.items()
-                             if name.startswith(META)},
-                "ResponseMetadata": meta}
+        return headers
 
     def _request(self, bucket: str, target: Target, method: str, key: str, data: bytes,
-                 headers: dict[str, str]) -> tuple[dict[str, str], dict[str, int]] | None:
+                 headers: dict[str, str]
+                 ) -> tuple[dict[str, str], dict[str, int], bytes] | None:
         """Sign and send, retried (see the module docstring): the answer's headers (names
-        in lower case) and boto3's ResponseMetadata; None when the bucket is elsewhere."""
+        in lower case), boto3's ResponseMetadata and the body; None when the bucket is
+        elsewhere."""
         path = target.prefix + urllib.parse.quote(key, safe="/~")
         url = f"{target.scheme}://{target.netloc}{path}"
         digest = hashlib.sha256(data).hexdigest() if target.scheme == "http" else None
@@ -320,8 +283,9 @@ class DirectRequests:
                 throttled = False
             else:
                 retries = tries + resends
-                if status < 300 and b"<Error>" not in text[:512]:
-                    return answer, {"HTTPStatusCode": status, "RetryAttempts": retries}
+                # (a PUT's 200 can carry an error; a GET's body is the object's bytes)
+                if status < 300 and not (method == "PUT" and b"<Error>" in text[:512]):
+                    return answer, {"HTTPStatusCode": status, "RetryAttempts": retries}, text
                 error = _client_error(method, status if status >= 300 else 500, text,
                                       retries)
                 code = error.response["Error"]["Code"]
@@ -461,6 +425,19 @@ def _dropped(conn: http.client.HTTPConnection) -> bool:
         return True
 
 
+def _described(answer: dict[str, str], meta: dict[str, int]) -> dict[str, Any]:
+    """What boto3's head_object (and get_object, but its body) gives, from the headers."""
+    modified = answer.get("last-modified")
+    return {"ContentLength": int(answer.get("content-length") or 0),
+            "LastModified": email.utils.parsedate_to_datetime(modified) if modified else None,
+            "ETag": answer.get("etag"), "VersionId": answer.get("x-amz-version-id"),
+            "StorageClass": answer.get("x-amz-storage-class"),
+            "ContentType": answer.get("content-type"),
+            "Metadata": {name[len(META):]: value for name, value in answer.items()
+                         if name.startswith(META)},
+            "ResponseMetadata": meta}
+
+
 def _has_port(netloc: str) -> bool:
     return netloc.rsplit("]", 1)[-1].count(":") == 1
 
@@ -493,7 +470,7 @@ def _client_error(method: str, status: int, text: bytes, attempts: int
     return botocore.exceptions.ClientError(
         {"Error": {"Code": code or str(status), "Message": message},
          "ResponseMetadata": {"HTTPStatusCode": status, "RetryAttempts": attempts}},
-        "PutObject" if method == "PUT" else "HeadObject")
+        {"PUT": "PutObject", "HEAD": "HeadObject"}.get(method, "GetObject"))
 
 
-__all__ = ["DIRECT_MAX", "DirectRequests", "RequestDefaults", "Target", "put_kwargs"]
+__all__ = ["DIRECT_MAX", "DirectRequests", "Target"]

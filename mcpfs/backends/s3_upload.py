@@ -40,7 +40,8 @@ import trio
 
 from ..errors import McpfsError
 from .s3_errors import Conflict
-from .s3_direct import DIRECT_MAX, put_kwargs
+from .s3_defaults import put_kwargs
+from .s3_direct import DIRECT_MAX
 
 log = logging.getLogger("mcpfs.backends.s3")
 

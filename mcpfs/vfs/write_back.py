@@ -33,8 +33,10 @@ written: the bridge's native routes) are committed before close() returns, as wi
 write-back. At shutdown :meth:`drain` waits for every queued commit (``VFS.commit_all``).
 
 Concurrency: trio thread only. ``_pending`` maps each OpenFile being committed to the Event
-set when its commit ended; uploads run at most ``UPLOADS`` at once (a CapacityLimiter), and
-at most ``QUEUED`` files wait (``room``, a Semaphore: close() waits beyond it).
+set when its commit ended; ``_ending`` holds those Events while the ended commit still
+closes its file (spool and journal row), so :meth:`drain` waits for that too. Uploads run
+at most ``UPLOADS`` at once (a CapacityLimiter), and at most ``QUEUED`` files wait
+(``room``, a Semaphore: close() waits beyond it).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class WriteBack:
         # this run (refused write-backs, close() errors), until superseded
         self.given_up: dict[tuple[str, str], tuple[int, str]] = {}
         self._pending: dict[OpenFile, trio.Event] = {}
+        self._ending: set[trio.Event] = set()  # commits no longer pending, still closing
         self._adopted: deque[OpenFile] = deque()  # kept files of a previous run, in order
         self._resuming = False  # a _resume task runs
         self._abandoned: list[tuple[Any, Any]] = []  # (mount, resume state) to end on serve
@@ -220,7 +223,8 @@ class WriteBack:
                     log.warning("write-back of /%s: %s; retrying", of.node.path, exc)
                     await trio.sleep(self.retry_delay * 2 ** attempt)  # no upload slot held
         finally:
-            del self._pending[of]
+            del self._pending[of]  # (so that _close_open_file closes it)
+            self._ending.add(done)
             self.room.release()
             try:  # cancelled (shutdown) before its commit: left for VFS.commit_all
                 if later and self._nursery is not None:
@@ -231,6 +235,7 @@ class WriteBack:
                 elif of.handles <= 0 and (ended or not of.dirty):
                     await self.vfs._close_open_file(of)
             finally:
+                self._ending.discard(done)
                 done.set()
 
     async def _retry_later(self, of: OpenFile) -> None:
@@ -349,8 +354,8 @@ class WriteBack:
         serve never ran, are left to ``VFS.commit_all``)."""
         if self._nursery is None:
             self._release_adopted()
-        while self._pending:
-            await next(iter(self._pending.values())).wait()
+        while self._pending or self._ending:  # (a commit's spool and row go after it)
+            await next(iter(self._pending.values() or self._ending)).wait()
 
 
 __all__ = ["WriteBack", "UPLOADS", "ATTEMPTS"]

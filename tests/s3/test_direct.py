@@ -283,3 +283,38 @@ async def test_a_head_is_one_signed_request_that_reads_as_boto3s(
     heads = [{k.lower(): v for k, v in h.items()} for m, _, h in proxy.seen if m == "HEAD"]
     assert len(heads) == 5 and all(direct(h) for h in heads)
     assert heads[0]["x-amz-request-payer"] == "requester"
+
+
+async def test_small_gets_are_direct_and_read_as_boto3s(s3_server, proxy, raw, bucket):
+    """The open's GET and small range reads go direct, with boto3's results: the object's
+    fields and first bytes, an empty object (InvalidRange, then a HEAD), a changed object
+    (If-Match: ESTALE); a body that begins like an S3 error is data; ranges over
+    DIRECT_MAX go through boto3."""
+    from mcpfs.backends.s3_direct import DIRECT_MAX
+    data = b"<Error><Code>InternalError</Code></Error>" + pattern_bytes(DIRECT_MAX * 2, 7)
+    raw.put_object(Bucket=bucket, Key="g/x", Body=data, ContentType="text/x-g",
+                   Metadata={"ipfs-cid": "bafyg"})
+    raw.put_object(Bucket=bucket, Key="g/empty", Body=b"")
+    backend = behind(proxy, s3_server)
+    plain = make_backend(s3_server, direct_requests=False)
+    try:
+        info, first = await backend.open_object(bucket, "g/x", 64 * 1024)
+        assert (info, first) == await plain.open_object(bucket, "g/x", 64 * 1024)
+        assert first == data[:64 * 1024] and info.size == len(data)
+        assert info.metadata == {"ipfs-cid": "bafyg"} and info.content_type == "text/x-g"
+        assert await backend.get_range(bucket, "g/x", 5, 1005, info.etag) == data[5:1005]
+        big = await backend.get_range(bucket, "g/x", 0, DIRECT_MAX + 1)
+        assert big == data[:DIRECT_MAX + 1]
+        assert await backend.get_range(bucket, "g/x", len(data), len(data) + 9) == b""
+        empty, none = await backend.open_object(bucket, "g/empty", 64 * 1024)
+        assert (empty.size, none) == (0, b"")
+        raw.put_object(Bucket=bucket, Key="g/x", Body=b"replaced")
+        with pytest.raises(McpfsError) as changed:
+            await backend.get_range(bucket, "g/x", 0, 4, info.etag)
+        assert changed.value.errno == errno.ESTALE
+    finally:
+        backend.close()
+        plain.close()
+    gets = [{k.lower(): v for k, v in h.items()} for m, _, h in proxy.seen if m == "GET"]
+    assert [direct(h) for h in gets] == [True, True, False, True, True, True]
+    assert [h["range"] for h in gets][:2] == ["bytes=0-65535", "bytes=5-1004"]

@@ -385,7 +385,7 @@ async def test_sse_encrypts_every_object_written(s3_server, bucket, raw, tmp_pat
 def test_sse_kms_key_and_config_checks():
     from botocore.awsrequest import AWSResponse
 
-    from mcpfs.backends.s3_direct import RequestDefaults
+    from mcpfs.backends.s3_defaults import RequestDefaults
     backend = S3Backend(S3Config.from_section({
         "endpoint_url": "http://127.0.0.1:9", "region": "us-east-1",
         "sse": "aws:kms", "sse_kms_key_id": "key-1"}))

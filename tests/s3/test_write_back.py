@@ -429,6 +429,45 @@ async def test_a_kept_upload_keeps_the_files_mtime_for_the_next_start(wb, raw, n
     assert (await fresh.getattr(await ino(fresh, f"s3/{bucket}/p"))).attr.mtime_ns == old
 
 
+async def test_drain_waits_until_each_ended_commit_has_closed_its_file(wb, raw):
+    """A commit ends (uploaded), then closes its file: spool and journal row go. drain()
+    (shutdown) returns only after that, so no row is left to upload again at the next
+    start. (It returned once nothing was pending: here as soon as ``a`` ended, ``b``
+    still closing.)"""
+    vfs, mount, journal, bucket = wb
+    close, commit = vfs._close_open_file, mount.commit
+    b_closing, b_go, a_go, drained = trio.Event(), trio.Event(), trio.Event(), trio.Event()
+
+    async def held_close(of):
+        if of.node.path.endswith("/b") and not vfs.write_back.pending(of):
+            b_closing.set()  # (the close after its commit, not the one at release)
+            await b_go.wait()
+        await close(of)
+
+    async def held_commit(writer):
+        if writer.path.endswith("/a"):
+            await a_go.wait()
+        return await commit(writer)
+
+    async def drain():
+        await vfs.write_back.drain()
+        drained.set()
+    vfs._close_open_file, mount.commit = held_close, held_commit
+    early = None
+    async with trio.open_nursery() as nursery:
+        await write(vfs, f"s3/{bucket}/a", b"one")
+        nursery.start_soon(write, vfs, f"s3/{bucket}/b", b"two")
+        await b_closing.wait()
+        nursery.start_soon(drain)
+        a_go.set()
+        await trio.sleep(0.3)  # a committed and closed
+        early = drained.is_set()
+        b_go.set()  # (before asserting: the close waits shielded)
+        await drained.wait()
+    assert early is False and journal.pending() == []
+    assert raw.get_object(Bucket=bucket, Key="b")["Body"].read() == b"two"
+
+
 async def test_kept_files_of_a_previous_run_are_pending_then_uploaded(s3_server, bucket, raw,
                                                                      tmp_path, nursery):
     """The next start (recovery before the mount is live): each kept row of /s3 becomes a
