@@ -393,23 +393,28 @@ class S3Backend(MultipartUploads, ServerSideCopies):
                   if_match: str | None = None) -> dict[str, Any]:
         """GetObject of bytes ``first..last`` (inclusive; a worker thread): one direct
         request up to ``DIRECT_MAX`` bytes (s3_direct), else boto3's; the ``Body`` read
-        whole, as bytes, either way."""
+        whole, as bytes, either way, and only the bytes asked for (with the object's size
+        in ContentRange) from a server that answers a range with the whole object."""
         direct = self._direct
         target = direct.target(bucket) \
             if direct is not None and last - first < DIRECT_MAX else None
-        if target is not None:
-            resp = direct.get(bucket, target, key, first, last, if_match)
-            if resp is not None:
-                return resp
-        kwargs = {"Bucket": bucket, "Key": key, "Range": f"bytes={first}-{last}"}
-        if if_match:
-            kwargs["IfMatch"] = if_match
-        resp = self.client.get_object(**kwargs)
-        body = resp["Body"]
-        try:
-            return dict(resp, Body=body.read())
-        finally:
-            body.close()
+        resp = direct.get(bucket, target, key, first, last, if_match) \
+            if target is not None else None
+        if resp is None:
+            kwargs = {"Bucket": bucket, "Key": key, "Range": f"bytes={first}-{last}"}
+            if if_match:
+                kwargs["IfMatch"] = if_match
+            resp = self.client.get_object(**kwargs)
+            body = resp["Body"]
+            try:
+                resp = dict(resp, Body=body.read())
+            finally:
+                body.close()
+        if not resp.get("ContentRange"):  # a server that ignores Range: the whole object
+            whole = resp["Body"]
+            resp["Body"] = whole[first:last + 1]
+            resp["ContentRange"] = f"bytes {first}-{last}/{len(whole)}"
+        return resp
 
     async def put_bytes(self, bucket: str, key: str, data: bytes, *,
                         if_none_match: bool = False, content_type: str | None = None,

@@ -11,8 +11,10 @@ header included, so signatures still check) and records what it received in ``se
   ``Connection: close`` header (a kept-alive connection the server drops);
 - ``"redirect"``: answered 301 PermanentRedirect naming another region, not forwarded.
 
-With ``tls`` (an SSLContext holding a certificate) it serves https. Resources: a server
-thread, stopped and joined when the ``with`` block ends.
+With ``ignore_range``, a GET is forwarded without its Range and unsigned (the signature
+covers the Range; the bucket must be readable anonymously): the whole object comes back, as
+from a server that ignores ranges. With ``tls`` (an SSLContext holding a certificate) it
+serves https. Resources: a server thread, stopped and joined when the ``with`` block ends.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from pathlib import Path
 
 _ERROR = ('<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
           '<Message>injected</Message></Error>')
+def _SIGNED(name: str) -> bool:  # what a GET without its Range must lose too
+    return name.lower() in ("range", "authorization") or name.lower().startswith("x-amz-")
+
+
 _HOP = {"connection", "transfer-encoding", "content-length", "server", "date", "keep-alive"}
 
 
@@ -59,9 +65,10 @@ class _Handler(BaseHTTPRequestHandler):
                                 {"x-amz-bucket-region": "eu-west-3"})
         up = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port,
                                         timeout=30)
+        sent = {k: v for k, v in self.headers.items()
+                if not (proxy.ignore_range and self.command == "GET" and _SIGNED(k))}
         try:
-            up.request(self.command, self.path, body=body or None,
-                       headers=dict(self.headers.items()))
+            up.request(self.command, self.path, body=body or None, headers=sent)
             resp = up.getresponse()
             data = resp.read()
         finally:
@@ -88,6 +95,7 @@ class FaultProxy:
     def __init__(self, upstream: str, tls: ssl.SSLContext | None = None) -> None:
         self.upstream = urllib.parse.urlsplit(upstream)
         self.faults: list[str] = []
+        self.ignore_range = False
         self.seen: list[tuple[str, str, dict[str, str]]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True

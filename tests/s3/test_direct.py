@@ -318,3 +318,22 @@ async def test_small_gets_are_direct_and_read_as_boto3s(s3_server, proxy, raw, b
     gets = [{k.lower(): v for k, v in h.items()} for m, _, h in proxy.seen if m == "GET"]
     assert [direct(h) for h in gets] == [True, True, False, True, True, True]
     assert [h["range"] for h in gets][:2] == ["bytes=0-65535", "bytes=5-1004"]
+
+
+@pytest.mark.parametrize("direct_requests", [True, False])
+async def test_a_server_that_ignores_range_still_gives_the_bytes_asked(
+        s3_server, proxy, raw, public_bucket, direct_requests):
+    """A server answering a ranged GET with the whole object (200, no Content-Range): a
+    range read gets the bytes at its offset, and the open learns the object's size."""
+    data = pattern_bytes(200_000, 3)
+    key = f"r-{direct_requests}"
+    raw.put_object(Bucket=public_bucket, Key=key, Body=data)
+    backend = behind(proxy, s3_server, direct_requests=direct_requests)
+    proxy.ignore_range = True
+    try:
+        info, first = await backend.open_object(public_bucket, key, 64 * 1024)
+        assert (info.size, first) == (len(data), data[:64 * 1024])
+        got = await backend.get_range(public_bucket, key, 70_000, 71_000)
+        assert got == data[70_000:71_000]
+    finally:
+        backend.close()
