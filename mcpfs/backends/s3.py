@@ -250,7 +250,7 @@ class S3Backend(MultipartUploads, ServerSideCopies):
         return result
 
     def close(self) -> None:
-        """Close the direct PUTs' connections (blocking: at unmount, in a thread)."""
+        """Close the direct requests' connections (blocking: at unmount, in a thread)."""
         if self._direct is not None:
             self._direct.close()
 
