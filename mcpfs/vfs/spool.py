@@ -57,6 +57,7 @@ class Spool:
         self.path = str(path)
         self.fd = fd
         self.mem = memory  # the content while no file exists (memory spool)
+        self.known_size: int | None = None  # the file's length, while no write changed it
         self.closed = False
         self.parked = False  # an existing file not opened yet (:meth:`kept`)
         self.on_disk: Callable[[], None] | None = None  # run (blocking) before the file exists
@@ -142,6 +143,7 @@ class Spool:
         data, self.mem = self.mem, None
         try:
             self._pwrite(0, data)
+            self.known_size = len(data)  # (a commit's size: no fstat hop)
         except BaseException:
             self.mem = data
             self.fd = None
@@ -160,6 +162,7 @@ class Spool:
 
     # ---------------------------------------------------------------- I/O
     def _pwrite(self, offset: int, data: bytes) -> int:
+        self.known_size = None  # (every write of the file comes here)
         view = memoryview(data)
         done = 0
         fd = self._fd()
@@ -214,6 +217,7 @@ class Spool:
 
         def work() -> None:
             self.materialize_sync()
+            self.known_size = None
             try:
                 os.ftruncate(self._fd(), size)
             except OSError as exc:
@@ -223,6 +227,8 @@ class Spool:
     async def size(self) -> int:
         if self.mem is not None:
             return len(self.mem)
+        if self.known_size is not None:
+            return self.known_size
         return await trio.to_thread.run_sync(lambda: os.fstat(self._fd()).st_size,
                                              limiter=limiter())
 
@@ -232,6 +238,7 @@ class Spool:
         if self.mem is not None:
             self.mem = bytearray()
             self.materialize_sync()
+        self.known_size = None
         try:
             os.ftruncate(self._fd(), 0)
         except OSError as exc:
