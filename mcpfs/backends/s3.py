@@ -67,7 +67,7 @@ from ..errors import McpfsError
 from .s3_copy import MAX_COPY_SIZE, ServerSideCopies, left_markers  # noqa: F401
 from .s3_errors import _Denied, map_error
 from .s3_defaults import RequestDefaults
-from .s3_direct import DIRECT_MAX, DirectRequests
+from .s3_direct import DIRECT_MAX, DirectRequests, Target
 from .s3_upload import (  # noqa: F401  (re-exported: the mount and tests use them)
     UPLOAD_SUFFIX, MiB, MultipartUploads, ObjectInfo, first_error)
 
@@ -339,16 +339,18 @@ class S3Backend(MultipartUploads, ServerSideCopies):
         return [(u["Key"], u["UploadId"]) for u in resp.get("Uploads", [])]
 
     # ---------------------------------------------------------------- objects
-    async def head(self, bucket: str, key: str) -> ObjectInfo:
+    def _direct_to(self, bucket: str, size: int = 0) -> Target | None:
+        """Where a direct request of ``size`` bytes to ``bucket`` goes (s3_direct; a worker
+        thread: the first call per bucket prepares one request); None: boto3 sends it (no
+        direct requests, a bucket they do not serve, more than ``DIRECT_MAX`` bytes)."""
         direct = self._direct
+        return direct.target(bucket) if direct is not None and size <= DIRECT_MAX else None
 
+    async def head(self, bucket: str, key: str) -> ObjectInfo:
         def work() -> dict[str, Any]:
-            target = direct.target(bucket) if direct is not None else None
-            if target is not None:
-                resp = direct.head(bucket, target, key)
-                if resp is not None:
-                    return resp
-            return self.client.head_object(Bucket=bucket, Key=key)
+            target = self._direct_to(bucket)
+            resp = self._direct.head(bucket, target, key) if target is not None else None
+            return resp or self.client.head_object(Bucket=bucket, Key=key)
         return _headed(key, await self.call(work, f"head s3://{bucket}/{key}", "head"))
 
     async def open_object(self, bucket: str, key: str, first: int
@@ -395,10 +397,8 @@ class S3Backend(MultipartUploads, ServerSideCopies):
         request up to ``DIRECT_MAX`` bytes (s3_direct), else boto3's; the ``Body`` read
         whole, as bytes, either way, and only the bytes asked for (with the object's size
         in ContentRange) from a server that answers a range with the whole object."""
-        direct = self._direct
-        target = direct.target(bucket) \
-            if direct is not None and last - first < DIRECT_MAX else None
-        resp = direct.get(bucket, target, key, first, last, if_match) \
+        target = self._direct_to(bucket, last - first + 1)
+        resp = self._direct.get(bucket, target, key, first, last, if_match) \
             if target is not None else None
         if resp is None:
             kwargs = {"Bucket": bucket, "Key": key, "Range": f"bytes={first}-{last}"}

@@ -11,7 +11,7 @@ from typing import Any
 @dataclass(frozen=True)
 class RequestDefaults:
     """Arguments every request of a client gets where S3 takes them (a botocore
-    ``before-parameter-build`` hook, so the daemon's client and the helpers' agree):
+    ``before-parameter-build`` hook; :meth:`headers` for the direct requests):
 
     - ``requester_pays``: ``x-amz-request-payer: requester`` on every operation that has a
       RequestPayer parameter (requester-pays buckets, the AWS CLI's ``--request-payer``);
@@ -39,13 +39,23 @@ class RequestDefaults:
                     params.setdefault("SSEKMSKeyId", self.sse_kms_key_id)
         client.meta.events.register("before-parameter-build.s3", add)
 
+    def headers(self, write: bool) -> dict[str, str]:
+        """The same as headers, for a request that reads (``write`` False: HeadObject,
+        GetObject) or writes a new object (PutObject)."""
+        headers = {"x-amz-request-payer": "requester"} if self.requester_pays else {}
+        if write and self.sse:
+            headers["x-amz-server-side-encryption"] = self.sse
+            if self.sse_kms_key_id:
+                headers["x-amz-server-side-encryption-aws-kms-key-id"] = self.sse_kms_key_id
+        return headers
+
 
 _WRITES = frozenset({"PutObject", "CreateMultipartUpload", "CopyObject"})  # new objects
 
 
 def put_kwargs(bucket: str, key: str, body: Any, size: int, inm: bool,
                content_type: str | None, metadata: dict[str, str] | None) -> dict[str, Any]:
-    """PutObject's arguments, the same in the daemon and in a helper."""
+    """boto3's PutObject arguments."""
     kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": body,
                               "ContentLength": size}
     if inm:

@@ -96,23 +96,24 @@ REDIRECT_CODES: Final = frozenset({"PermanentRedirect", "TemporaryRedirect",
                                    "AuthorizationHeaderMalformed"})  # the wrong region
 META: Final = "x-amz-meta-"
 PAYLOAD_HASH: Final = "mcpfs_payload_sha256"  # a request context key (_Signer)
-PROBE_KEY: Final = "mcpfs-direct-put-probe"  # the key presigned to learn a bucket's URL
+PROBE_KEY: Final = "mcpfs-direct-put-probe"  # the probe PutObject's key (never sent)
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
 @dataclass(frozen=True)
 class Target:
-    """Where a bucket's PutObjects go, as botocore resolved it."""
+    """Where a bucket's requests go, as botocore prepares them."""
 
     scheme: str  # "http" or "https"
     netloc: str  # host[:port]
     prefix: str  # the URL path before the key ("/bucket/" path-style, "/" virtual-hosted)
-    region: str  # the signing region and service, from the presigned credential scope
+    region: str  # the signing region and service, from botocore's signing context
     service: str
 
 
 class DirectRequests:
-    """Signed PutObjects and HeadObjects without botocore's pipeline (module docstring).
+    """Signed small GETs and PUTs, and HEADs, without botocore's pipeline (see the module
+    docstring).
     ``client``: the backend's boto3 client (its URL resolution); ``credentials``: botocore
     credentials (refreshed when due); ``ca_bundle``: the CA file (None: botocore's)."""
 
@@ -249,10 +250,7 @@ class DirectRequests:
                     Body=body)
 
     def _read_headers(self) -> dict[str, str]:
-        headers = {"User-Agent": "mcpfs"}
-        if self.defaults.requester_pays:
-            headers["x-amz-request-payer"] = "requester"
-        return headers
+        return {"User-Agent": "mcpfs", **self.defaults.headers(write=False)}
 
     def _request(self, bucket: str, target: Target, method: str, key: str, data: bytes,
                  headers: dict[str, str]
@@ -269,13 +267,13 @@ class DirectRequests:
             request.context["has_streaming_input"] = True  # https: Content-MD5, no SHA-256
             request.context[PAYLOAD_HASH] = digest
             _Signer(self.credentials.get_frozen_credentials(), target.service,
-                        target.region).add_auth(request)
+                    target.region).add_auth(request)
             try:
                 status, answer, text = self._send(target, method, path, data,
                                                   dict(request.headers.items()),
                                                   pooled=not resends)
-            except _Resend:  # a kept-alive connection the server had closed: once, at
-                resends += 1  # once, on a new connection, not counted as a try
+            except _Resend:  # a kept-alive connection the server had closed: sent again
+                resends += 1  # at once, on a new connection, not counted as a try
                 continue
             except (OSError, http.client.HTTPException,
                     botocore.exceptions.BotoCoreError) as exc:
@@ -303,21 +301,13 @@ class DirectRequests:
 
     def _headers(self, inm: bool, content_type: str | None,
                  metadata: dict[str, str] | None) -> dict[str, str] | None:
-        headers = {"User-Agent": "mcpfs"}
+        headers = {"User-Agent": "mcpfs", **self.defaults.headers(write=True)}
         if inm:
             headers["If-None-Match"] = "*"
         if content_type:
             headers["Content-Type"] = content_type
         for name, value in (metadata or {}).items():
             headers[META + name] = value
-        defaults = self.defaults
-        if defaults.requester_pays:
-            headers["x-amz-request-payer"] = "requester"
-        if defaults.sse:
-            headers["x-amz-server-side-encryption"] = defaults.sse
-            if defaults.sse_kms_key_id:
-                headers["x-amz-server-side-encryption-aws-kms-key-id"] = \
-                    defaults.sse_kms_key_id
         if not all(name.isascii() and value.isascii() for name, value in headers.items()):
             return None
         return headers

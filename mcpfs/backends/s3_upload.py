@@ -1,9 +1,9 @@
 """Uploads of local files to S3: a single PutObject, or a multipart upload that resumes.
 
 Mixed into :class:`~mcpfs.backends.s3.S3Backend` (it uses the backend's ``client``,
-``config``, ``call`` and ``_conditional``; every request is named for the stats: "put",
-"create_upload", "upload_part", "complete", "abort", "list_parts", bodies counted as bytes
-out). A multipart upload holds at most
+``config``, ``call``, ``_conditional``, ``_direct`` and ``_direct_to``; every request is
+named for the stats: "put", "create_upload", "upload_part", "complete", "abort",
+"list_parts", bodies counted as bytes out). A multipart upload holds at most
 ``part_concurrency`` parts in memory and is aborted (shielded from cancellation) on any
 failure or cancellation, so no partial object ever becomes visible. While it runs, its id is
 kept in a small JSON file beside the spool (``<spool>.s3upload``); a process killed
@@ -41,7 +41,6 @@ import trio
 from ..errors import McpfsError
 from .s3_errors import Conflict
 from .s3_defaults import put_kwargs
-from .s3_direct import DIRECT_MAX
 
 log = logging.getLogger("mcpfs.backends.s3")
 
@@ -104,15 +103,13 @@ class MultipartUploads:
         """One PutObject; ``open_body()`` gives a context manager yielding the body (opened
         in the worker thread, closed after the request); ``etag()`` the body's MD5 (hex),
         asked only after a 412 (see the module docstring)."""
-        direct = self._direct if size <= DIRECT_MAX else None
-
         def work(inm: bool) -> Any:
-            target = direct.target(bucket) if direct is not None else None
+            target = self._direct_to(bucket, size)
             try:
                 with open_body() as body:
                     if target is not None:
-                        resp = direct.put(bucket, target, key, body, size, inm,
-                                          content_type, metadata)
+                        resp = self._direct.put(bucket, target, key, body, size, inm,
+                                                content_type, metadata)
                         if resp is not None:
                             return resp
                         if hasattr(body, "seek"):  # (None: boto3 must send it)

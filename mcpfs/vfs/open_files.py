@@ -16,6 +16,7 @@ Concurrency: trio thread only; ``open_files`` changes between awaits (see vfs.py
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import trio
@@ -148,17 +149,22 @@ class OpenFiles:
         node.open_file = of
         self.write_back.adopt(of)
 
+    def open_under(self, path: str, itself: bool = True, below: bool = True
+                   ) -> Iterator[OpenFile]:
+        """The files open, not unlinked, at ``path`` (with ``itself``) or under it (with
+        ``below``). Nothing may await while the caller iterates."""
+        prefix = path + "/"
+        return (of for of in self.open_files.values() if not of.unlinked and (
+            itself and of.node.path == path or below and of.node.path.startswith(prefix)))
+
     async def _move_rows(self, path: str) -> None:
         """The journal rows of the files open at or under ``path`` (just renamed there)
         name their new path: a row keeps ``committing`` after a commit while handles
         remain, and a crash must not bring the file back at its old name."""
         if self.journal is None or not self.open_files:
             return
-        prefix = path + "/"
         moves = [(of.journal_id, self.route(of.node.path)[1])
-                 for of in self.open_files.values()
-                 if of.journal_id is not None and not of.unlinked
-                 and (of.node.path == path or of.node.path.startswith(prefix))]
+                 for of in self.open_under(path) if of.journal_id is not None]
         if moves:
             await self.journal.move(moves)
 

@@ -121,9 +121,7 @@ class VFS(OpenFiles, Copies):
         creates, which otherwise scanned every pending file)."""
         if not self.inodes.knows_below(path):
             return False
-        prefix = path + "/"
-        return any(of.node.attached and not of.unlinked and of.node.path.startswith(prefix)
-                   for of in self.open_files.values())
+        return any(of.node.attached for of in self.open_under(path, itself=False))
 
     async def lookup(self, parent: int, name: str) -> Entry:
         path = child_path(self.inodes.get(parent).path, name)

@@ -341,10 +341,8 @@ class WriteBack:
 
     async def _not_waiting_retry(self, path: str, what: str, below: bool = False) -> None:
         await self.settle(path)
-        prefix = path + "/"
-        for of in self.vfs.open_files.values():  # (no await inside: nothing changes it)
-            if of.retry_waiting and not of.unlinked and of.node.attached and (
-                    of.node.path == path or below and of.node.path.startswith(prefix)):
+        for of in self.vfs.open_under(path, below=below):
+            if of.retry_waiting and of.node.attached:
                 raise McpfsError(f"/{of.node.path}: written through the mount, its upload "
                                  f"not done yet (tried again later); {what} once it is "
                                  "uploaded", errno=errno.EBUSY)
