@@ -51,7 +51,7 @@ import logging
 import os
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,10 +232,18 @@ class S3Backend(MultipartUploads, ServerSideCopies):
         With ``stats``: counted as one ``op`` request, ``bytes_out`` sent and
         ``bytes_in(result)`` received when it succeeds, an error when it raises (a
         cancellation is not counted)."""
+        return await self._counted(
+            lambda: trio.to_thread.run_sync(fn, limiter=self.limiter), what, op,
+            bytes_out=bytes_out, bytes_in=bytes_in)
+
+    async def _counted(self, run: Callable[[], Awaitable[T]], what: str, op: str, *,
+                       bytes_out: int = 0, bytes_in: Callable[[T], int] | None = None) -> T:
+        """``await run()`` counted and its errors mapped as :meth:`call` says (also for a
+        direct request sent from the trio thread)."""
         stats = self.stats
         start = time.perf_counter() if stats is not None else 0.0
         try:
-            result = await trio.to_thread.run_sync(fn, limiter=self.limiter)
+            result = await run()
         except Exception as exc:
             if stats is not None:
                 stats.backend(STATS_NAME, op, seconds=time.perf_counter() - start,
@@ -253,6 +261,11 @@ class S3Backend(MultipartUploads, ServerSideCopies):
         """Close the direct requests' connections (blocking: at unmount, in a thread)."""
         if self._direct is not None:
             self._direct.close()
+
+    def aclose(self) -> None:
+        """Close the direct requests' trio-thread connections (at unmount, trio thread)."""
+        if self._direct is not None:
+            self._direct.aclose()
 
     def note_cache(self, hit: bool) -> None:
         """Count one lookup of an S3 cache (the mount's listing/HEAD caches) when stats
@@ -346,12 +359,30 @@ class S3Backend(MultipartUploads, ServerSideCopies):
         direct = self._direct
         return direct.target(bucket) if direct is not None and size <= DIRECT_MAX else None
 
+    def _direct_now(self, bucket: str, size: int = 0) -> Target | None:
+        """:meth:`_direct_to` when the trio thread can know it without blocking (the
+        bucket's target was found before); None otherwise (then a worker thread asks)."""
+        direct = self._direct
+        if direct is None or size > DIRECT_MAX:
+            return None
+        return direct.known(bucket)[1]
+
     async def head(self, bucket: str, key: str) -> ObjectInfo:
+        """HeadObject: a direct request from the trio thread once the bucket's target is
+        known, else (or for a bucket that turned out elsewhere) in a worker thread."""
+        what = f"head s3://{bucket}/{key}"
+        target = self._direct_now(bucket)
+        if target is not None:
+            resp = await self._counted(lambda: self._direct.ahead(bucket, target, key), what,
+                                       "head")
+            if resp is not None:
+                return _headed(key, resp)
+
         def work() -> dict[str, Any]:
             target = self._direct_to(bucket)
             resp = self._direct.head(bucket, target, key) if target is not None else None
             return resp or self.client.head_object(Bucket=bucket, Key=key)
-        return _headed(key, await self.call(work, f"head s3://{bucket}/{key}", "head"))
+        return _headed(key, await self.call(work, what, "head"))
 
     async def open_object(self, bucket: str, key: str, first: int
                           ) -> tuple[ObjectInfo, bytes]:
@@ -422,22 +453,20 @@ class S3Backend(MultipartUploads, ServerSideCopies):
         """One PutObject of ``data`` (markers, small files committed from memory)."""
         return await self._put_object(
             bucket, key, lambda: nullcontext(data), len(data), if_none_match, content_type,
-            metadata, lambda: hashlib.md5(data, usedforsecurity=False).hexdigest())
+            metadata, lambda: hashlib.md5(data, usedforsecurity=False).hexdigest(), data)
 
-    async def _conditional(self, work: Callable[[bool], T], inm: bool, what: str,
-                           op: str = "other", bytes_out: int = 0) -> T:
-        """``work(inm)`` (counted as ``op``); a server without If-None-Match (501
-        NotImplemented) gets one warning and plain requests from then on."""
+    async def _conditional(self, attempt: Callable[[bool], Awaitable[T]], inm: bool) -> T:
+        """``attempt(inm)``; a server without If-None-Match (501 NotImplemented) gets one
+        warning and plain requests from then on."""
         try:
-            return await self.call(lambda: work(inm and self._inm_ok), what, op,
-                                   bytes_out=bytes_out)
+            return await attempt(inm and self._inm_ok)
         except McpfsError as exc:
             if not (inm and self._inm_ok and "NotImplemented" in str(exc)):
                 raise
             log.warning("S3 endpoint does not support If-None-Match; writes of new files "
                         "may overwrite a concurrent writer's")
             self._inm_ok = False
-            return await self.call(lambda: work(False), what, op, bytes_out=bytes_out)
+            return await attempt(False)
 
     async def delete(self, bucket: str, key: str) -> None:
         await self.call(lambda: self.client.delete_object(Bucket=bucket, Key=key),

@@ -27,6 +27,13 @@ body or GET range up to ``DIRECT_MAX`` bytes, a PUT's headers in ASCII. A bucket
 answers it is in another region (a 301, or a 400 naming its region) goes through boto3 from
 then on, which follows such redirects. Anything else goes through boto3.
 
+Two transports, one retry policy (:meth:`DirectRequests._exchange`, a generator that says
+what to send or how long to wait and gets the transport's answer): blocking ``http.client``
+connections in worker threads (:meth:`~DirectRequests.put`, ``head``, ``get``), and
+s3_wire's trio streams on the trio thread (:meth:`~DirectRequests.aput`, ``ahead``) for
+requests whose body is in memory once the bucket's Target is known, which spares the two
+threads' GIL handoffs (s3_wire.py says what they cost).
+
 Retries (botocore's "standard" mode, which this follows): a connection error, a timeout, a
 5xx answer, or a throttling or transient error code (and a 429) is tried again,
 ``max_attempts`` tries in all, after botocore's backoff (``random() * min(scale *
@@ -42,59 +49,47 @@ and message from the XML body, the HTTP status), a failed connection
 ``ConnectTimeoutError``/``ReadTimeoutError``; ``s3_errors.map_error`` maps them as boto3's.
 A body shorter than its size (a spool that shrank) is EIO.
 
-Resources and concurrency: idle connections are kept per endpoint (at most ``POOL_MAX``)
-in ``_idle``, under ``_lock``; a request takes one (or opens one), and gives it back after a
-whole answer, so no connection is ever used by two threads; :meth:`DirectRequests.close`
-(at unmount) closes the idle ones. ``_targets`` (bucket -> Target) is written under
+Resources and concurrency: the blocking transport's idle connections are kept per
+endpoint (at most ``POOL_MAX``) in ``_idle``, under ``_lock``; a request takes one (or opens
+one), and gives it back after a whole answer, so no connection is ever used by two threads;
+:meth:`DirectRequests.close` (at unmount) closes the idle ones, :meth:`~DirectRequests.aclose`
+the trio thread's (``_wire``, touched from the trio thread only). ``_targets`` (bucket -> Target) is written under
 ``_lock`` too; ``_probing`` is per thread (the probe of :meth:`DirectRequests.target`).
 """
 
 from __future__ import annotations
 
-import base64
-import email.utils
-import errno
 import hashlib
 import http.client
 import logging
 import random
-import select
 import socket
 import ssl
 import threading
 import time
 import urllib.parse
 import urllib.request
-import xml.etree.ElementTree as ET
-import zlib
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, Final
 
 import botocore.exceptions
+import trio
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.httpsession import get_cert_path
 
-from ..errors import McpfsError
+from .s3_answers import (META, REDIRECT_CODES, RETRY_STATUS, THROTTLE_CODES,
+                         TRANSIENT_CODES, Answer, Failed, body_of, client_error,
+                         connection_error, described, headed, stored)
 from .s3_defaults import RequestDefaults
+from .s3_wire import Connections, Resend, has_port, readable_now
 
 log = logging.getLogger("mcpfs.backends.s3")
 
 DIRECT_MAX: Final = 1 << 20  # bodies up to this go direct (read whole into memory)
 MAX_BACKOFF: Final = 20.0  # seconds, botocore's standard mode
-RETRY_STATUS: Final = frozenset({500, 502, 503, 504})  # transient (and 429: throttling)
-THROTTLE_CODES: Final = frozenset({  # botocore's standard mode: backoff from 1 s
-    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
-    "TooManyRequestsException", "ProvisionedThroughputExceededException",
-    "TransactionInProgressException", "RequestLimitExceeded", "BandwidthLimitExceeded",
-    "LimitExceededException", "RequestThrottled", "SlowDown", "PriorRequestNotComplete",
-    "EC2ThrottledException"})
-TRANSIENT_CODES: Final = frozenset({  # and these, with 5xx and connection errors: from 50 ms
-    "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete", "InternalError"})
-POOL_MAX: Final = 32  # idle connections kept per endpoint
-REDIRECT_CODES: Final = frozenset({"PermanentRedirect", "TemporaryRedirect",
-                                   "AuthorizationHeaderMalformed"})  # the wrong region
-META: Final = "x-amz-meta-"
+POOL_MAX: Final = 32  # idle connections kept per endpoint (each transport)
 PAYLOAD_HASH: Final = "mcpfs_payload_sha256"  # a request context key (_Signer)
 PROBE_KEY: Final = "mcpfs-direct-put-probe"  # the probe PutObject's key (never sent)
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
@@ -134,9 +129,21 @@ class DirectRequests:
         self._probing = threading.local()  # set while this thread's probe PutObject runs
         self._checksums = getattr(client.meta.config, "request_checksum_calculation",
                                   None) != "when_required"
+        self._wire = Connections(connect_timeout, read_timeout, self._ssl_context)
         client.meta.events.register_first("before-call.s3.PutObject", self._probed)
 
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context(cafile=get_cert_path(self._ca_bundle or True))
+        return self._ssl
+
     # ---------------------------------------------------------------- where
+    def known(self, bucket: str) -> tuple[bool, Target | None]:
+        """(whether the bucket's Target is known yet, the Target): no blocking, so the trio
+        thread may ask; an unknown one is found by :meth:`target` in a worker thread."""
+        with self._lock:
+            return bucket in self._targets, self._targets.get(bucket)
+
     def target(self, bucket: str) -> Target | None:
         """The bucket's Target; None when its requests go through boto3 (blocking: the first
         call per bucket runs botocore's request preparation, no request is sent)."""
@@ -208,30 +215,29 @@ class DirectRequests:
         if headers is None:
             return None
         data = body if isinstance(body, (bytes, bytearray, memoryview)) else body.read(size)
-        if len(data) != size:
-            raise McpfsError(f"put s3://{bucket}/{key}: the body has {len(data)} of {size} "
-                             "bytes", errno=errno.EIO)
-        headers["Content-Length"] = str(size)
-        headers["Content-MD5"] = base64.b64encode(
-            hashlib.md5(data, usedforsecurity=False).digest()).decode()
-        if self._checksums:  # (stored, as boto3's are; not when the client sends none)
-            headers["x-amz-checksum-crc32"] = base64.b64encode(
-                zlib.crc32(data).to_bytes(4, "big")).decode()
-        got = self._request(bucket, target, "PUT", key, data, headers)
-        if got is None:
+        body_headers = body_of(f"s3://{bucket}/{key}", data, size, headers, self._checksums)
+        return stored(self._request(bucket, target, "PUT", key, *body_headers))
+
+    async def aput(self, bucket: str, target: Target, key: str, data: bytes, inm: bool,
+                   content_type: str | None, metadata: dict[str, str] | None
+                   ) -> dict | None:
+        """:meth:`put` of ``data`` from the trio thread (s3_wire.py), the same answers."""
+        headers = self._headers(inm, content_type, metadata)
+        if headers is None:
             return None
-        answer, meta, _ = got
-        return {"ETag": answer.get("etag"), "VersionId": answer.get("x-amz-version-id"),
-                "ResponseMetadata": meta}
+        body_headers = body_of(f"s3://{bucket}/{key}", data, len(data), headers,
+                             self._checksums)
+        return stored(await self._arequest(bucket, target, "PUT", key, *body_headers))
 
     def head(self, bucket: str, target: Target, key: str) -> dict | None:
         """HeadObject of ``key``: boto3's answer shape (the fields ``s3._headed`` reads);
         None when the bucket turned out to be in another region. Blocking."""
-        got = self._request(bucket, target, "HEAD", key, b"", self._read_headers())
-        if got is None:
-            return None
-        answer, meta, _ = got
-        return _described(answer, meta)
+        return headed(self._request(bucket, target, "HEAD", key, b"", self._read_headers()))
+
+    async def ahead(self, bucket: str, target: Target, key: str) -> dict | None:
+        """:meth:`head` from the trio thread (s3_wire.py)."""
+        return headed(await self._arequest(bucket, target, "HEAD", key, b"",
+                                            self._read_headers()))
 
     def get(self, bucket: str, target: Target, key: str, first: int, last: int,
             if_match: str | None = None) -> dict | None:
@@ -246,18 +252,61 @@ class DirectRequests:
         if got is None:
             return None
         answer, meta, body = got
-        return dict(_described(answer, meta), ContentRange=answer.get("content-range"),
+        return dict(described(answer, meta), ContentRange=answer.get("content-range"),
                     Body=body)
 
     def _read_headers(self) -> dict[str, str]:
         return {"User-Agent": "mcpfs", **self.defaults.headers(write=False)}
 
     def _request(self, bucket: str, target: Target, method: str, key: str, data: bytes,
-                 headers: dict[str, str]
-                 ) -> tuple[dict[str, str], dict[str, int], bytes] | None:
+                 headers: dict[str, str]) -> Answer | None:
         """Sign and send, retried (see the module docstring): the answer's headers (names
         in lower case), boto3's ResponseMetadata and the body; None when the bucket is
-        elsewhere."""
+        elsewhere. Blocking, over ``http.client``."""
+        steps = self._exchange(bucket, target, method, key, data, headers)
+        reply: Any = None
+        while True:
+            try:
+                step = steps.send(reply)
+            except StopIteration as done:
+                return done.value
+            if isinstance(step, float):
+                time.sleep(step)
+                reply = None
+                continue
+            try:
+                reply = self._send(target, method, step[0], data, step[1], pooled=step[2])
+            except Exception as exc:  # noqa: BLE001 - the exchange decides (retry or raise)
+                reply = Failed(exc)
+
+    async def _arequest(self, bucket: str, target: Target, method: str, key: str,
+                        data: bytes, headers: dict[str, str]) -> Answer | None:
+        """:meth:`_request` on the trio thread, over s3_wire's connections."""
+        steps = self._exchange(bucket, target, method, key, data, headers)
+        reply: Any = None
+        while True:
+            try:
+                step = steps.send(reply)
+            except StopIteration as done:
+                return done.value
+            if isinstance(step, float):
+                await trio.sleep(step)
+                reply = None
+                continue
+            try:
+                reply = await self._wire.send(target.scheme, target.netloc, method, step[0],
+                                              step[1], data, pooled=step[2])
+            except Exception as exc:  # noqa: BLE001 - the exchange decides (retry or raise)
+                reply = Failed(exc)
+
+    def _exchange(self, bucket: str, target: Target, method: str, key: str, data: bytes,
+                  headers: dict[str, str]
+                  ) -> Generator[tuple[str, dict[str, str], bool] | float, Any,
+                                 Answer | None]:
+        """The retry policy of one request, apart from how it is sent: yields the signed
+        request to send, (path, headers, pooled), and gets the transport's (status,
+        headers, body) or :class:`_Failed`; or yields the seconds to wait before the next
+        try. Returns the answer, or None when the bucket is elsewhere; raises the error."""
         path = target.prefix + urllib.parse.quote(key, safe="/~")
         url = f"{target.scheme}://{target.netloc}{path}"
         digest = hashlib.sha256(data).hexdigest() if target.scheme == "http" else None
@@ -268,23 +317,23 @@ class DirectRequests:
             request.context[PAYLOAD_HASH] = digest
             _Signer(self.credentials.get_frozen_credentials(), target.service,
                     target.region).add_auth(request)
-            try:
-                status, answer, text = self._send(target, method, path, data,
-                                                  dict(request.headers.items()),
-                                                  pooled=not resends)
-            except _Resend:  # a kept-alive connection the server had closed: sent again
-                resends += 1  # at once, on a new connection, not counted as a try
-                continue
-            except (OSError, http.client.HTTPException,
-                    botocore.exceptions.BotoCoreError) as exc:
-                error: Exception = _connection_error(exc, url)
+            reply = yield path, dict(request.headers.items()), not resends
+            if isinstance(reply, Failed) and isinstance(reply.error, Resend):
+                resends += 1  # a kept-alive connection the server had closed: sent again
+                continue  # at once, on a new connection, not counted as a try
+            if isinstance(reply, Failed):
+                if not isinstance(reply.error, (OSError, http.client.HTTPException,
+                                                botocore.exceptions.BotoCoreError)):
+                    raise reply.error
+                error: Exception = connection_error(reply.error, url)
                 throttled = False
             else:
+                status, answer, text = reply
                 retries = tries + resends
                 # (a PUT's 200 can carry an error; a GET's body is the object's bytes)
                 if status < 300 and not (method == "PUT" and b"<Error>" in text[:512]):
                     return answer, {"HTTPStatusCode": status, "RetryAttempts": retries}, text
-                error = _client_error(method, status if status >= 300 else 500, text,
+                error = client_error(method, status if status >= 300 else 500, text,
                                       retries)
                 code = error.response["Error"]["Code"]
                 if self._moved(bucket, status, answer, code):
@@ -297,7 +346,7 @@ class DirectRequests:
             if tries >= self.max_attempts:
                 raise error
             scale = 1.0 if throttled else 0.05  # botocore's ExponentialBackoff
-            time.sleep(random.random() * min(scale * 2 ** (tries - 1), MAX_BACKOFF))
+            yield random.random() * min(scale * 2 ** (tries - 1), MAX_BACKOFF)
 
     def _headers(self, inm: bool, content_type: str | None,
                  metadata: dict[str, str] | None) -> dict[str, str] | None:
@@ -324,7 +373,7 @@ class DirectRequests:
             idle = self._idle.get(where) if pooled else None
             while idle and conn is None:
                 conn = idle.pop()
-                if _dropped(conn):  # closed by the server while idle
+                if conn.sock is None or readable_now(conn.sock.fileno()):  # closed while idle
                     conn.close()
                     conn = None
         reused = conn is not None
@@ -337,7 +386,7 @@ class DirectRequests:
         except BaseException as exc:
             conn.close()
             if reused and isinstance(exc, _STALE):
-                raise _Resend from exc
+                raise Resend from exc
             raise
         if response.will_close:
             conn.close()
@@ -353,16 +402,13 @@ class DirectRequests:
         return response.status, answer, text
 
     def _connect(self, target: Target) -> http.client.HTTPConnection:
-        host, port = target.netloc.rsplit(":", 1) if _has_port(target.netloc) \
+        host, port = target.netloc.rsplit(":", 1) if has_port(target.netloc) \
             else (target.netloc, None)
         host = host.strip("[]")
         if target.scheme == "https":
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context(
-                    cafile=get_cert_path(self._ca_bundle or True))
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
                 host, int(port) if port else None, timeout=self.connect_timeout,
-                context=self._ssl)
+                context=self._ssl_context())
         else:
             conn = http.client.HTTPConnection(host, int(port) if port else None,
                                               timeout=self.connect_timeout)
@@ -378,12 +424,17 @@ class DirectRequests:
         return conn
 
     def close(self) -> None:
-        """Close the idle connections (at unmount; a request after it opens a new one)."""
+        """Close the idle connections of the blocking transport (at unmount; a request
+        after it opens a new one)."""
         with self._lock:
             idle, self._idle = self._idle, {}
         for conns in idle.values():
             for conn in conns:
                 conn.close()
+
+    def aclose(self) -> None:
+        """Close the trio thread's idle connections (at unmount)."""
+        self._wire.close()
 
 
 class _Signer(S3SigV4Auth):
@@ -398,69 +449,12 @@ class _Signer(S3SigV4Auth):
         return digest
 
 
-class _Resend(Exception):
-    """A kept-alive connection was closed by the server before the request: send again."""
-
-
-def _dropped(conn: http.client.HTTPConnection) -> bool:
-    """Whether an idle connection was closed by the other end (readable at EOF; urllib3
-    checks the same before reusing one)."""
-    if conn.sock is None:
-        return True
-    try:
-        poll = select.poll()
-        poll.register(conn.sock, select.POLLIN)
-        return bool(poll.poll(0))
-    except (OSError, ValueError):
-        return True
-
-
-def _described(answer: dict[str, str], meta: dict[str, int]) -> dict[str, Any]:
-    """What boto3's head_object (and get_object, but its body) gives, from the headers."""
-    modified = answer.get("last-modified")
-    return {"ContentLength": int(answer.get("content-length") or 0),
-            "LastModified": email.utils.parsedate_to_datetime(modified) if modified else None,
-            "ETag": answer.get("etag"), "VersionId": answer.get("x-amz-version-id"),
-            "StorageClass": answer.get("x-amz-storage-class"),
-            "ContentType": answer.get("content-type"),
-            "Metadata": {name[len(META):]: value for name, value in answer.items()
-                         if name.startswith(META)},
-            "ResponseMetadata": meta}
-
-
-def _has_port(netloc: str) -> bool:
-    return netloc.rsplit("]", 1)[-1].count(":") == 1
-
-
 def _proxied(parts: urllib.parse.SplitResult) -> bool:
     """Whether a proxy variable routes requests to this URL (boto3 honours them)."""
     proxies = urllib.request.getproxies()
     return parts.scheme in proxies and not urllib.request.proxy_bypass(parts.hostname or "")
 
 
-def _connection_error(exc: BaseException, url: str) -> Exception:
-    if isinstance(exc, botocore.exceptions.BotoCoreError):
-        return exc
-    if isinstance(exc, socket.timeout):
-        return botocore.exceptions.ReadTimeoutError(endpoint_url=url)
-    return botocore.exceptions.ConnectionClosedError(endpoint_url=url)
-
-
-def _client_error(method: str, status: int, text: bytes, attempts: int
-                  ) -> botocore.exceptions.ClientError:
-    """The ClientError botocore raises for this error answer (XML ``<Error>`` body)."""
-    code = message = ""
-    try:
-        root = ET.fromstring(text) if text.strip() else None
-    except ET.ParseError:
-        root = None
-    if root is not None:
-        code = root.findtext("Code") or ""
-        message = root.findtext("Message") or ""
-    return botocore.exceptions.ClientError(
-        {"Error": {"Code": code or str(status), "Message": message},
-         "ResponseMetadata": {"HTTPStatusCode": status, "RetryAttempts": attempts}},
-        {"PUT": "PutObject", "HEAD": "HeadObject"}.get(method, "GetObject"))
 
 
 __all__ = ["DIRECT_MAX", "DirectRequests", "Target"]

@@ -1,9 +1,9 @@
 """Uploads of local files to S3: a single PutObject, or a multipart upload that resumes.
 
 Mixed into :class:`~mcpfs.backends.s3.S3Backend` (it uses the backend's ``client``,
-``config``, ``call``, ``_conditional``, ``_direct`` and ``_direct_to``; every request is
-named for the stats: "put", "create_upload", "upload_part", "complete", "abort",
-"list_parts", bodies counted as bytes out). A multipart upload holds at most
+``config``, ``call``, ``_counted``, ``_conditional``, ``_direct``, ``_direct_to`` and
+``_direct_now``; every request is named for the stats: "put", "create_upload",
+"upload_part", "complete", "abort", "list_parts", bodies counted as bytes out). A multipart upload holds at most
 ``part_concurrency`` parts in memory and is aborted (shielded from cancellation) on any
 failure or cancellation, so no partial object ever becomes visible. While it runs, its id is
 kept in a small JSON file beside the spool (``<spool>.s3upload``); a process killed
@@ -98,11 +98,15 @@ class MultipartUploads:
 
     async def _put_object(self, bucket: str, key: str, open_body: Callable[[], Any],
                           size: int, if_none_match: bool, content_type: str | None,
-                          metadata: dict[str, str] | None, etag: Callable[[], str]
-                          ) -> ObjectInfo:
+                          metadata: dict[str, str] | None, etag: Callable[[], str],
+                          data: bytes | None = None) -> ObjectInfo:
         """One PutObject; ``open_body()`` gives a context manager yielding the body (opened
         in the worker thread, closed after the request); ``etag()`` the body's MD5 (hex),
-        asked only after a 412 (see the module docstring)."""
+        asked only after a 412 (see the module docstring). ``data``: the body itself, when
+        in memory: then sent from the trio thread once the bucket's direct target is known
+        (s3_direct, s3_wire)."""
+        what = f"put s3://{bucket}/{key}"
+
         def work(inm: bool) -> Any:
             target = self._direct_to(bucket, size)
             try:
@@ -120,9 +124,18 @@ class MultipartUploads:
                 raise McpfsError(f"put s3://{bucket}/{key}: cannot read the spool: "
                                  f"{exc.strerror or exc}", errno=exc.errno or errno.EIO) \
                     from None
-        resp = await self._unless_ours(
-            lambda: self._conditional(work, if_none_match, f"put s3://{bucket}/{key}",
-                                      "put", bytes_out=size), bucket, key, size, etag)
+
+        async def attempt(inm: bool) -> Any:
+            target = self._direct_now(bucket, size) if data is not None else None
+            if target is not None:
+                resp = await self._counted(lambda: self._direct.aput(
+                    bucket, target, key, data, inm, content_type, metadata), what, "put",
+                    bytes_out=size)
+                if resp is not None:
+                    return resp
+            return await self.call(lambda: work(inm), what, "put", bytes_out=size)
+        resp = await self._unless_ours(lambda: self._conditional(attempt, if_none_match),
+                                       bucket, key, size, etag)
         return ObjectInfo(key, size, 0, resp.get("ETag"), resp.get("VersionId"))
 
     async def _unless_ours(self, attempt: Callable[[], Awaitable[Any]], bucket: str, key: str,
@@ -228,7 +241,9 @@ class MultipartUploads:
                     MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]}
                                                for n in sorted(etags)]})
             resp = await self._unless_ours(
-                lambda: self._conditional(complete, if_none_match, what, "complete"),
+                lambda: self._conditional(
+                    lambda inm: self.call(lambda: complete(inm), what, "complete"),
+                    if_none_match),
                 bucket, key, size, functools.partial(multipart_etag, etags))
         except BaseException:
             with trio.CancelScope(shield=True):

@@ -218,8 +218,8 @@ class Bridge:
         return await trio.to_thread.run_sync(fn, limiter=self.limiter)
 
     async def _identity_of_spool(self, spool: Any) -> str:
-        if getattr(spool, "in_memory", False):
-            data = spool.getvalue()
+        data = spool.content()  # (a memory spool, or a small one's retained bytes)
+        if data is not None:
 
             def identity() -> str:
                 return str(hash_pieces([data], self.params).cid)

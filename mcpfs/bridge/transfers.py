@@ -82,6 +82,10 @@ class FileSpool:
     async def size(self) -> int:
         return await trio.to_thread.run_sync(os.path.getsize, self.path)
 
+    def content(self) -> bytes | None:
+        """Never at hand: a part file is read from its path."""
+        return None
+
 
 @dataclass
 class _Writer:

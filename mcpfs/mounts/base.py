@@ -108,6 +108,7 @@ class Spool(Protocol):
     path: str
     async def write_from(self, chunks: AsyncIterator[bytes]) -> int: ...
     async def size(self) -> int: ...
+    def content(self) -> bytes | None: ...  # the bytes when at hand without file I/O
 
 
 @dataclass

@@ -351,10 +351,11 @@ class S3Mount(S3Renames, S3Listings, S3Times, Mount):
                                      "the copy", errno=errno.ESTALE)
                 if info is None:
                     writer.extra["route"] = "stream"
-            if info is None and writer.spool.in_memory:  # a small file: no spool file
+            content = writer.spool.content() if info is None else None
+            if content is not None:  # a small file: its bytes at hand, no spool file read
                 info = await self.backend.put_bytes(
-                    bucket, key, await writer.spool.read(0, size), if_none_match=inm,
-                    content_type=ctype, metadata=meta)
+                    bucket, key, content[:size], if_none_match=inm, content_type=ctype,
+                    metadata=meta)
             elif info is None:
                 info = await self.backend.upload_file(bucket, key, writer.spool.path, size,
                                                       if_none_match=inm, content_type=ctype,
@@ -488,6 +489,7 @@ class S3Mount(S3Renames, S3Listings, S3Times, Mount):
         """Unmount: close the backend's direct-request connections; save kept modes and
         mtimes."""
         try:
+            self.backend.aclose()
             await trio.to_thread.run_sync(self.backend.close)
         finally:
             await self.attrs.close()

@@ -33,6 +33,9 @@ from ..errors import McpfsError, NoSpace
 
 SPOOL_THREADS = 8  # concurrent spool I/O calls
 MEMORY_MAX = 256 * 1024  # bytes a memory spool holds before it becomes a file
+RETAIN_MAX = 64 * 1024  # a memory spool this small keeps its bytes once written to its file
+# (until the next change), so a write-back commit hashes and uploads them without a thread
+# hop to read the file: at most write_back.QUEUED files (16 MiB) wait with them
 _limiter: trio.CapacityLimiter | None = None
 _opening = threading.Lock()  # the first open of a kept spool's descriptor (Spool._fd)
 
@@ -58,6 +61,7 @@ class Spool:
         self.fd = fd
         self.mem = memory  # the content while no file exists (memory spool)
         self.known_size: int | None = None  # the file's length, while no write changed it
+        self.retained: bytes | None = None  # the file's bytes (small), while unchanged
         self.closed = False
         self.parked = False  # an existing file not opened yet (:meth:`kept`)
         self.on_disk: Callable[[], None] | None = None  # run (blocking) before the file exists
@@ -144,6 +148,8 @@ class Spool:
         try:
             self._pwrite(0, data)
             self.known_size = len(data)  # (a commit's size: no fstat hop)
+            if len(data) <= RETAIN_MAX:
+                self.retained = bytes(data)
         except BaseException:
             self.mem = data
             self.fd = None
@@ -160,9 +166,16 @@ class Spool:
         assert self.mem is not None
         return bytes(self.mem)
 
+    def content(self) -> bytes | None:
+        """The whole content when it is at hand without file I/O (a memory spool, or a
+        small one written to its file and not changed since), else None."""
+        if self.mem is not None:
+            return bytes(self.mem)
+        return self.retained
+
     # ---------------------------------------------------------------- I/O
     def _pwrite(self, offset: int, data: bytes) -> int:
-        self.known_size = None  # (every write of the file comes here)
+        self.known_size = self.retained = None  # (every write of the file comes here)
         view = memoryview(data)
         done = 0
         fd = self._fd()
@@ -217,7 +230,7 @@ class Spool:
 
         def work() -> None:
             self.materialize_sync()
-            self.known_size = None
+            self.known_size = self.retained = None
             try:
                 os.ftruncate(self._fd(), size)
             except OSError as exc:
@@ -238,7 +251,7 @@ class Spool:
         if self.mem is not None:
             self.mem = bytearray()
             self.materialize_sync()
-        self.known_size = None
+        self.known_size = self.retained = None
         try:
             os.ftruncate(self._fd(), 0)
         except OSError as exc:

@@ -9,7 +9,9 @@ header included, so signatures still check) and records what it received in ``se
   answer (a response lost on the way back);
 - ``"close"``: forwarded and answered, then the connection is closed without a
   ``Connection: close`` header (a kept-alive connection the server drops);
-- ``"redirect"``: answered 301 PermanentRedirect naming another region, not forwarded.
+- ``"redirect"``: answered 301 PermanentRedirect naming another region, not forwarded;
+- ``"hang"``: not forwarded, no answer for ``HANG`` seconds, then the connection is
+  closed (a server that stopped answering: the client's read timeout must fire first).
 
 With ``ignore_range``, a GET is forwarded without its Range and unsigned (the signature
 covers the Range; the bucket must be readable anonymously): the whole object comes back, as
@@ -24,10 +26,12 @@ import http.client
 import ipaddress
 import ssl
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+HANG = 5.0  # seconds a "hang" fault keeps the client waiting
 _ERROR = ('<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
           '<Message>injected</Message></Error>')
 def _SIGNED(name: str) -> bool:  # what a GET without its Range must lose too
@@ -60,6 +64,10 @@ class _Handler(BaseHTTPRequestHandler):
         fault = proxy.faults.pop(0) if self.command == "PUT" and proxy.faults else None
         if fault == "503":
             return self._answer(503, _ERROR.format(code="SlowDown").encode(), {})
+        if fault == "hang":
+            time.sleep(HANG)
+            self.close_connection = True
+            return
         if fault == "redirect":
             return self._answer(301, _ERROR.format(code="PermanentRedirect").encode(),
                                 {"x-amz-bucket-region": "eu-west-3"})

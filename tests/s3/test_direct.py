@@ -1,7 +1,9 @@
 """Small PUTs as one signed request each (backends/s3_direct.py: DirectRequests), on SeaweedFS
 behind a forwarding proxy that shows what was sent and can misbehave (fault_proxy.py): the
 object boto3 would store, boto3's headers and error mapping, botocore's retries, https with
-the configured CA bundle, and boto3 for whatever the direct path does not serve."""
+the configured CA bundle, and boto3 for whatever the direct path does not serve. Each PUT
+case runs on both transports: from a worker thread (``http.client``, a spool file's body)
+and from the trio thread (s3_wire.py, a body in memory)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import errno
 import hashlib
 
 import pytest
+import trio
 
 from mcpfs.errors import McpfsError
 from tests.conftest import pattern_bytes
@@ -38,17 +41,46 @@ def direct(headers: dict[str, str]) -> bool:
     return headers.get("user-agent") == "mcpfs"  # (boto3's says Boto3/...)
 
 
+TRANSPORTS = ["thread", "trio"]
+
+
+async def put(backend, transport: str, tmp_path, bucket: str, key: str, data: bytes,
+              **kwargs):
+    """A small PUT through the backend: from a worker thread (``upload_file`` of a spool
+    file), or from the trio thread (``put_bytes`` once the bucket's target is known)."""
+    if transport == "thread":
+        return await backend.upload_file(bucket, key, spool(tmp_path, "s", data), len(data),
+                                         **kwargs)
+    await trio.to_thread.run_sync(backend._direct.target, bucket)
+    return await backend.put_bytes(bucket, key, data, **kwargs)
+
+
+def sent_from(backend, transport: str) -> bool:
+    """Whether the PUTs so far kept connections of ``transport`` alive (from the trio
+    thread: none of the worker threads'; a HEAD goes from the trio thread either way)."""
+    trio_side = any(backend._direct._wire._idle.values())
+    thread_side = any(backend._direct._idle.values())
+    return (trio_side and not thread_side) if transport == "trio" else thread_side
+
+
+def drop_idle(backend) -> None:
+    """Close both transports' kept-alive connections (the next request opens one)."""
+    backend._direct.close()
+    backend._direct.aclose()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_small_put_is_one_signed_request_with_boto3s_headers(
-        s3_server, proxy, raw, bucket, tmp_path):
+        s3_server, proxy, raw, bucket, tmp_path, transport):
     backend = behind(proxy, s3_server, requester_pays=True, sse="AES256")
     data = pattern_bytes(300_000, 4)
     try:
-        info = await backend.upload_file(bucket, "p/one (1)+é.bin", spool(tmp_path, "s", data),
-                                         len(data), if_none_match=True,
-                                         content_type="application/x-test",
-                                         metadata={"ipfs-cid": "bafyx"})
+        info = await put(backend, transport, tmp_path, bucket, "p/one (1)+é.bin", data,
+                         if_none_match=True, content_type="application/x-test",
+                         metadata={"ipfs-cid": "bafyx"})
+        assert sent_from(backend, transport)
     finally:
-        backend.close()
+        drop_idle(backend)
     [sent] = proxy.puts()
     assert direct(sent)
     assert sent["authorization"].startswith("AWS4-HMAC-SHA256 Credential=")
@@ -64,19 +96,24 @@ async def test_a_small_put_is_one_signed_request_with_boto3s_headers(
     assert got["ServerSideEncryption"] == "AES256"
 
 
-async def test_direct_put_errors_map_as_boto3s(s3_server, proxy, bucket, tmp_path):
-    path = spool(tmp_path, "s", b"x" * 100)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_direct_put_errors_map_as_boto3s(s3_server, proxy, bucket, tmp_path, transport):
+    data = b"x" * 100
+    path = spool(tmp_path, "s", data)
     backend = behind(proxy, s3_server)
     wrong = behind(proxy, s3_server, secret="not-the-secret")
     try:
-        await backend.upload_file(bucket, "k", path, 100)
+        await put(backend, transport, tmp_path, bucket, "k", data)
         with pytest.raises(McpfsError) as exists:  # If-None-Match: * on an existing key
-            await backend.upload_file(bucket, "k", path, 100, if_none_match=True)
+            await put(backend, transport, tmp_path, bucket, "k", data, if_none_match=True)
         assert exists.value.errno == errno.EEXIST
         with pytest.raises(McpfsError) as denied:
-            await wrong.upload_file(bucket, "k2", path, 100)
+            await put(wrong, transport, tmp_path, bucket, "k2", data)
         assert denied.value.errno == errno.EACCES
         assert "not-the-secret" not in str(denied.value)
+        assert sent_from(backend, transport)
+        if transport == "trio":  # (the rest is about spool files)
+            return
         with pytest.raises(McpfsError) as gone:
             await backend.upload_file(bucket, "k3", str(tmp_path / "missing"), 100)
         assert gone.value.errno == errno.ENOENT
@@ -84,86 +121,126 @@ async def test_direct_put_errors_map_as_boto3s(s3_server, proxy, bucket, tmp_pat
             await backend.upload_file(bucket, "k4", path, 101)
         assert short.value.errno == errno.EIO
     finally:
-        backend.close()
-        wrong.close()
-    assert all(direct(h) for h in proxy.puts()) and len(proxy.puts()) == 3
+        drop_idle(backend)
+        drop_idle(wrong)
+        assert all(direct(h) for h in proxy.puts()) and len(proxy.puts()) == 3
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_throttling_is_retried_up_to_max_attempts(s3_server, proxy, raw, bucket,
-                                                        tmp_path):
-    path = spool(tmp_path, "s", b"y" * 10)
+                                                        tmp_path, transport):
     backend = behind(proxy, s3_server, max_attempts=3)
     try:
         proxy.faults[:] = ["503", "503"]
-        await backend.upload_file(bucket, "slow", path, 10)
+        await put(backend, transport, tmp_path, bucket, "slow", b"y" * 10)
         assert len(proxy.puts()) == 3 and raw.head_object(Bucket=bucket, Key="slow")
         proxy.faults[:] = ["503"] * 3
         with pytest.raises(McpfsError) as exc:
-            await backend.upload_file(bucket, "slower", path, 10)
+            await put(backend, transport, tmp_path, bucket, "slower", b"y" * 10)
         assert exc.value.errno == errno.EIO and "SlowDown" in str(exc.value)
-        assert len(proxy.puts()) == 6
+        assert len(proxy.puts()) == 6 and sent_from(backend, transport)
     finally:
-        backend.close()
+        drop_idle(backend)
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_server_that_stops_answering_times_out_and_is_retried(
+        s3_server, proxy, raw, bucket, tmp_path, transport):
+    """No answer within read_timeout: the request is given up and sent again (a try
+    counted); when every try meets the same, EIO, well before the server would answer."""
+    backend = behind(proxy, s3_server, read_timeout=0.5, max_attempts=2)
+    try:
+        proxy.faults[:] = ["hang"]
+        await put(backend, transport, tmp_path, bucket, "late", b"t" * 10)
+        assert raw.get_object(Bucket=bucket, Key="late")["Body"].read() == b"t" * 10
+        proxy.faults[:] = ["hang", "hang"]
+        started = trio.current_time()
+        with pytest.raises(McpfsError) as exc:
+            await put(backend, transport, tmp_path, bucket, "never", b"t" * 10)
+        assert exc.value.errno == errno.EIO and trio.current_time() - started < 4
+        assert len(proxy.puts()) == 4
+    finally:
+        drop_idle(backend)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_lost_answer_to_a_conditional_put_is_not_a_conflict(
-        s3_server, proxy, raw, bucket, tmp_path):
+        s3_server, proxy, raw, bucket, tmp_path, transport):
     """The first attempt wrote the object but its answer was lost: the re-send meets it
     (412), and the object there is the one sent, so the write succeeded."""
     backend = behind(proxy, s3_server)
-    path = spool(tmp_path, "s", b"mine")
     try:
-        await backend.upload_file(bucket, "warm", path, 4)  # a kept-alive connection
+        await put(backend, transport, tmp_path, bucket, "warm", b"mine")  # kept alive
         proxy.faults[:] = ["lose"]
-        info = await backend.upload_file(bucket, "retried", path, 4, if_none_match=True)
-        backend._direct.close()  # (on a new connection this time: a backoff, same end)
+        info = await put(backend, transport, tmp_path, bucket, "retried", b"mine",
+                         if_none_match=True)
+        drop_idle(backend)  # (on a new connection this time: a backoff, same end)
         proxy.faults[:] = ["lose"]
-        await backend.upload_file(bucket, "retried2", path, 4, if_none_match=True)
+        await put(backend, transport, tmp_path, bucket, "retried2", b"mine",
+                  if_none_match=True)
         with pytest.raises(McpfsError) as exc:  # a 412 at the first attempt: a conflict
-            await backend.upload_file(bucket, "retried", path, 4, if_none_match=True)
-        assert exc.value.errno == errno.EEXIST
+            await put(backend, transport, tmp_path, bucket, "retried", b"mine",
+                      if_none_match=True)
+        assert exc.value.errno == errno.EEXIST and sent_from(backend, transport)
     finally:
-        backend.close()
+        drop_idle(backend)
     assert info.etag.strip('"') == hashlib.md5(b"mine").hexdigest()
     assert raw.get_object(Bucket=bucket, Key="retried")["Body"].read() == b"mine"
     assert [direct(h) for h in proxy.puts()] == [True] * 6
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("seen_idle", [True, False])
 async def test_a_kept_alive_connection_the_server_closed_is_not_an_error(
-        s3_server, proxy, raw, bucket, monkeypatch, seen_idle):
+        s3_server, proxy, raw, bucket, monkeypatch, seen_idle, transport):
     """The server closes a kept-alive connection after answering: the next request sees
     it closed before sending (no re-send), or, when that check misses it (closed in
     between), is sent again at once on a new connection, not counted as a try
     (max_attempts = 1), but counted as a retry."""
-    from mcpfs.backends import s3_direct
+    from mcpfs.backends import s3_direct, s3_wire
     if not seen_idle:
-        monkeypatch.setattr(s3_direct, "_dropped", lambda conn: False)
+        monkeypatch.setattr(s3_direct if transport == "thread" else s3_wire,
+                            "readable_now", lambda fileno: False)
     backend = behind(proxy, s3_server, max_attempts=1)
-    direct_requests, target = backend._direct, backend._direct.target(bucket)
+    direct_requests = backend._direct
+    target = await trio.to_thread.run_sync(direct_requests.target, bucket)
+
+    async def one(key: str) -> dict:
+        if transport == "trio":
+            return await direct_requests.aput(bucket, target, key, b"z" * 10, False, None,
+                                              None)
+        return direct_requests.put(bucket, target, key, b"z" * 10, 10, False, None, None)
     try:
         proxy.faults[:] = ["close"]
-        first = direct_requests.put(bucket, target, "a", b"z" * 10, 10, False, None, None)
-        second = direct_requests.put(bucket, target, "b", b"z" * 10, 10, False, None, None)
+        first = await one("a")
+        if seen_idle:  # (the server's close arrives a moment after its answer)
+            [idle] = [c for cs in (backend._direct._wire._idle if transport == "trio" else
+                                   backend._direct._idle).values() for c in cs]
+            fileno = idle.fileno if transport == "trio" else idle.sock.fileno()
+            with trio.fail_after(5):
+                while not s3_wire.readable_now(fileno):
+                    await trio.sleep(0.01)
+        second = await one("b")
     finally:
-        backend.close()
+        drop_idle(backend)
     assert first["ResponseMetadata"]["RetryAttempts"] == 0
     assert second["ResponseMetadata"]["RetryAttempts"] == (0 if seen_idle else 1)
     assert raw.head_object(Bucket=bucket, Key="b")["ContentLength"] == 10
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_https_checks_the_server_with_the_configured_ca_bundle(
-        s3_server, raw, bucket, tmp_path, monkeypatch):
+        s3_server, raw, bucket, tmp_path, monkeypatch, transport):
     tls, cert = self_signed(tmp_path)
     _, other = self_signed(tmp_path, "other")
-    path = spool(tmp_path, "s", b"tls")
     with FaultProxy(s3_server["endpoint"], tls=tls) as proxy:
         monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
         backend = behind(proxy, s3_server)
         try:
-            await backend.upload_file(bucket, "secure", path, 3)
+            await put(backend, transport, tmp_path, bucket, "secure", b"tls")
+            assert sent_from(backend, transport)
         finally:
-            backend.close()
+            drop_idle(backend)
         [sent] = proxy.puts()
         assert direct(sent) and sent["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
         assert raw.get_object(Bucket=bucket, Key="secure")["Body"].read() == b"tls"
@@ -171,9 +248,9 @@ async def test_https_checks_the_server_with_the_configured_ca_bundle(
         backend = behind(proxy, s3_server, max_attempts=1)
         try:
             with pytest.raises(McpfsError) as exc:
-                await backend.upload_file(bucket, "insecure", path, 3)
+                await put(backend, transport, tmp_path, bucket, "insecure", b"tls")
         finally:
-            backend.close()
+            drop_idle(backend)
         assert exc.value.errno == errno.EIO and len(proxy.puts()) == 1
 
 
