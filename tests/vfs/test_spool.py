@@ -27,3 +27,34 @@ async def test_a_materialized_spool_knows_its_size_until_a_change(tmp_path, monk
     spool.replace_sync([])
     assert await spool.size() == 0 and len(fstats) == 3
     await spool.close()
+
+
+async def test_a_small_spool_keeps_its_bytes_until_a_change(tmp_path, monkeypatch):
+    """A small memory spool written to its file keeps its bytes (a write-back commit hashes
+    and uploads them with no file read); any later write, truncate or replace drops them,
+    so ``content()`` is never stale; a larger one keeps nothing."""
+    spool = await Spool.create(tmp_path, memory=True)
+    await spool.write(0, b"abc")
+    assert spool.content() == b"abc"  # (in memory)
+    await spool.materialize()
+    monkeypatch.setattr(spool_module.os, "pread", None)  # not read from the file
+    assert spool.content() == b"abc"
+    monkeypatch.undo()
+    await spool.write(1, b"X", then=lambda data: None)  # (on the file)
+    assert spool.content() is None and await spool.read(0, 9) == b"aXc"
+    await spool.close()
+    for change in ("truncate", "replace"):
+        spool = await Spool.create(tmp_path, memory=True)
+        await spool.write(0, b"abc")
+        await spool.materialize()
+        if change == "truncate":
+            await spool.truncate(1)
+        else:
+            spool.replace_sync([b"new"])
+        assert spool.content() is None, change
+        await spool.close()
+    big = await Spool.create(tmp_path, memory=True)
+    await big.write(0, b"b" * (spool_module.RETAIN_MAX + 1))
+    await big.materialize()
+    assert big.content() is None
+    await big.close()
