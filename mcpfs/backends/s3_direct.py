@@ -5,9 +5,10 @@ Why: botocore's request pipeline (parameter checks, endpoint rules, some twenty 
 urllib3, response parsing) costs about 2 ms of CPU per request on 2 cores, holding the GIL
 the FUSE loop needs: a small file written through the mount costs a HEAD (is the name
 free?) and a PUT, more than all the rest the daemon does for it; a small file read costs a
-ranged GET. These requests are sent as boto3 would send them, signed by botocore's own SigV4
-signer with the client's current credentials, at the URL and signing scope botocore itself
-prepares for the bucket, over kept-alive ``http.client`` connections: ~0.5 ms each.
+ranged GET. These requests are sent as boto3 would send them, with the SigV4 signature
+botocore's signer would make (s3_sign.py, checked against it) from the client's current
+credentials, at the URL and signing scope botocore itself prepares for the bucket, over
+kept-alive connections: ~0.5 ms each.
 
 What is sent: a PUT carries Content-Length, Content-MD5 (S3 refuses a body that does not
 match: BadDigest), ``x-amz-checksum-crc32`` (stored with the object, as boto3's default
@@ -59,7 +60,6 @@ the trio thread's (``_wire``, touched from the trio thread only). ``_targets`` (
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import random
@@ -75,14 +75,14 @@ from typing import Any, Final
 
 import botocore.exceptions
 import trio
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest, AWSResponse
+from botocore.awsrequest import AWSResponse
 from botocore.httpsession import get_cert_path
 
 from .s3_answers import (META, REDIRECT_CODES, RETRY_STATUS, THROTTLE_CODES,
                          TRANSIENT_CODES, Answer, Failed, body_of, client_error,
                          connection_error, described, headed, stored)
 from .s3_defaults import RequestDefaults
+from .s3_sign import payload_hash, signed
 from .s3_wire import Connections, Resend, has_port, readable_now
 
 log = logging.getLogger("mcpfs.backends.s3")
@@ -90,7 +90,6 @@ log = logging.getLogger("mcpfs.backends.s3")
 DIRECT_MAX: Final = 1 << 20  # bodies up to this go direct (read whole into memory)
 MAX_BACKOFF: Final = 20.0  # seconds, botocore's standard mode
 POOL_MAX: Final = 32  # idle connections kept per endpoint (each transport)
-PAYLOAD_HASH: Final = "mcpfs_payload_sha256"  # a request context key (_Signer)
 PROBE_KEY: Final = "mcpfs-direct-put-probe"  # the probe PutObject's key (never sent)
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
@@ -309,15 +308,12 @@ class DirectRequests:
         try. Returns the answer, or None when the bucket is elsewhere; raises the error."""
         path = target.prefix + urllib.parse.quote(key, safe="/~")
         url = f"{target.scheme}://{target.netloc}{path}"
-        digest = hashlib.sha256(data).hexdigest() if target.scheme == "http" else None
+        payload = payload_hash(target.scheme, headers, data)  # (once for all tries)
         tries = resends = 0  # tries count against max_attempts; every re-send is a retry
         while True:
-            request = AWSRequest(method=method, url=url, data=data, headers=headers)
-            request.context["has_streaming_input"] = True  # https: Content-MD5, no SHA-256
-            request.context[PAYLOAD_HASH] = digest
-            _Signer(self.credentials.get_frozen_credentials(), target.service,
-                    target.region).add_auth(request)
-            reply = yield path, dict(request.headers.items()), not resends
+            reply = yield path, signed(method, target.scheme, target.netloc, path, headers,
+                                       payload, self.credentials.get_frozen_credentials(),
+                                       target.region, target.service), not resends
             if isinstance(reply, Failed) and isinstance(reply.error, Resend):
                 resends += 1  # a kept-alive connection the server had closed: sent again
                 continue  # at once, on a new connection, not counted as a try
@@ -435,18 +431,6 @@ class DirectRequests:
     def aclose(self) -> None:
         """Close the trio thread's idle connections (at unmount)."""
         self._wire.close()
-
-
-class _Signer(S3SigV4Auth):
-    """botocore's S3 signer, given the payload's SHA-256 (``request.context[PAYLOAD_HASH]``,
-    computed once for all tries) instead of preparing the whole request again to hash its
-    body (a tenth of a small PUT's CPU)."""
-
-    def payload(self, request: AWSRequest) -> str:
-        digest = request.context.get(PAYLOAD_HASH)
-        if digest is None or not self._should_sha256_sign_payload(request):
-            return super().payload(request)
-        return digest
 
 
 def _proxied(parts: urllib.parse.SplitResult) -> bool:
