@@ -360,10 +360,11 @@ class S3Backend(MultipartUploads, ServerSideCopies):
         return direct.target(bucket) if direct is not None and size <= DIRECT_MAX else None
 
     def _direct_now(self, bucket: str, size: int = 0) -> Target | None:
-        """:meth:`_direct_to` when the trio thread can know it without blocking (the
-        bucket's target was found before); None otherwise (then a worker thread asks)."""
+        """:meth:`_direct_to` when the trio thread can know it and sign without blocking
+        (the bucket's target was found before, the credentials need no refresh); None
+        otherwise (then a worker thread does the request)."""
         direct = self._direct
-        if direct is None or size > DIRECT_MAX:
+        if direct is None or size > DIRECT_MAX or not direct.credentials_at_hand():
             return None
         return direct.known(bucket)[1]
 

@@ -143,6 +143,13 @@ class DirectRequests:
         with self._lock:
             return bucket in self._targets, self._targets.get(bucket)
 
+    def credentials_at_hand(self) -> bool:
+        """Whether signing now needs no refresh of the credentials (a refresh may block on
+        a network call: STS, IMDS, SSO): the trio thread signs only then, a worker thread
+        otherwise (botocore refreshes there)."""
+        needed = getattr(self.credentials, "refresh_needed", None)
+        return needed is None or not needed()
+
     def target(self, bucket: str) -> Target | None:
         """The bucket's Target; None when its requests go through boto3 (blocking: the first
         call per bucket runs botocore's request preparation, no request is sent)."""
@@ -177,6 +184,8 @@ class DirectRequests:
                 or not parts.path.endswith("/" + PROBE_KEY) or _proxied(parts):
             log.debug("s3://%s: requests through boto3", bucket)
             return None
+        if parts.scheme == "https":
+            self._ssl_context()  # (read the CA file here, not on the trio thread)
         # host names are case-blind; botocore signs the lower-case form, so send that
         return Target(parts.scheme, parts.netloc.lower(), parts.path[:-len(PROBE_KEY)],
                       signing["region"], signing.get("signing_name") or "s3")

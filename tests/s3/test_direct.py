@@ -414,3 +414,31 @@ async def test_a_server_that_ignores_range_still_gives_the_bytes_asked(
         assert got == data[70_000:71_000]
     finally:
         backend.close()
+
+
+async def test_credentials_due_for_a_refresh_are_never_refreshed_on_the_trio_thread(
+        s3_server, proxy, raw, bucket, tmp_path):
+    """A refresh may be a network call (STS, IMDS, SSO): while botocore says one is due,
+    direct requests go from a worker thread, where botocore refreshes; then from the trio
+    thread again."""
+    backend = behind(proxy, s3_server)
+    real = backend._direct.credentials
+
+    class Due:
+        due = True
+
+        def refresh_needed(self, refresh_in=None):
+            return self.due
+
+        def get_frozen_credentials(self):
+            return real.get_frozen_credentials()
+    backend._direct.credentials = creds = Due()
+    try:
+        await put(backend, "trio", tmp_path, bucket, "due", b"d")
+        assert sent_from(backend, "thread") and not any(backend._direct._wire._idle.values())
+        creds.due = False
+        await put(backend, "trio", tmp_path, bucket, "fresh", b"f")
+        assert any(backend._direct._wire._idle.values())
+    finally:
+        drop_idle(backend)
+    assert raw.get_object(Bucket=bucket, Key="due")["Body"].read() == b"d"
