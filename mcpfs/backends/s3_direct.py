@@ -271,41 +271,33 @@ class DirectRequests:
         """Sign and send, retried (see the module docstring): the answer's headers (names
         in lower case), boto3's ResponseMetadata and the body; None when the bucket is
         elsewhere. Blocking, over ``http.client``."""
-        steps = self._exchange(bucket, target, method, key, data, headers)
-        reply: Any = None
-        while True:
-            try:
-                step = steps.send(reply)
-            except StopIteration as done:
-                return done.value
+        exchange = _Steps(self._exchange(bucket, target, method, key, data, headers))
+        while (step := exchange.next()) is not None:
             if isinstance(step, float):
                 time.sleep(step)
-                reply = None
                 continue
             try:
-                reply = self._send(target, method, step[0], data, step[1], pooled=step[2])
+                exchange.reply = self._send(target, method, step[0], data, step[1],
+                                            pooled=step[2])
             except Exception as exc:  # noqa: BLE001 - the exchange decides (retry or raise)
-                reply = Failed(exc)
+                exchange.reply = Failed(exc)
+        return exchange.result
 
     async def _arequest(self, bucket: str, target: Target, method: str, key: str,
                         data: bytes, headers: dict[str, str]) -> Answer | None:
         """:meth:`_request` on the trio thread, over s3_wire's connections."""
-        steps = self._exchange(bucket, target, method, key, data, headers)
-        reply: Any = None
-        while True:
-            try:
-                step = steps.send(reply)
-            except StopIteration as done:
-                return done.value
+        exchange = _Steps(self._exchange(bucket, target, method, key, data, headers))
+        while (step := exchange.next()) is not None:
             if isinstance(step, float):
                 await trio.sleep(step)
-                reply = None
                 continue
             try:
-                reply = await self._wire.send(target.scheme, target.netloc, method, step[0],
-                                              step[1], data, pooled=step[2])
+                exchange.reply = await self._wire.send(target.scheme, target.netloc, method,
+                                                       step[0], step[1], data,
+                                                       pooled=step[2])
             except Exception as exc:  # noqa: BLE001 - the exchange decides (retry or raise)
-                reply = Failed(exc)
+                exchange.reply = Failed(exc)
+        return exchange.result
 
     def _exchange(self, bucket: str, target: Target, method: str, key: str, data: bytes,
                   headers: dict[str, str]
@@ -440,6 +432,25 @@ class DirectRequests:
     def aclose(self) -> None:
         """Close the trio thread's idle connections (at unmount)."""
         self._wire.close()
+
+
+class _Steps:
+    """Walks an exchange (DirectRequests._exchange) for a driver: :meth:`next` gives the
+    next step (a request to send, or seconds to wait) with ``reply`` handed in, or None
+    once the exchange ended (its answer in ``result``; its error raised)."""
+
+    def __init__(self, steps: Generator[Any, Any, Answer | None]) -> None:
+        self._steps = steps
+        self.reply: Any = None
+        self.result: Answer | None = None
+
+    def next(self) -> Any:
+        reply, self.reply = self.reply, None
+        try:
+            return self._steps.send(reply)
+        except StopIteration as done:
+            self.result = done.value
+            return None
 
 
 def _proxied(parts: urllib.parse.SplitResult) -> bool:
