@@ -1,4 +1,5 @@
-"""S3 client: boto3 in worker threads, every error mapped once to an McpfsError.
+"""S3 client: boto3 in worker threads (small requests direct: s3_direct.py), every error
+mapped once to an McpfsError.
 
 Configuration comes from the ``[s3]`` section (:class:`S3Config`); credentials, and the
 endpoint/region when the section leaves them out, come from boto3's own chain (environment,
@@ -15,8 +16,9 @@ Messages carry the operation, bucket/key and the S3 error code only, never the s
 text (which may quote request headers).
 
 Resources: one boto3 client (thread-safe, a urllib3 pool of ``threads`` connections) shared
-by all calls; every call runs in ``trio.to_thread.run_sync`` under one CapacityLimiter
-(``limiter``), so at most ``threads`` requests are in flight. A multipart upload holds at
+by all calls; every call runs in ``trio.to_thread.run_sync``, or as a direct request from
+the trio thread, under one CapacityLimiter (``limiter``), so at most ``threads`` requests
+are in flight (s3_calls.py). A multipart upload holds at
 most ``part_concurrency`` parts in memory; it is aborted (shielded from cancellation) on any
 failure or cancellation, so no partial object ever becomes visible. While it runs, its id
 is kept in a small JSON file beside the spool (``<spool>.s3upload``); a process killed
@@ -49,13 +51,12 @@ import errno
 import hashlib
 import logging
 import os
-import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
 import boto3
 import botocore.config
@@ -65,9 +66,10 @@ import trio
 
 from ..errors import McpfsError
 from .s3_copy import MAX_COPY_SIZE, ServerSideCopies, left_markers  # noqa: F401
-from .s3_errors import _Denied, map_error
+from .s3_calls import STATS_NAME, RequestRuns
 from .s3_defaults import RequestDefaults
-from .s3_direct import DIRECT_MAX, DirectRequests, Target
+from .s3_direct import DirectRequests
+from .s3_errors import _Denied, map_error  # noqa: F401  (map_error: re-exported)
 from .s3_upload import (  # noqa: F401  (re-exported: the mount and tests use them)
     UPLOAD_SUFFIX, MiB, MultipartUploads, ObjectInfo, first_error)
 
@@ -75,10 +77,8 @@ if TYPE_CHECKING:
     from ..stats import Stats
 
 log = logging.getLogger("mcpfs.backends.s3")
-T = TypeVar("T")
 
 DELETE_BATCH: Final = 1000  # keys per DeleteObjects request (S3's limit)
-STATS_NAME: Final = "s3"  # the backend's name in Stats.backend / backend_cache
 
 _ALLOWED_KEYS = {"endpoint_url", "region", "addressing_style", "buckets", "profile",
                  "max_attempts", "connect_timeout", "read_timeout", "retry_mode", "threads",
@@ -169,7 +169,7 @@ def fast_timestamp(value: Any) -> datetime.datetime:
     return botocore.utils.parse_timestamp(value)
 
 
-class S3Backend(MultipartUploads, ServerSideCopies):
+class S3Backend(RequestRuns, MultipartUploads, ServerSideCopies):
     """Async S3 operations over one boto3 client; see the module docstring.
 
     Concurrency: the client is thread-safe and shared; ``limiter`` bounds worker threads.
@@ -225,37 +225,6 @@ class S3Backend(MultipartUploads, ServerSideCopies):
         self._denied = _Denied(unsigned=cfg.no_sign_request)
         self._inm_ok = cfg.if_none_match
         self.stats: Stats | None = None  # request counters (see the module docstring)
-
-    async def call(self, fn: Callable[[], T], what: str, op: str = "other", *,
-                   bytes_out: int = 0, bytes_in: Callable[[T], int] | None = None) -> T:
-        """Run ``fn`` (boto3 work) in a worker thread; errors through :func:`map_error`.
-        With ``stats``: counted as one ``op`` request, ``bytes_out`` sent and
-        ``bytes_in(result)`` received when it succeeds, an error when it raises (a
-        cancellation is not counted)."""
-        return await self._counted(
-            lambda: trio.to_thread.run_sync(fn, limiter=self.limiter), what, op,
-            bytes_out=bytes_out, bytes_in=bytes_in)
-
-    async def _counted(self, run: Callable[[], Awaitable[T]], what: str, op: str, *,
-                       bytes_out: int = 0, bytes_in: Callable[[T], int] | None = None) -> T:
-        """``await run()`` counted and its errors mapped as :meth:`call` says (also for a
-        direct request sent from the trio thread)."""
-        stats = self.stats
-        start = time.perf_counter() if stats is not None else 0.0
-        try:
-            result = await run()
-        except Exception as exc:
-            if stats is not None:
-                stats.backend(STATS_NAME, op, seconds=time.perf_counter() - start,
-                              error=True)
-            if isinstance(exc, (botocore.exceptions.BotoCoreError,
-                                botocore.exceptions.ClientError)):
-                raise map_error(exc, what, self._denied) from None
-            raise
-        if stats is not None:
-            stats.backend(STATS_NAME, op, bytes_in=bytes_in(result) if bytes_in else 0,
-                          bytes_out=bytes_out, seconds=time.perf_counter() - start)
-        return result
 
     def close(self) -> None:
         """Close the direct requests' connections (blocking: at unmount, in a thread)."""
@@ -352,30 +321,14 @@ class S3Backend(MultipartUploads, ServerSideCopies):
         return [(u["Key"], u["UploadId"]) for u in resp.get("Uploads", [])]
 
     # ---------------------------------------------------------------- objects
-    def _direct_to(self, bucket: str, size: int = 0) -> Target | None:
-        """Where a direct request of ``size`` bytes to ``bucket`` goes (s3_direct; a worker
-        thread: the first call per bucket prepares one request); None: boto3 sends it (no
-        direct requests, a bucket they do not serve, more than ``DIRECT_MAX`` bytes)."""
-        direct = self._direct
-        return direct.target(bucket) if direct is not None and size <= DIRECT_MAX else None
-
-    def _direct_now(self, bucket: str, size: int = 0) -> Target | None:
-        """:meth:`_direct_to` when the trio thread can know it and sign without blocking
-        (the bucket's target was found before, the credentials need no refresh); None
-        otherwise (then a worker thread does the request)."""
-        direct = self._direct
-        if direct is None or size > DIRECT_MAX or not direct.credentials_at_hand():
-            return None
-        return direct.known(bucket)[1]
-
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         """HeadObject: a direct request from the trio thread once the bucket's target is
         known, else (or for a bucket that turned out elsewhere) in a worker thread."""
         what = f"head s3://{bucket}/{key}"
         target = self._direct_now(bucket)
         if target is not None:
-            resp = await self._counted(lambda: self._direct.ahead(bucket, target, key), what,
-                                       "head")
+            resp = await self._direct_call(lambda: self._direct.ahead(bucket, target, key),
+                                           what, "head")
             if resp is not None:
                 return _headed(key, resp)
 
@@ -455,19 +408,6 @@ class S3Backend(MultipartUploads, ServerSideCopies):
         return await self._put_object(
             bucket, key, lambda: nullcontext(data), len(data), if_none_match, content_type,
             metadata, lambda: hashlib.md5(data, usedforsecurity=False).hexdigest(), data)
-
-    async def _conditional(self, attempt: Callable[[bool], Awaitable[T]], inm: bool) -> T:
-        """``attempt(inm)``; a server without If-None-Match (501 NotImplemented) gets one
-        warning and plain requests from then on."""
-        try:
-            return await attempt(inm and self._inm_ok)
-        except McpfsError as exc:
-            if not (inm and self._inm_ok and "NotImplemented" in str(exc)):
-                raise
-            log.warning("S3 endpoint does not support If-None-Match; writes of new files "
-                        "may overwrite a concurrent writer's")
-            self._inm_ok = False
-            return await attempt(False)
 
     async def delete(self, bucket: str, key: str) -> None:
         await self.call(lambda: self.client.delete_object(Bucket=bucket, Key=key),

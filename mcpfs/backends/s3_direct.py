@@ -24,9 +24,10 @@ type, ``x-amz-meta-*``; Content-Range and the body, read whole, for a GET).
 Where it applies (:meth:`DirectRequests.target`, once per bucket): a signed client; a bucket
 whose PutObject botocore prepares for a plain http(s) URL with SigV4 (not S3 Express, not an
 ARN, not SigV4a); an endpoint that no proxy variable (``HTTPS_PROXY``...) routes; a PUT
-body or GET range up to ``DIRECT_MAX`` bytes, a PUT's headers in ASCII. A bucket that
-answers it is in another region (a 301, or a 400 naming its region) goes through boto3 from
-then on, which follows such redirects. Anything else goes through boto3.
+body or GET range up to ``DIRECT_MAX`` bytes, a PUT's headers plain (names HTTP tokens,
+values printable ASCII without spaces at either end: what both transports send as is). A
+bucket that answers it is in another region (a 301, or a 400 naming its region) goes
+through boto3 from then on, which follows such redirects. Anything else goes through boto3.
 
 Two transports, one retry policy (:meth:`DirectRequests._exchange`, a generator that says
 what to send or how long to wait and gets the transport's answer): blocking ``http.client``
@@ -63,6 +64,7 @@ from __future__ import annotations
 import http.client
 import logging
 import random
+import re
 import socket
 import ssl
 import threading
@@ -92,6 +94,8 @@ MAX_BACKOFF: Final = 20.0  # seconds, botocore's standard mode
 POOL_MAX: Final = 32  # idle connections kept per endpoint (each transport)
 PROBE_KEY: Final = "mcpfs-direct-put-probe"  # the probe PutObject's key (never sent)
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name
+_PLAIN = re.compile(r"([!-~]([ -~]*[!-~])?)?")  # printable ASCII, no space at either end
 
 
 @dataclass(frozen=True)
@@ -354,8 +358,9 @@ class DirectRequests:
             headers["Content-Type"] = content_type
         for name, value in (metadata or {}).items():
             headers[META + name] = value
-        if not all(name.isascii() and value.isascii() for name, value in headers.items()):
-            return None
+        if not all(_TOKEN.fullmatch(name) and _PLAIN.fullmatch(value)
+                   for name, value in headers.items()):
+            return None  # (boto3 sends what it can of that, or says why not)
         return headers
 
     def _send(self, target: Target, method: str, path: str, data: bytes,

@@ -1,7 +1,7 @@
 """Uploads of local files to S3: a single PutObject, or a multipart upload that resumes.
 
 Mixed into :class:`~mcpfs.backends.s3.S3Backend` (it uses the backend's ``client``,
-``config``, ``call``, ``_counted``, ``_conditional``, ``_direct``, ``_direct_to`` and
+``config``, ``call``, ``_direct_call``, ``_conditional``, ``_direct``, ``_direct_to`` and
 ``_direct_now``; every request is named for the stats: "put", "create_upload",
 "upload_part", "complete", "abort", "list_parts", bodies counted as bytes out). A multipart upload holds at most
 ``part_concurrency`` parts in memory and is aborted (shielded from cancellation) on any
@@ -128,7 +128,7 @@ class MultipartUploads:
         async def attempt(inm: bool) -> Any:
             target = self._direct_now(bucket, size) if data is not None else None
             if target is not None:
-                resp = await self._counted(lambda: self._direct.aput(
+                resp = await self._direct_call(lambda: self._direct.aput(
                     bucket, target, key, data, inm, content_type, metadata), what, "put",
                     bytes_out=size)
                 if resp is not None:

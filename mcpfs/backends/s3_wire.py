@@ -14,8 +14,9 @@ answer read into memory (direct requests are small).
 
 Errors, shaped as the blocking transport's (s3_direct.DirectRequests._send) so one retry
 policy serves both: a connection that cannot be made is botocore's
-``EndpointConnectionError`` (``ConnectTimeoutError`` after ``connect_timeout``); no answer
-within ``read_timeout`` is ``TimeoutError``; a dropped connection or a malformed answer is
+``EndpointConnectionError`` (``ConnectTimeoutError`` after ``connect_timeout``); a send or
+a read of the answer that makes no progress for ``read_timeout`` (botocore's meaning: per
+socket operation) is ``TimeoutError``; a dropped connection or a malformed answer is
 ``ConnectionResetError``; and when a kept-alive connection turns out closed by the server
 before any answer, :class:`Resend` (the caller sends again at once on a new one).
 
@@ -86,6 +87,11 @@ class Connections:
         self.read_timeout = read_timeout
         self._ssl_context = ssl_context
         self._idle: dict[tuple[str, str], list[_Conn]] = {}
+        self._closes = 0  # close() calls: a connection in use across one is not kept
+
+    @property
+    def _timeout(self) -> float:
+        return self.read_timeout if self.read_timeout else math.inf
 
     async def send(self, scheme: str, netloc: str, method: str, path: str,
                    headers: dict[str, str], data: bytes, pooled: bool = True
@@ -93,6 +99,9 @@ class Connections:
         """One exchange: (status, headers with lower-case names, body). ``pooled``: an
         idle connection may be used (else a new one is opened)."""
         where = (scheme, netloc)
+        request = h11.Request(method=method, target=path,  # (h11 checks it: before any
+                              headers=[("Host", host_header(scheme, netloc)),  # connection)
+                                       *headers.items()])
         conn = None
         idle = self._idle.get(where) if pooled else None
         while idle and conn is None:
@@ -104,17 +113,15 @@ class Connections:
         if conn is None:
             conn = await self._connect(scheme, netloc)
         conn.answered = False
+        closes = self._closes
         try:
-            request = h11.Request(method=method, target=path,
-                                  headers=[("Host", host_header(scheme, netloc)),
-                                           *headers.items()])
             out = conn.h11.send(request)
             if data:
                 out += conn.h11.send(h11.Data(data=data))
             out += conn.h11.send(h11.EndOfMessage())
-            with trio.fail_after(self.read_timeout if self.read_timeout else math.inf):
+            with trio.fail_after(self._timeout):
                 await conn.stream.send_all(out)
-                status, answer, body = await self._answer(conn)
+            status, answer, body = await self._answer(conn)
         except BaseException as exc:
             await trio.aclose_forcefully(conn.stream)
             if isinstance(exc, trio.TooSlowError):
@@ -126,7 +133,8 @@ class Connections:
                     raise Resend from exc
                 raise ConnectionResetError(f"{netloc}: {exc}") from exc
             raise
-        if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
+        if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE \
+                and closes == self._closes:
             conn.h11.start_next_cycle()
             idle = self._idle.setdefault(where, [])
             if len(idle) < POOL_MAX:
@@ -142,7 +150,8 @@ class Connections:
         while True:
             event = conn.h11.next_event()
             if event is h11.NEED_DATA:
-                chunk = await conn.stream.receive_some(RECEIVE)
+                with trio.fail_after(self._timeout):  # (per read, as botocore's)
+                    chunk = await conn.stream.receive_some(RECEIVE)
                 conn.answered = conn.answered or bool(chunk)
                 conn.h11.receive_data(chunk)  # b"": the end, an error unless expected
                 continue
@@ -184,7 +193,9 @@ class Connections:
         return _Conn(stream, sock.socket.fileno())
 
     def close(self) -> None:
-        """Close the idle connections (trio thread; at unmount)."""
+        """Close the idle connections (trio thread; at unmount); one in use now is closed
+        once its exchange ends. A later request opens a new one."""
+        self._closes += 1
         idle, self._idle = self._idle, {}
         for conns in idle.values():
             for conn in conns:

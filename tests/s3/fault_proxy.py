@@ -11,7 +11,8 @@ header included, so signatures still check) and records what it received in ``se
   ``Connection: close`` header (a kept-alive connection the server drops);
 - ``"redirect"``: answered 301 PermanentRedirect naming another region, not forwarded;
 - ``"hang"``: not forwarded, no answer for ``HANG`` seconds, then the connection is
-  closed (a server that stopped answering: the client's read timeout must fire first).
+  closed (a server that stopped answering: the client's read timeout must fire first);
+- ``"slow"``: forwarded and answered after ``SLOW`` seconds (a request still in flight).
 
 With ``ignore_range``, a GET is forwarded without its Range and unsigned (the signature
 covers the Range; the bucket must be readable anonymously): the whole object comes back, as
@@ -32,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 HANG = 5.0  # seconds a "hang" fault keeps the client waiting
+SLOW = 0.3  # seconds a "slow" fault delays the request
 _ERROR = ('<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
           '<Message>injected</Message></Error>')
 def _SIGNED(name: str) -> bool:  # what a GET without its Range must lose too
@@ -64,6 +66,8 @@ class _Handler(BaseHTTPRequestHandler):
         fault = proxy.faults.pop(0) if self.command == "PUT" and proxy.faults else None
         if fault == "503":
             return self._answer(503, _ERROR.format(code="SlowDown").encode(), {})
+        if fault == "slow":
+            time.sleep(SLOW)
         if fault == "hang":
             time.sleep(HANG)
             self.close_connection = True

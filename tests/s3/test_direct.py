@@ -442,3 +442,63 @@ async def test_credentials_due_for_a_refresh_are_never_refreshed_on_the_trio_thr
     finally:
         drop_idle(backend)
     assert raw.get_object(Bucket=bucket, Key="due")["Body"].read() == b"d"
+
+
+async def test_headers_the_wire_would_refuse_go_through_boto3_counted_once(
+        s3_server, proxy, raw, bucket, tmp_path):
+    """A metadata value with a space at its end (a copy's source named so), or a tab in it:
+    boto3 sends that PUT (stored as boto3 stores it), and the stats count one PUT, not a
+    direct one that was never sent as well."""
+    from mcpfs.stats import Stats
+    backend = behind(proxy, s3_server)
+    backend.stats = stats = Stats()
+    try:
+        for key, value in (("space", "s3://b/name "), ("tab", "a\tb")):
+            await put(backend, "trio", tmp_path, bucket, key, b"m",
+                      metadata={"mcpfs-source": value})
+    finally:
+        drop_idle(backend)
+    assert [direct(h) for h in proxy.puts()] == [False, False]
+    assert raw.get_object(Bucket=bucket, Key="space")["Body"].read() == b"m"
+    assert stats.snapshot()["Backends"]["s3"]["Ops"]["put"]["Count"] == 2
+
+
+async def test_a_request_from_the_trio_thread_holds_the_backends_limiter(
+        s3_server, proxy, bucket, tmp_path):
+    """At most ``threads`` requests in flight, from worker threads or the trio thread."""
+    import trio.testing
+    backend = behind(proxy, s3_server, read_timeout=0.5, max_attempts=1)
+    await trio.to_thread.run_sync(backend._direct.target, bucket)
+    proxy.faults[:] = ["hang"]
+    seen = []
+
+    async def one() -> None:
+        with pytest.raises(McpfsError):
+            await backend.put_bytes(bucket, "held", b"h")
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one)
+            await trio.testing.wait_all_tasks_blocked()
+            seen.append(backend.limiter.borrowed_tokens)
+    finally:
+        drop_idle(backend)
+    assert seen == [1] and backend.limiter.borrowed_tokens == 0
+
+
+async def test_a_connection_in_use_at_close_is_not_kept(s3_server, proxy, bucket, tmp_path):
+    """Unmount closes the trio thread's idle connections; one whose request is in flight
+    then is closed when that request ends, not kept; later requests keep theirs again."""
+    import trio.testing
+    backend = behind(proxy, s3_server)
+    await trio.to_thread.run_sync(backend._direct.target, bucket)
+    proxy.faults[:] = ["slow"]
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(backend.put_bytes, bucket, "in-flight", b"i")
+            await trio.testing.wait_all_tasks_blocked()
+            backend.aclose()
+        assert not any(backend._direct._wire._idle.values())
+        await backend.put_bytes(bucket, "after", b"a")
+        assert any(backend._direct._wire._idle.values())
+    finally:
+        drop_idle(backend)
