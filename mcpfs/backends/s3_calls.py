@@ -29,6 +29,8 @@ STATS_NAME = "s3"  # the backend's name in Stats.backend
 
 
 class RequestRuns:
+    """The request runners of S3Backend (see the module docstring)."""
+
     async def call(self, fn: Callable[[], T], what: str, op: str = "other", *,
                    bytes_out: int = 0, bytes_in: Callable[[T], int] | None = None) -> T:
         """Run ``fn`` (boto3 work) in a worker thread; errors through :func:`map_error`.
@@ -102,7 +104,6 @@ class RequestRuns:
                         "may overwrite a concurrent writer's")
             self._inm_ok = False
             return await attempt(False)
-
 
 
 __all__ = ["RequestRuns", "STATS_NAME"]
