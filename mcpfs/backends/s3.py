@@ -324,19 +324,13 @@ class S3Backend(RequestRuns, MultipartUploads, ServerSideCopies):
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         """HeadObject: a direct request from the trio thread once the bucket's target is
         known, else (or for a bucket that turned out elsewhere) in a worker thread."""
-        what = f"head s3://{bucket}/{key}"
-        target = self._direct_now(bucket)
-        if target is not None:
-            resp = await self._direct_call(lambda: self._direct.ahead(bucket, target, key),
-                                           what, "head")
-            if resp is not None:
-                return _headed(key, resp)
-
         def work() -> dict[str, Any]:
             target = self._direct_to(bucket)
             resp = self._direct.head(bucket, target, key) if target is not None else None
             return resp or self.client.head_object(Bucket=bucket, Key=key)
-        return _headed(key, await self.call(work, what, "head"))
+        return _headed(key, await self.direct_first(
+            bucket, 0, lambda target: self._direct.ahead(bucket, target, key), work,
+            f"head s3://{bucket}/{key}", "head"))
 
     async def open_object(self, bucket: str, key: str, first: int
                           ) -> tuple[ObjectInfo, bytes]:

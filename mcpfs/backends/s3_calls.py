@@ -1,7 +1,7 @@
 """How the S3 backend's requests run (mixed into :class:`~mcpfs.backends.s3.S3Backend`,
 whose ``limiter``, ``stats``, ``_direct``, ``_denied`` and ``_inm_ok`` it uses): boto3 work
 in worker threads (:meth:`RequestRuns.call`), direct requests (s3_direct.py) from the trio
-thread once a bucket's target is known (:meth:`RequestRuns._direct_call`), both under the
+thread once a bucket's target is known (:meth:`RequestRuns.direct_first`), both under the
 one ``limiter`` (at most ``threads`` requests in flight), counted in ``stats`` and with
 their errors mapped once (s3_errors.map_error); and If-None-Match for servers without it.
 
@@ -41,18 +41,27 @@ class RequestRuns:
             lambda: trio.to_thread.run_sync(fn, limiter=self.limiter), what, op,
             bytes_out=bytes_out, bytes_in=bytes_in)
 
-    async def _direct_call(self, run: Callable[[], Awaitable[T | None]], what: str, op: str,
-                           *, bytes_out: int = 0) -> T | None:
-        """A direct request sent from the trio thread (``run``): under the limiter, as a
-        worker thread's (at most ``threads`` requests in flight), counted and its errors
-        mapped as :meth:`call` says; None, and not counted, when it was not sent (boto3
-        must send it)."""
-        token = object()  # (a borrower of its own: a task may hold the limiter already)
-        await self.limiter.acquire_on_behalf_of(token)
-        try:
-            return await self._counted(run, what, op, bytes_out=bytes_out, unsent=None)
-        finally:
-            self.limiter.release_on_behalf_of(token)
+    async def direct_first(self, bucket: str, size: int,
+                           direct: Callable[[Target], Awaitable[T | None]] | None,
+                           work: Callable[[], T], what: str, op: str, *,
+                           bytes_out: int = 0) -> T:
+        """One request of ``size`` bytes to ``bucket``: ``direct(target)`` from the trio
+        thread when :meth:`_direct_now` allows (under the limiter, as a worker thread's:
+        at most ``threads`` requests in flight; counted and its errors mapped as
+        :meth:`call` says), else, or when it was not sent (None: not counted), ``work``
+        in a worker thread through :meth:`call`."""
+        target = self._direct_now(bucket, size) if direct is not None else None
+        if target is not None:
+            token = object()  # (a borrower of its own: a task may hold the limiter)
+            await self.limiter.acquire_on_behalf_of(token)
+            try:
+                resp = await self._counted(lambda: direct(target), what, op,
+                                           bytes_out=bytes_out, unsent=None)
+            finally:
+                self.limiter.release_on_behalf_of(token)
+            if resp is not None:
+                return resp
+        return await self.call(work, what, op, bytes_out=bytes_out)
 
     async def _counted(self, run: Callable[[], Awaitable[T]], what: str, op: str, *,
                        bytes_out: int = 0, bytes_in: Callable[[T], int] | None = None,
@@ -90,7 +99,7 @@ class RequestRuns:
         direct = self._direct
         if direct is None or size > DIRECT_MAX or not direct.credentials_at_hand():
             return None
-        return direct.known(bucket)[1]
+        return direct.known(bucket)
 
     async def _conditional(self, attempt: Callable[[bool], Awaitable[T]], inm: bool) -> T:
         """``attempt(inm)``; a server without If-None-Match (501 NotImplemented) gets one

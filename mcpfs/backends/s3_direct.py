@@ -54,9 +54,10 @@ A body shorter than its size (a spool that shrank) is EIO.
 Resources and concurrency: the blocking transport's idle connections are kept per
 endpoint (at most ``POOL_MAX``) in ``_idle``, under ``_lock``; a request takes one (or opens
 one), and gives it back after a whole answer, so no connection is ever used by two threads;
-:meth:`DirectRequests.close` (at unmount) closes the idle ones, :meth:`~DirectRequests.aclose`
-the trio thread's (``_wire``, touched from the trio thread only). ``_targets`` (bucket -> Target) is written under
-``_lock`` too; ``_probing`` is per thread (the probe of :meth:`DirectRequests.target`).
+:meth:`DirectRequests.close` (at unmount) closes the idle ones,
+:meth:`~DirectRequests.aclose` the trio thread's (``_wire``, touched from the trio thread
+only). ``_targets`` (bucket -> Target) is written under ``_lock`` too; ``_probing`` is per
+thread (the probe of :meth:`DirectRequests.target`).
 """
 
 from __future__ import annotations
@@ -141,11 +142,11 @@ class DirectRequests:
         return self._ssl
 
     # ---------------------------------------------------------------- where
-    def known(self, bucket: str) -> tuple[bool, Target | None]:
-        """(whether the bucket's Target is known yet, the Target): no blocking, so the trio
-        thread may ask; an unknown one is found by :meth:`target` in a worker thread."""
+    def known(self, bucket: str) -> Target | None:
+        """The bucket's Target if :meth:`target` found it already, else None: no blocking,
+        so the trio thread may ask (an unknown one is found in a worker thread)."""
         with self._lock:
-            return bucket in self._targets, self._targets.get(bucket)
+            return self._targets.get(bucket)
 
     def credentials_at_hand(self) -> bool:
         """Whether signing now needs no refresh of the credentials (a refresh may block on
@@ -309,8 +310,9 @@ class DirectRequests:
                                  Answer | None]:
         """The retry policy of one request, apart from how it is sent: yields the signed
         request to send, (path, headers, pooled), and gets the transport's (status,
-        headers, body) or :class:`_Failed`; or yields the seconds to wait before the next
-        try. Returns the answer, or None when the bucket is elsewhere; raises the error."""
+        headers, body) or :class:`~.s3_answers.Failed`; or yields the seconds to wait
+        before the next try. Returns the answer, or None when the bucket is elsewhere;
+        raises the error."""
         path = target.prefix + urllib.parse.quote(key, safe="/~")
         url = f"{target.scheme}://{target.netloc}{path}"
         payload = payload_hash(target.scheme, headers, data)  # (once for all tries)

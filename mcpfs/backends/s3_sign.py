@@ -13,8 +13,8 @@ checks the result against botocore's for the same request and time.
 What :func:`signed` adds to the headers: ``X-Amz-Date``, ``X-Amz-Security-Token`` (with
 temporary credentials), ``X-Amz-Content-SHA256`` (:func:`payload_hash`: the body's SHA-256,
 or ``UNSIGNED-PAYLOAD`` over https for a body that carries Content-MD5, as botocore does
-for a streamed one) and ``Authorization``. Pure computation; the key cache is a small dict guarded by the GIL
-(a lost race computes the same key twice).
+for a streamed one) and ``Authorization``. Pure computation; the key cache is a small
+dict guarded by the GIL (a lost race computes the same key twice).
 """
 
 from __future__ import annotations

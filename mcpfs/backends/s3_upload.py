@@ -1,9 +1,9 @@
 """Uploads of local files to S3: a single PutObject, or a multipart upload that resumes.
 
 Mixed into :class:`~mcpfs.backends.s3.S3Backend` (it uses the backend's ``client``,
-``config``, ``call``, ``_direct_call``, ``_conditional``, ``_direct``, ``_direct_to`` and
-``_direct_now``; every request is named for the stats: "put", "create_upload",
-"upload_part", "complete", "abort", "list_parts", bodies counted as bytes out). A multipart upload holds at most
+``config``, ``call``, ``direct_first``, ``_conditional``, ``_direct`` and ``_direct_to``;
+every request is named for the stats: "put", "create_upload", "upload_part", "complete",
+"abort", "list_parts", bodies counted as bytes out). A multipart upload holds at most
 ``part_concurrency`` parts in memory and is aborted (shielded from cancellation) on any
 failure or cancellation, so no partial object ever becomes visible. While it runs, its id is
 kept in a small JSON file beside the spool (``<spool>.s3upload``); a process killed
@@ -125,15 +125,11 @@ class MultipartUploads:
                                  f"{exc.strerror or exc}", errno=exc.errno or errno.EIO) \
                     from None
 
-        async def attempt(inm: bool) -> Any:
-            target = self._direct_now(bucket, size) if data is not None else None
-            if target is not None:
-                resp = await self._direct_call(lambda: self._direct.aput(
-                    bucket, target, key, data, inm, content_type, metadata), what, "put",
-                    bytes_out=size)
-                if resp is not None:
-                    return resp
-            return await self.call(lambda: work(inm), what, "put", bytes_out=size)
+        def attempt(inm: bool) -> Awaitable[Any]:
+            direct = None if data is None else lambda target: self._direct.aput(
+                bucket, target, key, data, inm, content_type, metadata)
+            return self.direct_first(bucket, size, direct, lambda: work(inm), what, "put",
+                                     bytes_out=size)
         resp = await self._unless_ours(lambda: self._conditional(attempt, if_none_match),
                                        bucket, key, size, etag)
         return ObjectInfo(key, size, 0, resp.get("ETag"), resp.get("VersionId"))

@@ -169,9 +169,7 @@ class Spool:
     def content(self) -> bytes | None:
         """The whole content when it is at hand without file I/O (a memory spool, or a
         small one written to its file and not changed since), else None."""
-        if self.mem is not None:
-            return bytes(self.mem)
-        return self.retained
+        return self.getvalue() if self.mem is not None else self.retained
 
     # ---------------------------------------------------------------- I/O
     def _pwrite(self, offset: int, data: bytes) -> int:
